@@ -1,0 +1,67 @@
+"""Fixtures shared by the whole suite: offline settings, a moto S3 server on loopback, preset paths."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRESETS = REPO_ROOT / "config_presets"
+
+# Nothing in the suite may reach the internet: hubs are offline, wandb is off.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 for the session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point boto3 at the moto server through the standard environment variables; yields the endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("VLA_FOUNDRY_S3_BACKOFF_S", "0.01")
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the moto server; yields `s3://<bucket>`."""
+    import boto3
+
+    name = "test-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    client = boto3.client("s3", endpoint_url=s3_env)
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if name in existing:
+        for obj in client.list_objects_v2(Bucket=name).get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])
+    else:
+        client.create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -1,0 +1,109 @@
+"""Shared attributes flow from their owner; derived batch and budget values are computed once."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PRESETS
+from vla_foundry.params import ConfigError, parse_train_params
+
+BASE = ["--model.type", "transformer", "--data.type", "text"]
+
+
+def test_seed_is_shared_from_hparams_to_data():
+    params = parse_train_params([*BASE, "--hparams.seed", "7"])
+    assert params.data.seed == 7
+
+
+def test_contradicting_a_shared_value_is_an_error():
+    with pytest.raises(ConfigError, match=r"data\.seed=3 contradicts hparams\.seed=7"):
+        parse_train_params([*BASE, "--hparams.seed", "7", "--data.seed", "3"])
+
+
+def test_repeating_the_owner_value_is_accepted():
+    params = parse_train_params([*BASE, "--hparams.seed", "7", "--data.seed", "7"])
+    assert params.data.seed == 7
+
+
+def test_world_size_is_shared_from_the_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "2", "--hparams.global_batch_size", "32"])
+    assert params.distributed.world_size == 4
+    assert params.distributed.rank == 2
+    assert params.hparams.world_size == 4
+    assert params.hparams.accumulation_steps == 4  # 32 / (2 x 4)
+
+
+def test_accumulation_defaults_to_one_without_a_global_batch_size():
+    params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "6"])
+    assert params.hparams.accumulation_steps == 1
+    assert params.global_batch_size == 6
+
+
+def test_window_and_total_steps_are_derived():
+    params = parse_train_params(
+        [
+            *BASE,
+            "--total_train_samples",
+            "1200",
+            "--num_checkpoints",
+            "3",
+            "--hparams.per_gpu_batch_size",
+            "4",
+            "--hparams.global_batch_size",
+            "40",
+        ]
+    )
+    assert params.samples_per_checkpoint == 400
+    assert params.steps_per_checkpoint == 10
+    assert params.total_steps == 30
+    assert params.hparams.accumulation_steps == 10
+
+
+def test_num_epochs_budget_uses_the_dataset_size():
+    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    params = parse_params(TrainExperimentParams, [*BASE, "--num_epochs", "3", "--hparams.per_gpu_batch_size", "10"])
+    init_shared_attributes(params, dataset_num_samples=200)
+    assert params.total_train_samples == 600
+    assert params.samples_per_checkpoint == 600
+
+
+def test_vlm_image_tokens_and_size_are_shared_to_image_caption_data():
+    params = parse_train_params(["--model", f"include {PRESETS}/models/vlm_tiny.yaml", "--data.type", "image_caption"])
+    # 32px / 8px patches = 4x4 = 16 patches; pixel shuffle 2 -> 4 tokens.
+    assert params.model.img_num_tokens == 4
+    assert params.data.img_num_tokens == 4
+    assert params.data.image_size == 32
+
+
+def test_contradicting_image_token_count_is_an_error():
+    with pytest.raises(ConfigError, match="data.img_num_tokens=256 contradicts model.img_num_tokens=4"):
+        parse_train_params(
+            [
+                "--model",
+                f"include {PRESETS}/models/vlm_tiny.yaml",
+                "--data.type",
+                "image_caption",
+                "--data.img_num_tokens",
+                "256",
+            ]
+        )
+
+
+def test_robotics_dims_flow_from_data_to_the_policy():
+    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params.base_params import update_field
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    params = parse_params(
+        TrainExperimentParams,
+        ["--model.type", "diffusion_policy", "--data.type", "robotics", "--data.action_fields", "[action]"],
+    )
+    # Dims are derived from dataset stats by the data side before the shared pass.
+    update_field(params.data, "action_dim", 7)
+    update_field(params.data, "proprioception_dim", 9)
+    init_shared_attributes(params)
+    assert (params.model.action_dim, params.model.proprioception_dim) == (7, 9)

@@ -1,0 +1,1 @@
+"""Data: dataset planning, streaming pipelines per modality, processors and preprocessing jobs."""

@@ -1,0 +1,73 @@
+"""Frozen params dataclasses, parsed by draccus from YAML presets and CLI flags."""
+
+from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.data_params import (
+    AugmentationParams,
+    DataParams,
+    ImageCaptionDataParams,
+    NormalizationParams,
+    RoboticsDataParams,
+    TextDataParams,
+    TextUntokenizedDataParams,
+    register_data_params,
+)
+from vla_foundry.params.distributed_params import DistributedParams
+from vla_foundry.params.ema_params import EMAParams
+from vla_foundry.params.hyper_params import HyperParams
+from vla_foundry.params.model_params import (
+    ActionHeadParams,
+    DiffusionPolicyParams,
+    ModelParams,
+    TransformerHFParams,
+    TransformerParams,
+    ViTHFParams,
+    ViTParams,
+    VLMHFParams,
+    VLMParams,
+    register_model_params,
+)
+from vla_foundry.params.parsing import (
+    load_params_from_yaml,
+    params_to_yaml,
+    parse_params,
+    parse_train_params,
+    save_params,
+)
+from vla_foundry.params.train_experiment_params import (
+    TrainExperimentParams,
+    init_shared_attributes,
+    validate_params,
+)
+
+__all__ = [
+    "ActionHeadParams",
+    "AugmentationParams",
+    "ConfigError",
+    "DataParams",
+    "DiffusionPolicyParams",
+    "DistributedParams",
+    "EMAParams",
+    "HyperParams",
+    "ImageCaptionDataParams",
+    "ModelParams",
+    "NormalizationParams",
+    "RoboticsDataParams",
+    "TextDataParams",
+    "TextUntokenizedDataParams",
+    "TrainExperimentParams",
+    "TransformerHFParams",
+    "TransformerParams",
+    "VLMHFParams",
+    "VLMParams",
+    "ViTHFParams",
+    "ViTParams",
+    "init_shared_attributes",
+    "load_params_from_yaml",
+    "params_to_yaml",
+    "parse_params",
+    "parse_train_params",
+    "register_data_params",
+    "register_model_params",
+    "save_params",
+    "validate_params",
+]

@@ -1,0 +1,171 @@
+"""Data params: one frozen dataclass per data type, chosen by `--data.type`.
+
+A run names one or more datasets (directories holding `manifest.jsonl`, local or s3://) with a weight and a
+modality each: `--data.dataset_manifest [a, b] --data.dataset_weighting [0.3, 0.7]
+--data.dataset_modality [robotics, robotics]`. Fields documented as *shared* are filled from their owner by
+`init_shared_attributes`; leave them unset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import draccus
+
+from vla_foundry.params.base_params import ConfigError, ParamsRegistry
+
+MODALITIES = ("text", "text_untokenized", "image_caption", "robotics")
+
+
+@dataclass(frozen=True)
+class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
+    """Base of every data type: which datasets, how they mix, and how they are streamed."""
+
+    # Own registry (not shared with the other params registries).
+    _choice_registry: ClassVar[dict[str, type]] = {}
+
+    # Dataset directories or their manifest.jsonl paths (local or s3://).
+    dataset_manifest: list[str] = field(default_factory=list)
+    # Relative sampling weight per dataset (normalised to sum to 1).
+    dataset_weighting: list[float] = field(default_factory=list)
+    # Modality per dataset: one of text, text_untokenized, image_caption, robotics.
+    dataset_modality: list[str] = field(default_factory=list)
+    # Validation datasets (same form); empty means no validation.
+    val_dataset_manifest: list[str] = field(default_factory=list)
+    val_dataset_weighting: list[float] = field(default_factory=list)
+    # Wrap to a new (reshuffled) epoch of a dataset's shards when they run out; otherwise running out is an error.
+    allow_multiple_epochs: bool = True
+    num_workers: int = 2
+    prefetch_factor: int = 2
+    # Samples held in the shuffle buffer of each loader worker.
+    shuffle_buffer_size: int = 256
+    # Above this fraction of undecodable samples in a checkpoint window, training stops with the list.
+    max_bad_sample_fraction: float = 0.01
+    # Shared from hparams.seed.
+    seed: int | None = None
+
+    def validate(self) -> None:
+        n = len(self.dataset_manifest)
+        if len(self.dataset_weighting) != n or len(self.dataset_modality) != n:
+            raise ConfigError(
+                "data.dataset_manifest, data.dataset_weighting and data.dataset_modality must have the same length; "
+                f"got {n}, {len(self.dataset_weighting)} and {len(self.dataset_modality)}"
+            )
+        if self.val_dataset_manifest and len(self.val_dataset_weighting) not in (0, len(self.val_dataset_manifest)):
+            raise ConfigError(
+                "data.val_dataset_weighting must be empty or as long as data.val_dataset_manifest; "
+                f"got {len(self.val_dataset_weighting)} and {len(self.val_dataset_manifest)}"
+            )
+        for i, modality in enumerate(self.dataset_modality):
+            if modality not in MODALITIES:
+                raise ConfigError(
+                    f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(MODALITIES)}"
+                )
+        for i, weight in enumerate(self.dataset_weighting):
+            if weight < 0:
+                raise ConfigError(f"data.dataset_weighting[{i}]={weight} must be >= 0")
+        if n and sum(self.dataset_weighting) <= 0:
+            raise ConfigError("data.dataset_weighting must have a positive sum")
+        if not 0.0 <= self.max_bad_sample_fraction <= 1.0:
+            raise ConfigError(f"data.max_bad_sample_fraction={self.max_bad_sample_fraction} must be within [0, 1]")
+
+
+def register_data_params(name: str):
+    """Class decorator registering a `DataParams` subclass under `name` (`--data.type name`)."""
+    return DataParams.register_subclass(name)
+
+
+@register_data_params("text")
+@dataclass(frozen=True)
+class TextDataParams(DataParams):
+    """Pre-tokenized text: each sample is a list of token ids, randomly cropped to `seq_len + 1`."""
+
+    seq_len: int = 2048
+    pad_token_id: int = 0
+
+
+@register_data_params("text_untokenized")
+@dataclass(frozen=True)
+class TextUntokenizedDataParams(DataParams):
+    """Raw text tokenized on the fly, then packed (concatenated across samples) or padded to `seq_len + 1`."""
+
+    seq_len: int = 2048
+    # "byte" for the built-in byte-level tokenizer, or a transformers tokenizer name / local path.
+    tokenizer: str = "byte"
+    pack: bool = True
+
+
+@register_data_params("image_caption")
+@dataclass(frozen=True)
+class ImageCaptionDataParams(DataParams):
+    """Image + caption pairs: image processed to `image_size`, caption prefixed by `<image>` placeholders."""
+
+    seq_len: int = 256
+    tokenizer: str = "byte"
+    # A transformers processor name / local path; when given it replaces the tokenizer and image processing.
+    processor: str | None = None
+    # Shared from the model (vision tower input size / image tokens per image).
+    image_size: int | None = None
+    img_num_tokens: int | None = None
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class NormalizationParams:
+    """How low-dimensional fields are normalised with the dataset statistics (stats.json)."""
+
+    method: Literal["std", "min_max", "percentile_1_99", "percentile_5_95", "none"] = "std"
+    scope: Literal["global", "per_timestep"] = "global"
+    epsilon: float = 1e-6
+    # Per-field method overrides: {field_name: method}.
+    field_overrides: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """Image augmentation for training (never applied at validation or inference)."""
+
+    enabled: bool = False
+    # Random crop keeping this fraction of each side, then resized back.
+    crop_scale: float = 0.9
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.0
+
+
+@register_data_params("robotics")
+@dataclass(frozen=True)
+class RoboticsDataParams(DataParams):
+    """Robot episodes cut into windows (FORMATS.md §2): actions, proprioception, camera images, instructions."""
+
+    # Low-dim fields concatenated (in this order) into the action and proprioception vectors.
+    action_fields: list[str] = field(default_factory=list)
+    proprioception_fields: list[str] = field(default_factory=list)
+    # Cameras and image offsets (relative to the anchor) to load; None means all stored ones.
+    camera_names: list[str] | None = None
+    image_indices: list[int] | None = None
+    # Window around the anchor; None means the stored window (preprocessing_config.yaml).
+    past_lowdim_steps: int | None = None
+    future_lowdim_steps: int | None = None
+    language_instruction_types: list[str] = field(default_factory=lambda: ["original"])
+    image_size: int | None = None
+    missing_camera: Literal["error", "zero_pad"] = "error"
+    normalization: NormalizationParams = field(default_factory=NormalizationParams)
+    augmentation: AugmentationParams = field(default_factory=AugmentationParams)
+    tokenizer: str = "byte"
+    max_instruction_tokens: int = 64
+    # Derived from dataset stats and the field lists (owner: data, shared to the model); never typed by hand.
+    action_dim: int | None = None
+    proprioception_dim: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.action_fields:
+            raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
+        for name in (self.normalization.method, *self.normalization.field_overrides.values()):
+            valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
+            if name not in valid:
+                raise ConfigError(f"data.normalization method {name!r} is not valid; valid: {', '.join(valid)}")

@@ -1,0 +1,54 @@
+"""Optimisation hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vla_foundry.params.base_params import ConfigError
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    lr: float = 3e-4
+    lr_scheduler: Literal["cosine", "constant", "wsd"] = "cosine"
+    # Warmup: an int is a number of optimizer steps, a float in [0, 1) a fraction of all steps.
+    warmup: int | float = 0
+    # Final lr as a fraction of `lr` (cosine and wsd).
+    lr_min_ratio: float = 0.1
+    # wsd: fraction of all steps spent in the final linear decay.
+    lr_decay_fraction: float = 0.2
+    optimizer: Literal["adamw"] = "adamw"
+    weight_decay: float = 0.1
+    # No weight decay on norms, biases and embeddings.
+    no_decay_norm_bias: bool = True
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    # Clip the global gradient norm (0 disables).
+    grad_clip_norm: float = 1.0
+    # fp32; amp_bf16: fp32 weights + bf16 autocast; pure_bf16: bf16 weights; fp16: autocast + gradient scaler.
+    precision: Literal["fp32", "amp_bf16", "pure_bf16", "fp16"] = "amp_bf16"
+    seed: int = 42
+    per_gpu_batch_size: int = 8
+    # None means per_gpu_batch_size x world_size (no accumulation).
+    global_batch_size: int | None = None
+    z_loss_coefficient: float = 0.0
+    label_smoothing: float = 0.0
+    grad_checkpointing: bool = False
+    torch_compile: bool = False
+    # Shared from distributed.world_size; derived: global / (per_gpu x world). Leave unset.
+    world_size: int | None = None
+    accumulation_steps: int | None = None
+
+    def validate(self) -> None:
+        if self.per_gpu_batch_size < 1:
+            raise ConfigError(f"hparams.per_gpu_batch_size={self.per_gpu_batch_size} must be >= 1")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise ConfigError(f"hparams.global_batch_size={self.global_batch_size} must be >= 1")
+        if isinstance(self.warmup, float) and not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"hparams.warmup={self.warmup}: a float is a fraction of all steps and must be in [0, 1)")
+        if isinstance(self.warmup, int) and self.warmup < 0:
+            raise ConfigError(f"hparams.warmup={self.warmup} must be >= 0")
+        if self.lr <= 0:
+            raise ConfigError(f"hparams.lr={self.lr} must be > 0")

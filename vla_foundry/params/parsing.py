@@ -1,0 +1,467 @@
+"""Turning YAML presets and CLI flags into frozen params, and params back into YAML.
+
+Composition, lowest to highest precedence:
+  1. dataclass defaults;
+  2. YAML: `--config_path job.yaml`, whose mappings may pull in other files with `key: !include rel.yaml` or
+     `<<: !include rel.yaml` (paths relative to the including file). With `<<`, keys written in the outer file
+     win, and nested blocks are merged key by key, so an outer file can change one field of an included block;
+  3. CLI flags `--a.b value` (or `--a.b=value`); `--model "include path.yaml"` loads a whole block, relative
+     to the working directory, replacing that block of the YAML. A CLI override of one nested field keeps the
+     rest of an included block.
+
+Before decoding, every key is checked against the dataclasses: an unknown key is an error naming the key,
+where it came from and the closest valid names; `type` selects a model/data class; union fields resolve to
+the first variant that has every given key. Leaf values (numbers, lists, tuples) are decoded by draccus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import types
+import typing
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import draccus
+import yaml
+from draccus.parsers.yaml_loader import SafeLoaderWithInclusion
+
+from vla_foundry import storage
+from vla_foundry.params.base_params import ConfigError, ParamsRegistry
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+CONFIG_PATH_FLAG = "config_path"
+INCLUDE_PREFIX = "include "
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML with includes
+
+
+class _IncludeLoader(SafeLoaderWithInclusion):
+    """YAML loader for `!include` with a key-by-key merge for `<<: !include` and a record of files read."""
+
+    files_read: list[str]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # Pull out `<<: !include file` entries and merge them under the mapping's own keys (deep merge),
+        # instead of YAML's shallow merge where an outer `transformer:` would replace the whole included block.
+        included: list[dict] = []
+        kept = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" and value_node.tag == "!include":
+                value = self.construct_object(value_node, deep=True)
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{value_node.value}: a file merged with `<<: !include` must hold a mapping")
+                included.append(value)
+            else:
+                kept.append((key_node, value_node))
+        node.value = kept
+        own = super().construct_mapping(node, deep=True)
+        merged: dict = {}
+        for block in included:
+            merged = deep_merge(merged, block)
+        return deep_merge(merged, own)
+
+
+def _include(loader: _IncludeLoader, node: yaml.Node) -> Any:
+    parent = getattr(loader, "current_file", None) or getattr(loader.stream, "name", ".")
+    path = os.path.normpath(os.path.join(os.path.dirname(parent), node.value))
+    return _load_yaml_file(path, loader.files_read, included_from=parent)
+
+
+_IncludeLoader.add_constructor("!include", _include)
+
+
+def _load_yaml_file(path: str, files_read: list[str], included_from: str | None = None) -> Any:
+    if not os.path.isfile(path):
+        where = f" (included from {included_from})" if included_from else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    files_read.append(path)
+    with open(path, encoding="utf-8") as f:
+        loader = _IncludeLoader(f)
+        loader.files_read = files_read
+        loader.current_file = path
+        try:
+            return loader.get_single_data()
+        except yaml.YAMLError as e:
+            raise ConfigError(f"invalid YAML in {path}: {e}") from None
+        finally:
+            loader.dispose()
+
+
+def load_yaml(path: str | os.PathLike) -> tuple[dict, list[str]]:
+    """Load a YAML config with its includes; returns (mapping, files read in order)."""
+    files: list[str] = []
+    data = _load_yaml_file(str(path), files)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping at the top level")
+    return data, files
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` over `base`, recursing into nested mappings."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def split_cli(args: Sequence[str]) -> list[tuple[str, str]]:
+    """`["--a.b", "1", "--c=2"]` -> `[("a.b", "1"), ("c", "2")]`, in order."""
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    args = list(args)
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"unexpected argument {arg!r}: flags look like --group.field VALUE")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            key = arg[2:]
+            if i + 1 >= len(args) or (args[i + 1].startswith("--") and len(args[i + 1]) > 2):
+                raise ConfigError(f"flag --{key} needs a value")
+            value = args[i + 1]
+            i += 2
+        pairs.append((key, value))
+    return pairs
+
+
+def _parse_cli_value(key: str, raw: str) -> Any:
+    if raw.startswith(INCLUDE_PREFIX):
+        path = raw[len(INCLUDE_PREFIX) :].strip()
+        data, _ = load_yaml(path)
+        return data
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def cli_to_dict(pairs: Sequence[tuple[str, str]]) -> dict:
+    """Nest dotted CLI keys; a whole-block value (`--model "include x.yaml"`) is applied before its sub-keys."""
+    out: dict = {}
+    for key, raw in sorted(pairs, key=lambda kv: kv[0].count(".")):
+        value = _parse_cli_value(key, raw)
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = deep_merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Key checking against the dataclasses
+
+
+@dataclasses.dataclass
+class _Sources:
+    """Where values came from, for error messages."""
+
+    cli_keys: set[str]
+    files: list[str]
+
+    def where(self, dotted: str) -> str:
+        if dotted in self.cli_keys or any(dotted.startswith(k + ".") for k in self.cli_keys):
+            return "on the command line"
+        leaf = dotted.rsplit(".", 1)[-1]
+        for path in reversed(self.files):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip().startswith(f"{leaf}:"):
+                        return f"in {path}"
+        if self.files:
+            return f"in {self.files[0]} or a file it includes"
+        return "in the given values"
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _dataclass_variants(tp: Any) -> list[type]:
+    """The dataclasses a field annotation may hold (one for a plain dataclass, several for a union)."""
+    tp = _unwrap_optional(tp)
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+    if dataclasses.is_dataclass(tp):
+        return [tp]
+    return []
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def _closest(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    return ", ".join(close) if close else ", ".join(sorted(valid))
+
+
+def _env_only_fields(cls: type) -> dict[str, str]:
+    """Properties read from the environment (distributed rank etc.): never set by users."""
+    return {
+        name: env
+        for name, env in (("rank", "RANK"), ("world_size", "WORLD_SIZE"), ("local_rank", "LOCAL_RANK"))
+        if isinstance(getattr(cls, name, None), property) and not hasattr(cls, "get_known_choices")
+    }
+
+
+def build_params(cls: type[T], data: Any, path: str, sources: _Sources, strict: bool = True) -> T:
+    """Check `data` against `cls` and construct it; registries resolve by `type`, unions by given fields."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping of fields, got {data!r}")
+    if isinstance(cls, type) and issubclass(cls, ParamsRegistry):
+        cls = _resolve_choice(cls, data, path, sources)
+        data = {k: v for k, v in data.items() if k != "type"}
+    return _build_dataclass(cls, data, path, sources, strict)
+
+
+def _resolve_choice(cls: type, data: dict, path: str, sources: _Sources) -> type:
+    choices = cls.get_known_choices()
+    try:
+        name = cls.get_choice_name(cls)
+    except ValueError:
+        name = None
+    if name is not None:  # already a concrete registered class
+        given = data.get("type")
+        if given is not None and given != name:
+            raise ConfigError(f"{path}.type={given!r} does not match the expected {name!r}")
+        return cls
+    if "type" not in data:
+        raise ConfigError(f"{path}.type is required (--{path}.type NAME); choose one of: {', '.join(sorted(choices))}")
+    name = data["type"]
+    if name not in choices:
+        raise ConfigError(
+            f"{path}.type={name!r} ({sources.where(path + '.type')}) is not registered; "
+            f"closest: {_closest(str(name), list(choices))}; registered: {', '.join(sorted(choices))}"
+        )
+    return choices[name]
+
+
+def _build_dataclass(cls: type, data: dict, path: str, sources: _Sources, strict: bool) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = _field_names(cls)
+    env_only = _env_only_fields(cls)
+    kwargs: dict = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key in env_only:
+            if strict:
+                raise ConfigError(
+                    f"{dotted} is read from the torchrun environment variable {env_only[key]}; do not set it"
+                )
+            continue
+        if key not in valid:
+            if strict:
+                raise ConfigError(
+                    f"unknown key {dotted!r} ({sources.where(dotted)}); closest valid names under "
+                    f"{path or 'the top level'}: {_closest(str(key), valid)}"
+                )
+            warnings.warn(f"dropping key {dotted!r}: not a field of {cls.__name__} in this version", stacklevel=2)
+            continue
+        kwargs[key] = _build_value(hints[key], value, dotted, sources, strict)
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init
+        and f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        name = f"{path}.{missing[0]}" if path else missing[0]
+        hint = f" (e.g. --{name}.type NAME)" if hasattr(hints[missing[0]], "get_known_choices") else ""
+        raise ConfigError(f"{name} is required{hint}")
+    return cls(**kwargs)
+
+
+def _build_value(tp: Any, value: Any, dotted: str, sources: _Sources, strict: bool) -> Any:
+    inner = _unwrap_optional(tp)
+    if get_origin(inner) is Literal and value is not None:
+        allowed = get_args(inner)
+        for option in allowed:
+            if value == option or str(value) == str(option):
+                return option
+        raise ConfigError(
+            f"{dotted}={value!r} ({sources.where(dotted)}) is not valid; choose one of: "
+            f"{', '.join(str(a) for a in allowed)}"
+        )
+    variants = _dataclass_variants(tp)
+    if not variants or not isinstance(value, dict):
+        return _decode_leaf(tp, value, dotted, sources)
+    if len(variants) == 1:
+        return build_params(variants[0], value, dotted, sources, strict)
+    # A union: the variant `type` names (a registered model/data name), else the first with every given key.
+    if "type" in value:
+        for variant in variants:
+            if hasattr(variant, "get_known_choices") and variant.get_known_choices().get(value["type"]) is variant:
+                return build_params(variant, value, dotted, sources, strict)
+    for variant in variants:
+        if set(value) - {"type"} <= set(_field_names(variant)):
+            return build_params(variant, value, dotted, sources, strict)
+    all_names = sorted({n for v in variants for n in _field_names(v)})
+    unknown = sorted(set(value) - set(all_names) - {"type"})
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"unknown key {dotted + '.' + key!r} ({sources.where(dotted + '.' + key)}); closest valid names under "
+            f"{dotted}: {_closest(key, all_names)}"
+        )
+    kinds = " | ".join(v.__name__ for v in variants)
+    raise ConfigError(
+        f"{dotted} mixes fields of different kinds ({kinds}): {', '.join(sorted(value))}; "
+        f"give the fields of one kind only"
+    )
+
+
+def _decode_leaf(tp: Any, value: Any, dotted: str, sources: _Sources) -> Any:
+    """Type conversion of a non-dataclass value by draccus (ints, floats, lists, tuples, dicts, unions)."""
+    try:
+        return draccus.decode(tp, value)
+    except Exception as e:
+        message = e.message if isinstance(e, draccus.utils.DecodingError) else str(e)
+        raise ConfigError(
+            f"{dotted}={value!r} ({sources.where(dotted)}) is not a valid {_type_label(tp)}: {_first_line(message)}"
+        ) from None
+
+
+def _type_label(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
+def parse_params(cls: type[T], args: Sequence[str] | None = None) -> T:
+    """Parse `--config_path` and CLI flags into `cls` (no shared-attribute pass: see `parse_train_params`)."""
+    data, sources = compose_config(args)
+    return build_params(cls, data, "", sources)
+
+
+def compose_config(args: Sequence[str] | None) -> tuple[dict, _Sources]:
+    """Merge YAML (`--config_path`) and CLI flags into one mapping, remembering where values came from."""
+    pairs = split_cli(args if args is not None else [])
+    config_paths = [v for k, v in pairs if k == CONFIG_PATH_FLAG]
+    pairs = [(k, v) for k, v in pairs if k != CONFIG_PATH_FLAG]
+    file_data: dict = {}
+    files: list[str] = []
+    for path in config_paths:
+        loaded, read = load_yaml(path)
+        file_data = deep_merge(file_data, loaded)
+        files.extend(read)
+    sources = _Sources(cli_keys={k for k, _ in pairs}, files=files)
+    for _, raw in pairs:
+        if raw.startswith(INCLUDE_PREFIX):
+            sources.files.extend(load_yaml(raw[len(INCLUDE_PREFIX) :].strip())[1])
+    for key, raw in pairs:
+        # A block given whole on the CLI (`--model.vit "include vit_hf.yaml"`) replaces that block of the YAML
+        # instead of merging into it: it may be a different kind (a native ViT preset replaced by an HF one).
+        if raw.startswith(INCLUDE_PREFIX):
+            _delete_path(file_data, key.split("."))
+    return deep_merge(file_data, cli_to_dict(pairs)), sources
+
+
+def _delete_path(data: dict, parts: list[str]) -> None:
+    node = data
+    for part in parts[:-1]:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(parts[-1], None)
+
+
+def parse_train_params(args: Sequence[str] | None = None) -> Any:
+    """Parse a training config and run the shared-attribute / derived-value pass. Touches no network or GPU."""
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+
+    params = parse_params(TrainExperimentParams, args)
+    init_shared_attributes(params)
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def params_to_dict(params: Any) -> dict:
+    """Plain YAML-able dict; every model/data params block carries its `type` (so unions reload unambiguously)."""
+    return _tag_types(params, draccus.encode(params))
+
+
+def _tag_types(params: Any, encoded: Any) -> Any:
+    if not dataclasses.is_dataclass(params) or not isinstance(encoded, dict):
+        return encoded
+    out = {"type": params.type} if isinstance(params, ParamsRegistry) else {}
+    for key, value in encoded.items():
+        out[key] = _tag_types(getattr(params, key, None), value)
+    return out
+
+
+def params_to_yaml(params: Any) -> str:
+    return yaml.safe_dump(params_to_dict(params), sort_keys=False, default_flow_style=False)
+
+
+def save_params(params: Any, path: str | os.PathLike) -> None:
+    """Write params as YAML to a local path or s3:// URL."""
+    storage.write_text(str(path), params_to_yaml(params))
+
+
+def load_params_from_yaml(cls: type[T], path: str | os.PathLike, strict: bool = False) -> T:
+    """Read params saved by `save_params` (local or s3://).
+
+    `cls` may be a sub-part of what the file holds: `load_params_from_yaml(ModelParams, run/config.yaml)` reads
+    the `model` block. Keys this version no longer has are dropped with a warning (saved runs stay loadable);
+    `strict=True` makes them errors.
+    """
+    path = str(path)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path}") from None
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of params")
+    section = _section_for(cls)
+    if section and section in data and "type" not in data:
+        data = data[section]
+    sources = _Sources(cli_keys=set(), files=[] if storage.is_s3(path) else [path])
+    return build_params(cls, data, section or "", sources, strict=strict)
+
+
+def _section_for(cls: type) -> str | None:
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    for f in dataclasses.fields(TrainExperimentParams):
+        tp = typing.get_type_hints(TrainExperimentParams)[f.name]
+        if isinstance(tp, type) and isinstance(cls, type) and issubclass(cls, tp):
+            return f.name
+    return None
