@@ -49,10 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if params.resolve_configs or params.resolve_configs_path:
             print(resolve_configs(params), end="")
             return 0
+        from vla_foundry.checkpoint import CheckpointError
         from vla_foundry.training_run import run_training
 
         run_training(params)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError) as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)

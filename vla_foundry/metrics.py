@@ -1,0 +1,144 @@
+"""Training metrics: a rank-0 progress bar, `metrics.jsonl` in the run dir, and wandb when enabled.
+
+Throughput figures: samples/s and tokens/s over the logging interval, `samples_per_sec_per_gpu`, MFU where the
+model's FLOPs per token are known and the accelerator's peak is known (or given by VLA_FOUNDRY_PEAK_FLOPS),
+data-wait fraction (time blocked on the loader / wall time), and peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import torch
+
+# Dense bf16 peak FLOP/s per accelerator, matched against torch.cuda.get_device_name().
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak FLOP/s of one device, or None when unknown (then MFU is not reported)."""
+    override = os.environ.get("VLA_FOUNDRY_PEAK_FLOPS")
+    if override:
+        return float(override)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def model_flops_per_token(model: torch.nn.Module, seq_len: int | None) -> float | None:
+    """Training FLOPs per token (forward + backward) when the model can count them (`flops_per_token`), else None."""
+    count = getattr(model, "flops_per_token", None)
+    if not callable(count) or seq_len is None:
+        return None
+    return float(count(seq_len))
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(path: str, last_step: int) -> None:
+    """Drop records after `last_step` (a resumed run re-logs the steps after its checkpoint)."""
+    if not os.path.exists(path):
+        return
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        for record in kept:
+            f.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+class MetricsLogger:
+    """Rank 0 writes; other ranks hold a logger that does nothing, so callers need no rank checks."""
+
+    def __init__(
+        self,
+        run_dir: str,
+        enabled: bool,
+        total_steps: int,
+        start_step: int,
+        use_wandb: bool = False,
+        wandb_project: str = "vla_foundry",
+        wandb_entity: str | None = None,
+        wandb_run_id: str | None = None,
+        run_name: str | None = None,
+        config: dict | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.bar = None
+        self.wandb_run = None
+        self.wandb_run_id = wandb_run_id
+        if not enabled:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        if show_progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+        if use_wandb:
+            import wandb
+
+            # resume="allow" with a saved id continues the same wandb run after a restart; WANDB_MODE=offline is
+            # honoured by wandb itself.
+            self.wandb_run = wandb.init(
+                project=wandb_project,
+                entity=wandb_entity,
+                name=run_name,
+                id=wandb_run_id,
+                resume="allow",
+                dir=run_dir,
+                config=config,
+            )
+            self.wandb_run_id = self.wandb_run.id
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: _plain(v) for k, v in values.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
+        if self.bar is not None and "loss" in record:
+            shown = {"loss": f"{record['loss']:.4f}"}
+            if "lr" in record:
+                shown["lr"] = f"{record['lr']:.2e}"
+            if "samples_per_sec" in record:
+                shown["samples/s"] = f"{record['samples_per_sec']:.1f}"
+            self.bar.set_postfix(shown, refresh=False)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -1,0 +1,314 @@
+"""A whole training run: the per-checkpoint loop behind `vla_foundry/main.py`.
+
+init distributed -> seed -> check the resume path exists (local or s3) -> derive data-side values and shared
+attributes -> build the model -> load weights -> wrap (FSDP2 / DDP / plain) -> optimizer, scheduler, EMA ->
+for each checkpoint window: plan data, build loader, train_one_checkpoint, save checkpoint, validate, sync.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_foundry import storage
+from vla_foundry.checkpoint import (
+    CheckpointRef,
+    checkpoint_file,
+    load_file,
+    load_training_state,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_full_model_state_dict,
+)
+from vla_foundry.distributed import (
+    DistributedContext,
+    barrier,
+    broadcast_object,
+    destroy_distributed,
+    init_distributed,
+    mixed_precision_dtypes,
+    parallelize_model,
+    unwrap_model,
+)
+from vla_foundry.metrics import MetricsLogger, model_flops_per_token, truncate_metrics
+from vla_foundry.params.parsing import params_to_dict, save_params
+from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+from vla_foundry.train import TrainState, evaluate, train_one_checkpoint
+
+# Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).
+RUN_DIR_FILES = (
+    "config.yaml",
+    "config_model.yaml",
+    "metrics.jsonl",
+    "config_processor.yaml",
+    "config_normalizer.yaml",
+    "stats.json",
+    "preprocessing_config.yaml",
+    "processing_metadata.json",
+)
+
+
+@dataclass
+class RunResult:
+    """What a run did (returned to callers such as tests and notebooks)."""
+
+    run_dir: str
+    state: TrainState
+    losses: list[float] = field(default_factory=list)
+    val_losses: dict[int, float] = field(default_factory=dict)
+
+
+def log(ctx: DistributedContext, message: str) -> None:
+    if ctx.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_run_name(params: TrainExperimentParams) -> str:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{params.model.type}_{stamp}"
+
+
+def resolve_run_dir(params: TrainExperimentParams, resume: CheckpointRef | None, ctx: DistributedContext) -> str:
+    """`<save_path>/<name>`; a full resume continues in the checkpoint's run dir (or its local mirror for s3)."""
+    full_resume = resume is not None and not params.model.resume_weights_only
+    if full_resume and not storage.is_s3(resume.run_dir):
+        return resume.run_dir
+    if full_resume:
+        name = params.name or storage.basename(resume.run_dir)
+    else:
+        # One timestamp for all ranks.
+        name = params.name or broadcast_object(default_run_name(params) if ctx.is_main else None)
+    return os.path.join(params.save_path, name)
+
+
+def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedContext) -> CheckpointRef:
+    """Copy checkpoint `ref` and the run's small files from s3 into the local run dir (rank 0 downloads)."""
+    if ctx.is_main:
+        for name in RUN_DIR_FILES:
+            url = storage.join(ref.run_dir, name)
+            if storage.exists(url):
+                storage.download_file(url, os.path.join(run_dir, name))
+        for kind in ("checkpoint", "optimizer", "ema", "trainer_state"):
+            url = ref.sibling(kind)
+            if storage.exists(url):
+                storage.download_file(url, checkpoint_file(run_dir, ref.number, kind))
+    barrier()
+    return CheckpointRef(run_dir, ref.number, checkpoint_file(run_dir, ref.number))
+
+
+def derive_data_values(params: TrainExperimentParams) -> None:
+    """Fill data-derived values (robotics dims, the dataset size for num_epochs) and run the shared-attribute pass."""
+    from vla_foundry.data.manifest import read_manifest
+    from vla_foundry.data.planner import dataset_sources
+
+    dataset_num_samples = None
+    if params.num_epochs is not None and params.total_train_samples is None:
+        paths, _, _ = dataset_sources(params.data)
+        dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
+    derive = _robotics_deriver()
+    if derive is not None and params.data.type == "robotics":
+        derive(params)
+    init_shared_attributes(params, dataset_num_samples=dataset_num_samples)
+
+
+def _robotics_deriver() -> Any:
+    """The data side's function that fills robotics dims from dataset stats (None while it is not available)."""
+    try:
+        from vla_foundry.data.robotics import derive_robotics_attributes
+    except ImportError:
+        return None
+    return derive_robotics_attributes
+
+
+def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
+    """config.yaml, config_model.yaml and the data side's processor / normaliser files (rank 0)."""
+    os.makedirs(run_dir, exist_ok=True)
+    save_params(params, os.path.join(run_dir, "config.yaml"))
+    save_params(params.model, os.path.join(run_dir, "config_model.yaml"))
+    try:
+        from vla_foundry.data.robotics import save_run_data_configs
+    except ImportError:
+        return
+    if params.data.type == "robotics":
+        save_run_data_configs(params, run_dir)
+
+
+def build_train_batches(params: TrainExperimentParams, plan: Any, ctx: DistributedContext, split: str = "train"):
+    """A loader over the plan's shards for this rank (the data side splits shards across ranks and workers)."""
+    from vla_foundry.data import build_dataloader
+
+    return build_dataloader(params, plan, rank=ctx.rank, world_size=ctx.world_size, split=split)
+
+
+def lr_multipliers(params: TrainExperimentParams) -> dict[str, float]:
+    """Per-prefix learning-rate factors some model types declare (a VLA backbone trained slower)."""
+    factor = getattr(params.model, "backbone_lr_multiplier", None)
+    if factor is None or factor == 1.0:
+        return {}
+    return {"backbone.": factor}
+
+
+def run_training(params: TrainExperimentParams) -> RunResult:
+    ctx = init_distributed(params.distributed)
+    try:
+        return _run(params, ctx)
+    finally:
+        destroy_distributed()
+
+
+def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
+    from vla_foundry.data.planner import DataPlanState, plan_checkpoint
+    from vla_foundry.models.ema import EMA
+    from vla_foundry.models.registry import create_model, get_batch_handler
+    from vla_foundry.optim import build_optimizer, build_scheduler
+    from vla_foundry.remote_sync import RemoteSync
+
+    hp = params.hparams
+    # Fail fast: the resume path must exist before anything heavy is built.
+    resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
+    full_resume = resume is not None and not params.model.resume_weights_only
+    derive_data_values(params)
+    if params.samples_per_checkpoint is None:
+        raise ValueError("set a training budget: total_train_samples or num_epochs")
+    run_dir = resolve_run_dir(params, resume, ctx)
+    if full_resume and storage.is_s3(resume.run_dir):
+        resume = fetch_remote_checkpoint(resume, run_dir, ctx)
+    if ctx.is_main:
+        write_run_files(params, run_dir)
+    barrier()
+    log(ctx, f"run dir: {run_dir} | world size {ctx.world_size} ({ctx.wrapping}) on {ctx.device.type}")
+
+    # Identical initial weights on every rank (FSDP2 shards whatever each rank built).
+    seed_everything(hp.seed)
+    model = create_model(params.model, load_pretrained=not full_resume)
+    if resume is not None and params.model.resume_weights_only:
+        # Fine-tuning: weights only, loaded into the plain model before wrapping.
+        set_full_model_state_dict(model, load_file(resume.model_file), resume.model_file)
+        log(ctx, f"loaded weights from {resume.model_file}")
+    plain_model = model
+    flops_fn = (
+        (lambda seq_len: model_flops_per_token(plain_model, seq_len)) if hasattr(model, "flops_per_token") else None
+    )
+    num_params = sum(p.numel() for p in model.parameters())
+    model = parallelize_model(model, ctx, params.distributed, hp)
+    fsdp_mp = ctx.wrapping == "fsdp" and mixed_precision_dtypes(hp, ctx.device)[0] is not None
+    batch_handler = get_batch_handler(params.model)
+
+    optimizer = build_optimizer(unwrap_model(model), hp, lr_multipliers(params))
+    scheduler = build_scheduler(optimizer, hp, params.total_steps)
+    ema = EMA(unwrap_model(model), params.ema) if params.ema.enabled else None
+    scaler = torch.amp.GradScaler(ctx.device.type) if hp.precision == "fp16" else None
+
+    state = TrainState()
+    data_state: dict | None = None
+    wandb_run_id = None
+    if full_resume:
+        saved = load_training_state(resume, model, optimizer, scheduler, ema, ctx, warn=lambda m: log(ctx, m))
+        state = TrainState.from_dict(saved)
+        data_state = saved.get("data_plan_state")
+        wandb_run_id = saved.get("wandb_run_id")
+        if ctx.is_main:
+            truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
+        log(ctx, f"resumed from {resume.model_file}: step {state.step}, {state.samples_seen} samples seen")
+    # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
+    if not full_resume:
+        seed_everything(hp.seed + 1 + ctx.rank)
+
+    logger = MetricsLogger(
+        run_dir,
+        enabled=ctx.is_main,
+        total_steps=params.total_steps,
+        start_step=state.step,
+        use_wandb=params.wandb,
+        wandb_project=params.wandb_project,
+        wandb_entity=params.wandb_entity,
+        wandb_run_id=wandb_run_id,
+        run_name=os.path.basename(run_dir),
+        config=params_to_dict(params),
+    )
+    if ctx.is_main:
+        log(ctx, f"model {params.model.type}: {num_params / 1e6:.2f}M parameters; {params.total_steps} steps")
+    sync = RemoteSync(run_dir, params.remote_sync) if params.remote_sync and ctx.is_main else None
+    result = RunResult(run_dir=run_dir, state=state)
+    previous = DataPlanState.from_dict(data_state) if data_state else None
+
+    try:
+        for window in range(state.windows_done, params.num_checkpoints):
+            plan = plan_checkpoint(params.data, window, params.samples_per_checkpoint, previous)
+            if ctx.is_main:
+                log(ctx, str(plan))
+            batches = iter(build_train_batches(params, plan, ctx))
+            window_result = train_one_checkpoint(
+                model, batch_handler, optimizer, scheduler, batches, state, params, ctx, logger,
+                ema=ema, scaler=scaler, flops_per_token=flops_fn, fsdp_mixed_precision=fsdp_mp,
+            )  # fmt: skip
+            result.losses.extend(window_result.losses)
+            state.windows_done = window + 1
+            previous = plan.state
+
+            trainer_state = {
+                **state.to_dict(),
+                "data_plan_state": plan.state.to_dict(),
+                "wandb_run_id": logger.wandb_run_id,
+                "saved_at": time.time(),
+            }
+            save_checkpoint(run_dir, state.windows_done, model, optimizer, scheduler, ema, trainer_state, ctx)
+            removed = prune_checkpoints(run_dir, params.max_checkpoint_limit) if ctx.is_main else []
+            barrier()
+
+            if _should_validate(params, state.windows_done):
+                val_loss = validate(params, model, batch_handler, ctx, state.windows_done, fsdp_mp)
+                result.val_losses[state.windows_done] = val_loss
+                logger.log(state.step, {"val_loss": val_loss})
+            if sync is not None:
+                sync.start(delete=[f"checkpoints/{k}_{n}.pt" for n in removed for k in _KINDS])
+        logger.close()
+        if sync is not None:
+            sync.finish()
+            log(ctx, f"remote copy complete: {params.remote_sync}")
+    finally:
+        logger.close()
+    barrier()
+    return result
+
+
+_KINDS = ("checkpoint", "optimizer", "ema", "trainer_state")
+
+
+def _should_validate(params: TrainExperimentParams, windows_done: int) -> bool:
+    return (
+        params.val_every_n_checkpoints > 0
+        and params.total_val_samples > 0
+        and bool(params.data.val_dataset_manifest)
+        and windows_done % params.val_every_n_checkpoints == 0
+    )
+
+
+def validate(
+    params: TrainExperimentParams, model: Any, batch_handler: Any, ctx: DistributedContext, window: int, fsdp_mp: bool
+) -> float:
+    """Loss on `total_val_samples` of the validation datasets (the same samples at every validation)."""
+    from vla_foundry.data.planner import plan_checkpoint
+
+    per_batch = params.hparams.per_gpu_batch_size * ctx.world_size
+    num_batches = max(1, params.total_val_samples // per_batch)
+    plan = plan_checkpoint(params.data, 0, num_batches * per_batch, split="val")
+    batches = iter(build_train_batches(params, plan, ctx, split="val"))
+    loss = evaluate(model, batch_handler, batches, num_batches, ctx, params.hparams.precision, fsdp_mp)
+    log(ctx, f"validation after checkpoint {window}: loss {loss:.4f}")
+    return loss
