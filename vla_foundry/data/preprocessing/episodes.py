@@ -1,0 +1,98 @@
+"""The converter interface shared by every robotics source, and the data it hands to sample cutting.
+
+A converter turns source roots into read tasks (`plan_read_tasks`) and a read task into episodes
+(`read_task`). An episode carries its whole low-dim data (small) and a lazy, time-ordered stream of camera
+frames, so memory stays bounded by the frames sample cutting holds at once, never by the video length.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
+
+
+class EpisodeError(Exception):
+    """An episode cannot be converted; the message names the episode, the file and what is wrong."""
+
+    def __init__(self, episode_id: str, reason: str, kind: str = "read_error") -> None:
+        super().__init__(f"episode {episode_id}: {reason}")
+        self.episode_id = episode_id
+        self.reason = reason
+        # Counted in processing_metadata.json under dropped[kind].
+        self.kind = kind
+
+
+@dataclass
+class ReadTask:
+    """A unit of reading scheduled as one Ray task: episodes sharing their source files, read in one pass."""
+
+    task_id: str
+    episode_ids: list[str]
+    # Converter-specific description (paths, per-episode metadata); JSON-serialisable.
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Episode:
+    """One episode: low-dim arrays [L, D], per-episode constants, language, and a lazy frame stream."""
+
+    episode_id: str
+    length: int
+    lowdim: dict[str, np.ndarray]
+    language: dict[str, list[str]]
+    cameras: list[str]
+    # Yields (t, {camera: (H, W, 3) uint8}) for t = 0 .. length-1 in order.
+    frames: Iterator[tuple[int, dict[str, np.ndarray]]]
+    # Arrays stored as they are in every sample (e.g. intrinsics [3, 3]) or sliced per window when [L, ...].
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskFailure:
+    """An episode (or a whole task) that could not be converted."""
+
+    episode_id: str
+    reason: str
+    kind: str = "read_error"
+
+
+class Converter(ABC):
+    """Base of robotics source converters: discover episodes, plan read tasks, read them."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, params: RoboticsPreprocessingParams) -> None:
+        self.params = params
+
+    @abstractmethod
+    def plan_read_tasks(self) -> list[ReadTask]:
+        """Discover the episodes under `params.source_episodes` and group them into read tasks."""
+
+    @abstractmethod
+    def read_task(self, task: ReadTask) -> Iterator[Episode | TaskFailure]:
+        """Episodes of a task in order; an episode that cannot be read is yielded as a TaskFailure."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters worth reporting (e.g. video container opens)."""
+        return {}
+
+
+def select_cameras(episode_id: str, available: list[str], params: RoboticsPreprocessingParams) -> list[str]:
+    """The cameras to store, in order; raises EpisodeError(kind="missing_camera") when a requested one is absent."""
+    if params.camera_names is None:
+        return list(available)
+    missing = [c for c in params.camera_names if c not in available]
+    if missing:
+        raise EpisodeError(
+            episode_id,
+            f"missing camera(s) {missing}; the episode has {available}",
+            kind="missing_camera",
+        )
+    return list(params.camera_names)

@@ -1,0 +1,185 @@
+"""The robotics preprocessing job: converter read tasks -> windowed samples -> shards + stats.json.
+
+`run_robotics_preprocessing(params)` is what `preprocess_robotics_to_tar.py` calls. Each read task (a Ray task)
+reads its episodes in order, cuts and encodes their samples into the task's spool, and accumulates partial
+statistics; the driver merges the partials in task order (so stats do not depend on scheduling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+
+import numpy as np
+
+from vla_foundry import storage
+from vla_foundry.data.preprocessing.episodes import Converter, EpisodeError, ReadTask, TaskFailure
+from vla_foundry.data.preprocessing.job import JobOutcome, JobPaths, TaskResult, TaskSpool, run_job
+from vla_foundry.data.preprocessing.sample_cutting import count_potential_samples, cut_samples
+from vla_foundry.data.preprocessing.video import VideoDecodeError
+from vla_foundry.data.preprocessing.window_statistics import WindowStats
+from vla_foundry.params.parsing import params_to_yaml
+from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
+
+logger = logging.getLogger(__name__)
+
+
+class MissingCameraError(EpisodeError):
+    """A requested camera is absent and `missing_camera: error` makes that fatal."""
+
+
+def make_converter(params: RoboticsPreprocessingParams) -> Converter:
+    from vla_foundry.data.preprocessing.lerobot_source import LeRobotConverter
+    from vla_foundry.data.preprocessing.spartan_source import SpartanConverter
+
+    converters: dict[str, type[Converter]] = {"lerobot": LeRobotConverter, "spartan": SpartanConverter}
+    return converters[params.type](params)
+
+
+def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, output_dir: str) -> dict:
+    """One read task (runs on a Ray worker): episodes -> samples in the task's spool + partial statistics."""
+    task = ReadTask(**task_json)
+    converter = make_converter(params)
+    spool = TaskSpool(JobPaths(output_dir.rstrip("/")), task.task_id)
+    stats = WindowStats(seed=params.seed)
+    result = TaskResult(task_id=task.task_id, inputs=len(task.episode_ids), samples=0, potential=0)
+    try:
+        for item, eid in zip(converter.read_task(task), task.episode_ids):
+            if isinstance(item, TaskFailure):
+                _record_failure(result, params, item, _known_length(eid, task))
+                continue
+            potential = count_potential_samples(item.length, params)
+            result.potential += potential
+            mark = spool.writer.mark()
+            episode_stats = WindowStats(seed=params.seed)
+            written = 0
+            try:
+                for sample in cut_samples(item, params):
+                    spool.writer.add(sample.key, sample.members)
+                    episode_stats.add_sample(sample.lowdim, sample.valid)
+                    written += 1
+            except (EpisodeError, VideoDecodeError) as e:
+                # Undo the episode's partial output: an episode is in the dataset whole or not at all.
+                spool.writer.rollback(mark)
+                kind = e.kind if isinstance(e, EpisodeError) else "video_error"
+                reason = e.reason if isinstance(e, EpisodeError) else str(e)
+                result.potential -= potential
+                _record_failure(result, params, TaskFailure(eid, reason, kind), item.length)
+                continue
+            stats.merge(episode_stats)
+            result.samples += written
+        result.counters = converter.stats()
+        spool.extra_files[".stats.npz"] = _npz_bytes(stats.to_npz_dict())
+        spool.commit(result)
+    except BaseException:
+        spool.discard()
+        raise
+    return result.to_json()
+
+
+def _known_length(eid: str, task: ReadTask) -> int | None:
+    """The episode length from the task's metadata when the source lists it (LeRobot), else None."""
+    i = task.episode_ids.index(eid)
+    episodes = task.spec.get("episodes")
+    return int(episodes[i]["length"]) if episodes else None
+
+
+def _record_failure(
+    result: TaskResult, params: RoboticsPreprocessingParams, failure: TaskFailure, length: int | None
+) -> None:
+    if failure.kind == "missing_camera" and params.missing_camera == "error":
+        raise MissingCameraError(failure.episode_id, failure.reason + " (missing_camera: error)", failure.kind)
+    potential = count_potential_samples(length, params) if length else 0
+    result.potential += potential
+    result.dropped[failure.kind] = result.dropped.get(failure.kind, 0) + potential
+    if failure.kind == "missing_camera":
+        # A documented policy outcome (skip_episode), not a read failure: counted, not held against the threshold.
+        result.counters["episodes_skipped_missing_camera"] = (
+            result.counters.get("episodes_skipped_missing_camera", 0) + 1
+        )
+        logger.warning("skipping episode %s: %s", failure.episode_id, failure.reason)
+        return
+    result.failures.append(
+        {"id": failure.episode_id, "reason": failure.reason, "kind": failure.kind, "potential": potential}
+    )
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def merge_task_stats(paths: JobPaths, task_ids: list[str], seed: int) -> WindowStats:
+    """Merge the per-task partial statistics in task order."""
+    merged = WindowStats(seed=seed)
+    for task_id in task_ids:
+        data = np.load(io.BytesIO(storage.read_bytes(paths.task_file(task_id, ".stats.npz"))), allow_pickle=False)
+        merged.merge(WindowStats.from_npz_dict(dict(data), seed=seed))
+    return merged
+
+
+def preprocessing_config(params: RoboticsPreprocessingParams, cameras: list[str]) -> str:
+    """preprocessing_config.yaml: the resolved params plus the cameras actually stored."""
+    import yaml
+
+    data = yaml.safe_load(params_to_yaml(params))
+    data["camera_names"] = cameras
+    data["window_length"] = params.window_length
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcome:
+    """Convert `params.source_episodes` into a training-ready dataset under `<output_dir>/shards/`."""
+    params.validate()
+    converter = make_converter(params)
+    tasks = converter.plan_read_tasks()
+    logger.info(
+        "%d episodes in %d read tasks from %d source(s)",
+        sum(len(t.episode_ids) for t in tasks),
+        len(tasks),
+        len(params.source_episodes),
+    )
+    task_ids = [t.task_id for t in tasks]
+
+    def finalize(paths: JobPaths, results: list[TaskResult]) -> dict:
+        stats = merge_task_stats(paths, task_ids, params.seed)
+        storage.write_text(storage.join(paths.dataset, "stats.json"), json.dumps(stats.to_json(), indent=1))
+        cameras = _stored_cameras(paths)
+        storage.write_text(
+            storage.join(paths.dataset, "preprocessing_config.yaml"), preprocessing_config(params, cameras)
+        )
+        return {
+            "type": params.type,
+            "episodes": {
+                "total": sum(r.inputs for r in results),
+                "converted": sum(r.inputs for r in results)
+                - sum(len(r.failures) for r in results)
+                - sum(r.counters.get("episodes_skipped_missing_camera", 0) for r in results),
+            },
+        }
+
+    return run_job(
+        "robotics",
+        params,
+        task_ids,
+        [(params, dataclasses.asdict(t)) for t in tasks],
+        read_robotics_task,
+        [len(t.episode_ids) for t in tasks],
+        finalize,
+        list(params.source_episodes),
+    )
+
+
+def _stored_cameras(paths: JobPaths) -> list[str]:
+    """Camera names of the first sample of the first shard (every sample stores the same cameras)."""
+    import tarfile
+
+    first = storage.join(paths.dataset, "shard_000000.tar")
+    with storage.open_read(first) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        for member in tar:
+            if member.name.endswith(".metadata.json"):
+                return list(json.loads(tar.extractfile(member).read())["camera_names"])
+    return []

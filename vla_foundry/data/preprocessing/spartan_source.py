@@ -1,0 +1,211 @@
+"""Spartan (LBM) episode folders as a robotics source (FORMATS.md §5).
+
+An episode is a folder `.../tasks/<TaskName>/.../<episode>/processed/` with metadata.yaml (camera id -> semantic
+name), observations.npz (per camera id images [T, H, W, 3]; robot__* arrays [T, D]), actions.npz (`actions`
+[T, A], sliced into named fields by the action-fields config), and optional intrinsics.npz / extrinsics.npz.
+Each episode is one read task (its files belong to it alone).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import yaml
+
+from vla_foundry import storage
+from vla_foundry.data.preprocessing.episodes import (
+    Converter,
+    Episode,
+    EpisodeError,
+    ReadTask,
+    TaskFailure,
+    select_cameras,
+)
+from vla_foundry.params.base_params import ConfigError
+
+METADATA_FILE = "metadata.yaml"
+LANGUAGE_TYPES = ("original", "randomized", "verbose", "alternative")
+
+
+def task_name_of(path: str) -> str | None:
+    """The path segment after `tasks/` (None when the path has no `tasks` segment)."""
+    parts = [p for p in path.replace("s3://", "").split("/") if p]
+    if "tasks" in parts[:-1]:
+        return parts[parts.index("tasks") + 1]
+    return None
+
+
+def load_action_fields(path: str | None) -> list[tuple[str, int, int]]:
+    """[(name, start, end)] from a YAML {name: cumulative end} (or {action_fields: {...}}), in file order."""
+    if path is None:
+        return []
+    data = yaml.safe_load(storage.read_text(path)) or {}
+    if isinstance(data, dict) and list(data) == ["action_fields"]:
+        data = data["action_fields"]
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: expected a mapping {{field_name: cumulative end index}}")
+    out, start = [], 0
+    for name, end in data.items():
+        if not isinstance(end, int) or end <= start:
+            raise ConfigError(f"{path}: end index of {name!r} is {end!r}; ends must be increasing integers > {start}")
+        out.append((str(name), start, end))
+        start = end
+    return out
+
+
+def load_language_annotations(path: str | None) -> dict[str, dict[str, list[str]]]:
+    if path is None:
+        return {}
+    data = yaml.safe_load(storage.read_text(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping {{task_name: {{original: [...], ...}}}}")
+    out = {}
+    for task, entry in data.items():
+        if isinstance(entry, list):
+            entry = {"original": entry}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: annotations of task {task!r} must be a mapping of lists")
+        unknown = [k for k in entry if k not in LANGUAGE_TYPES]
+        if unknown:
+            raise ConfigError(f"{path}: task {task!r} has unknown instruction types {unknown}; valid: {LANGUAGE_TYPES}")
+        out[str(task)] = {k: [str(x) for x in v] for k, v in entry.items()}
+    return out
+
+
+def _words(task: str) -> str:
+    """`BimanualPutRedBellPepperInBin` -> `bimanual put red bell pepper in bin` (fallback instruction)."""
+    return " ".join(re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", task)).lower()
+
+
+class SpartanConverter(Converter):
+    """Spartan episode folders: one read task per episode."""
+
+    name = "spartan"
+
+    def plan_read_tasks(self) -> list[ReadTask]:
+        tasks: list[ReadTask] = []
+        seen: dict[str, str] = {}
+        for root in self.params.source_episodes:
+            root = root.rstrip("/")
+            metadata_files = [f for f in storage.list_files(root) if storage.basename(f) == METADATA_FILE]
+            episode_dirs = [storage.dirname(f) for f in metadata_files]
+            if not episode_dirs:
+                raise ConfigError(f"no Spartan episodes under {root}: no */{METADATA_FILE} found")
+            for episode_dir in episode_dirs:
+                task = task_name_of(episode_dir) or storage.basename(root)
+                eid = self.episode_id(root, episode_dir, task)
+                if eid in seen:
+                    raise ConfigError(f"episode id {eid} occurs twice: {seen[eid]} and {episode_dir}")
+                seen[eid] = episode_dir
+                tasks.append(ReadTask(task_id=eid, episode_ids=[eid], spec={"dir": episode_dir, "task": task}))
+                if self.params.max_episodes_to_process and len(tasks) >= self.params.max_episodes_to_process:
+                    return tasks
+        return tasks
+
+    @staticmethod
+    def episode_id(root: str, episode_dir: str, task: str) -> str:
+        rel = episode_dir[len(root) :].strip("/")
+        parts = [p for p in rel.split("/") if p and p != "processed"]
+        return "_".join([task, *parts]) if parts else task
+
+    def read_task(self, task: ReadTask) -> Iterator[Episode | TaskFailure]:
+        eid = task.episode_ids[0]
+        try:
+            yield self._episode(eid, task.spec["dir"], task.spec["task"])
+        except EpisodeError as e:
+            yield TaskFailure(eid, e.reason, e.kind)
+
+    def _load_npz(self, eid: str, directory: str, name: str, required: bool, cache: str) -> Any:
+        path = storage.join(directory, name)
+        if not storage.exists(path):
+            if required:
+                raise EpisodeError(eid, f"{path} not found", "missing_file")
+            return None
+        local = path
+        if storage.is_s3(path):
+            local = os.path.join(cache, name)
+            storage.download_file(path, local)
+        try:
+            return np.load(local, allow_pickle=False)
+        except Exception as e:
+            raise EpisodeError(eid, f"{path} is unreadable: {e}", "read_error") from e
+
+    def _episode(self, eid: str, directory: str, task: str) -> Episode:
+        cache = tempfile.mkdtemp(prefix="vla_foundry_spartan_")
+        try:
+            return self._read_episode(eid, directory, task, cache)
+        finally:
+            storage.remove(cache)
+
+    def _read_episode(self, eid: str, directory: str, task: str, cache: str) -> Episode:
+        params = self.params
+        meta_path = storage.join(directory, METADATA_FILE)
+        meta = yaml.safe_load(storage.read_text(meta_path)) or {}
+        id_to_name = {str(k): str(v) for k, v in (meta.get("camera_id_to_semantic_name") or {}).items()}
+        obs = self._load_npz(eid, directory, "observations.npz", True, cache)
+        actions = self._load_npz(eid, directory, "actions.npz", True, cache)
+        intrinsics = self._load_npz(eid, directory, "intrinsics.npz", False, cache)
+        extrinsics = self._load_npz(eid, directory, "extrinsics.npz", False, cache)
+
+        names = {params.camera_rename.get(name, name): cam_id for cam_id, name in id_to_name.items() if cam_id in obs}
+        cameras = select_cameras(eid, list(names), params)
+        if "actions" not in actions:
+            raise EpisodeError(eid, f"{directory}/actions.npz has no 'actions' array; has {list(actions.keys())}")
+        action = np.asarray(actions["actions"], dtype=np.float32)
+        length = len(action)
+        lowdim: dict[str, np.ndarray] = {}
+        discard = set(params.data_discard_keys)
+        for key in obs.files:
+            if key in id_to_name or key in discard:
+                continue
+            value = np.asarray(obs[key])
+            if not np.issubdtype(value.dtype, np.number) or value.ndim not in (1, 2):
+                continue
+            if len(value) != length:
+                raise EpisodeError(eid, f"observations.npz[{key!r}] has {len(value)} steps, actions has {length}")
+            lowdim[key] = value.reshape(length, -1).astype(np.float32)  # (L, D)
+        fields = load_action_fields(params.action_fields_config_path)
+        if fields:
+            if fields[-1][2] != action.shape[1]:
+                raise EpisodeError(
+                    eid,
+                    f"action fields config {params.action_fields_config_path} covers {fields[-1][2]} dims, "
+                    f"actions.npz['actions'] has {action.shape[1]}",
+                    "action_shape",
+                )
+            for name, start, end in fields:
+                lowdim[name] = action[:, start:end]
+        else:
+            lowdim["actions"] = action
+        constants: dict[str, np.ndarray] = {}
+        for prefix, arrays in (("intrinsics", intrinsics), ("extrinsics", extrinsics)):
+            if arrays is None:
+                continue
+            for cam in cameras:
+                if names[cam] in arrays:
+                    constants[f"{prefix}__{cam}"] = np.asarray(arrays[names[cam]], dtype=np.float32)
+        images = {}
+        for cam in cameras:
+            frames = np.asarray(obs[names[cam]])  # (L, H, W, 3) uint8
+            if frames.ndim != 4 or len(frames) != length:
+                raise EpisodeError(
+                    eid, f"camera {cam}: images have shape {frames.shape}, expected ({length}, H, W, 3)", "read_error"
+                )
+            images[cam] = frames
+        annotations = load_language_annotations(params.language_annotations_path)
+        language = annotations.get(task) or {"original": [_words(task)]}
+        return Episode(
+            episode_id=eid,
+            length=length,
+            lowdim=lowdim,
+            language=language,
+            cameras=cameras,
+            frames=((t, {cam: images[cam][t] for cam in cameras}) for t in range(length)),
+            constants=constants,
+            metadata={"source": directory, "task_name": task},
+        )

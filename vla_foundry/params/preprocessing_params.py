@@ -1,0 +1,213 @@
+"""Params of the preprocessing jobs (robotics, text, captions): frozen dataclasses parsed like training.
+
+`parse_preprocessing_params(cls, argv)` composes `--config_path preset.yaml`, includes and CLI flags exactly as
+training does (`vla_foundry.params.parsing.parse_params`); list-valued flags may also be given as
+`--camera_names "include cams.yaml"` where the file holds the list (bare, or under a key of the same name).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Literal, TypeVar
+
+import yaml
+
+from vla_foundry.params.base_params import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Fields every preprocessing job shares: where output goes and how Ray runs."""
+
+    # Output directory (local or s3://); the training-ready dataset lands in <output_dir>/shards/.
+    output_dir: str = ""
+    samples_per_shard: int = 100
+    # Seed of the sample shuffle across shards: same inputs + same seed => identical shards.
+    seed: int = 0
+    # Address of an existing Ray cluster ("auto" or host:port); None starts a local Ray for the job.
+    ray_address: str | None = None
+    # CPUs of the local Ray started for the job; None uses every core.
+    num_cpus: int | None = None
+    # Above this fraction of failed inputs (episodes / files) the job fails after reading, listing them.
+    max_failure_fraction: float = 0.1
+    # Delete everything under output_dir first instead of resuming or refusing.
+    overwrite: bool = False
+    # Keep <output_dir>/_work (per-task spools and partial statistics) after the job completes.
+    keep_work_dir: bool = False
+    show_progress: bool = True
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError("output_dir is required (--output_dir DIR or s3://bucket/prefix)")
+        if self.samples_per_shard < 1:
+            raise ConfigError(f"samples_per_shard={self.samples_per_shard} must be >= 1")
+        if not 0.0 <= self.max_failure_fraction <= 1.0:
+            raise ConfigError(f"max_failure_fraction={self.max_failure_fraction} must be within [0, 1]")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"num_cpus={self.num_cpus} must be >= 1")
+
+
+@dataclass(frozen=True)
+class RoboticsPreprocessingParams(RunParams):
+    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (FORMATS.md §2)."""
+
+    type: Literal["lerobot", "spartan"] = "lerobot"
+    # Source roots (local or s3://): LeRobot dataset roots, or Spartan task folders / episode folders.
+    source_episodes: list[str] = field(default_factory=list)
+    max_episodes_to_process: int | None = None
+
+    # Window: T = past_lowdim_steps + 1 + future_lowdim_steps rows, anchor at row past_lowdim_steps.
+    past_lowdim_steps: int = 1
+    future_lowdim_steps: int = 14
+    # Image offsets relative to the anchor (e.g. [-1, 0]); frames outside the episode clamp to its edge.
+    image_indices: list[int] = field(default_factory=lambda: [-1, 0])
+    # Anchor every `stride` timesteps.
+    stride: int = 1
+    # Most padded rows allowed before the episode start / after its end; anchors needing more are not cut.
+    max_past_padding: int = 1
+    max_future_padding: int = 14
+    # Padded rows repeat the nearest valid row ("edge") or are zero ("zero"); masks mark them invalid either way.
+    padding_strategy: Literal["edge", "zero"] = "edge"
+    # Extra `<target>_relative` fields: {target_field: reference_field}; xyz fields are target[t] - ref[anchor],
+    # rot_6d fields the rotation of target[t] in the frame of ref[anchor].
+    relative_pose_fields: dict[str, str] = field(default_factory=dict)
+
+    # Cameras to keep, in order (names after renaming); None keeps every camera of the source.
+    camera_names: list[str] | None = None
+    # Source camera name -> stored name; LeRobot "observation.images.X" becomes "X" unless mapped here.
+    camera_rename: dict[str, str] = field(default_factory=dict)
+    # An episode lacking a requested camera is dropped and counted ("skip_episode") or fails the job ("error").
+    missing_camera: Literal["skip_episode", "error"] = "skip_episode"
+    # Stored image size [height, width]; None keeps the source size.
+    image_size: list[int] | None = None
+    # center_crop: scale to cover then crop the centre; fit: scale to fit and pad black; stretch: plain resize.
+    resize_mode: Literal["center_crop", "fit", "stretch"] = "center_crop"
+    jpeg_quality: int = 95
+
+    # LeRobot: low-dim features to store (None: every float feature with a shape, e.g. observation.state, action).
+    lowdim_fields: list[str] | None = None
+    # Spartan: YAML {field_name: cumulative end index} slicing actions.npz["actions"] into named fields.
+    action_fields_config_path: str | None = None
+    # Spartan: robot__* observation keys to drop.
+    data_discard_keys: list[str] = field(default_factory=list)
+    # Spartan: YAML {task_name: {original: [...], randomized: [...], ...}}.
+    language_annotations_path: str | None = None
+
+    @property
+    def window_length(self) -> int:
+        return self.past_lowdim_steps + 1 + self.future_lowdim_steps
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.source_episodes:
+            raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
+        for name in ("past_lowdim_steps", "future_lowdim_steps", "max_past_padding", "max_future_padding"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.stride < 1:
+            raise ConfigError(f"stride={self.stride} must be >= 1")
+        if not self.image_indices:
+            raise ConfigError("image_indices must hold at least one offset (e.g. [0])")
+        if len(set(self.image_indices)) != len(self.image_indices):
+            raise ConfigError(f"image_indices={self.image_indices} holds a repeated offset")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ConfigError(f"image_size={self.image_size} must be [height, width] with positive values")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality={self.jpeg_quality} must be within [1, 100]")
+        if self.max_episodes_to_process is not None and self.max_episodes_to_process < 1:
+            raise ConfigError(f"max_episodes_to_process={self.max_episodes_to_process} must be >= 1")
+        if self.camera_names is not None and len(set(self.camera_names)) != len(self.camera_names):
+            raise ConfigError(f"camera_names={self.camera_names} holds a repeated camera")
+        for path_field in ("action_fields_config_path", "language_annotations_path"):
+            path = getattr(self, path_field)
+            if path is not None and not path.startswith("s3://") and not os.path.isfile(path):
+                raise ConfigError(f"{path_field}={path!r}: file not found")
+
+
+@dataclass(frozen=True)
+class TextPreprocessingParams(RunParams):
+    """Text files (jsonl / parquet / txt) -> `text_untokenized` or tokenized `text` shards."""
+
+    # Files or directories (local or s3://) of .jsonl, .jsonl.gz, .parquet or .txt files.
+    source: list[str] = field(default_factory=list)
+    # Field / column holding the text (jsonl, parquet); a .txt file is one document.
+    text_key: str = "text"
+    # None writes `text_untokenized` samples; "byte" or a tokenizer path/name writes tokenized `text` samples.
+    tokenizer: str | None = None
+    # Tokenized output only: pack documents (EOS-separated) into samples of seq_len + 1 tokens; None = per document.
+    seq_len: int | None = None
+    # Documents shorter than this many characters are dropped and counted.
+    min_chars: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.source:
+            raise ConfigError('source is empty: give --source "[file_or_dir, ...]"')
+        if self.seq_len is not None and self.tokenizer is None:
+            raise ConfigError("seq_len packs token ids: it needs --tokenizer (e.g. byte)")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise ConfigError(f"seq_len={self.seq_len} must be >= 1")
+
+
+@dataclass(frozen=True)
+class CaptionPreprocessingParams(RunParams):
+    """Image + caption pairs (parquet / jsonl tables, or folders of images with .txt captions) -> image_caption."""
+
+    # Tables (.parquet / .jsonl) or folders (local or s3://).
+    source: list[str] = field(default_factory=list)
+    # Table columns: image path (relative paths resolve against the table's folder) or image bytes, and caption.
+    image_key: str = "image_path"
+    caption_key: str = "caption"
+    # Re-encode images as JPEG at this [height, width] (center crop); None keeps the original bytes and format.
+    image_size: list[int] | None = None
+    jpeg_quality: int = 95
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.source:
+            raise ConfigError('source is empty: give --source "[table_or_folder, ...]"')
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ConfigError(f"image_size={self.image_size} must be [height, width] with positive values")
+
+
+def _list_fields(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if "list[" in str(f.type)}
+
+
+def expand_list_includes(cls: type, argv: Sequence[str]) -> list[str]:
+    """`--camera_names "include cams.yaml"` -> `--camera_names '[...]'` for list fields.
+
+    The file may hold the list itself or a mapping with the field's name as its only key (so the same file also
+    works as `<<: !include cams.yaml` inside a YAML preset).
+    """
+    out = list(argv)
+    list_fields = _list_fields(cls)
+    for i, arg in enumerate(out[:-1]):
+        name = arg[2:] if arg.startswith("--") else None
+        value = out[i + 1]
+        if name not in list_fields or not value.startswith("include "):
+            continue
+        path = value[len("include ") :].strip()
+        if not os.path.isfile(path):
+            raise ConfigError(f"--{name}: included file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        if isinstance(data, dict) and list(data) == [name]:
+            data = data[name]
+        if not isinstance(data, list):
+            raise ConfigError(f"--{name}: {path} must hold a list (or a mapping {{{name}: [...]}}), got {data!r}")
+        out[i + 1] = yaml.safe_dump(data, default_flow_style=True).strip()
+    return out
+
+
+def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
+    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags."""
+    from vla_foundry.params.parsing import parse_params
+
+    params = parse_params(cls, expand_list_includes(cls, argv or []))
+    params.validate()
+    return params
