@@ -92,12 +92,20 @@ def list_registered_models() -> list[str]:
 
 
 def create_model(model_params: ModelParams, load_pretrained: bool = True) -> nn.Module:
-    """Build the model `model_params.type` names. `load_pretrained=False` builds HF models from config only."""
+    """Build the model `model_params.type` names. `load_pretrained=False` builds HF models from config only.
+
+    Unknown types raise `ConfigError` listing the registered ones; `model_params.freeze` freezes the result.
+    """
     _ensure_model_modules_imported()
     name = model_params.type
     if name not in _FACTORIES:
         raise ConfigError(f"model type {name!r} has no registered model; registered: {', '.join(sorted(_FACTORIES))}")
-    return _FACTORIES[name](model_params, load_pretrained)
+    model = _FACTORIES[name](model_params, load_pretrained)
+    if model_params.freeze:
+        # `model.freeze`: no parameter of this model (or sub-model, for `model.vit.freeze` etc.) is trained.
+        for param in model.parameters():
+            param.requires_grad_(False)
+    return model
 
 
 def get_batch_handler(model_params: ModelParams) -> BatchHandler:

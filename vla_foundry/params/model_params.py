@@ -61,6 +61,8 @@ class TransformerParams(ModelParams):
     qk_norm: bool = False
     dropout: float = 0.0
     init_std: float = 0.02
+    # Weight of the z-loss (mean squared log-partition of the logits) added to the cross-entropy; 0 disables it.
+    z_loss_weight: float = 0.0
 
     def validate(self) -> None:
         kv = self.n_kv_heads or self.n_heads
@@ -79,6 +81,8 @@ class TransformerHFParams(ModelParams):
     trust_remote_code: bool = False
     # Attention implementation passed to transformers ("sdpa", "eager", "flash_attention_2").
     attn_implementation: str = "sdpa"
+    # Weight of the z-loss added to the cross-entropy; 0 disables it.
+    z_loss_weight: float = 0.0
 
     def validate(self) -> None:
         if not self.hf_pretrained:
@@ -147,6 +151,10 @@ class VLMParams(ModelParams):
     projector_hidden_dim: int | None = None
     freeze_vit: bool = False
     freeze_transformer: bool = False
+    # Id of the <image> placeholder in the tokenizer (the byte tokenizer's is 259); set when using an HF tokenizer.
+    image_token_id: int = 259
+    # Weight of the z-loss added to the cross-entropy; 0 disables it.
+    z_loss_weight: float = 0.0
 
     def validate(self) -> None:
         side = self.vit.img_size // self.vit.patch_size
@@ -172,6 +180,8 @@ class VLMHFParams(ModelParams):
     freeze_vision: bool = False
     # Image tokens per image as the HF processor emits them; None lets the model's processor decide.
     num_image_tokens: int | None = None
+    # Weight of the z-loss added to the cross-entropy; 0 disables it.
+    z_loss_weight: float = 0.0
 
     def validate(self) -> None:
         if not self.hf_pretrained:
@@ -183,43 +193,208 @@ class VLMHFParams(ModelParams):
 
 
 @dataclass(frozen=True)
+class CLIPBackboneParams:
+    """A `transformers` CLIP-style image + text dual encoder (CLIP, SigLIP), by name or local path, used as a policy
+    backbone. Selected by its `clip_pretrained` field (`--model.backbone.clip_pretrained PATH`)."""
+
+    clip_pretrained: str = ""
+    # Input resolution of the vision tower; checked against the model's config when it is built.
+    img_size: int = 224
+    freeze_vision: bool = False
+    freeze_text: bool = False
+
+    @property
+    def type(self) -> str:
+        return "clip_hf"
+
+    def validate(self) -> None:
+        if not self.clip_pretrained:
+            raise ConfigError("model.backbone.clip_pretrained is required for a CLIP backbone (a hub name or a path)")
+
+
+@dataclass(frozen=True)
 class ActionHeadParams:
-    """The transformer of the diffusion / flow-matching action head."""
+    """The transformer of the diffusion / flow-matching action head (bidirectional, pre-norm)."""
 
     hidden_dim: int = 256
     n_layers: int = 4
     n_heads: int = 4
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        if self.hidden_dim % self.n_heads != 0:
+            raise ConfigError(
+                f"model.head.hidden_dim={self.hidden_dim} must be divisible by model.head.n_heads={self.n_heads}"
+            )
+
+
+BackboneParams = VLMParams | VLMHFParams | ViTParams | ViTHFParams | CLIPBackboneParams
+# Model types a diffusion policy's backbone may be (and a backbone run may hold).
+BACKBONE_TYPES = ("vlm", "vlm_hf", "vit", "vit_hf", "clip_hf")
 
 
 @register_model_params("diffusion_policy")
 @dataclass(frozen=True)
 class DiffusionPolicyParams(ModelParams):
-    """Action head over a vision(-language) backbone: predicts an action chunk by flow matching or DDPM/DDIM."""
+    """Action head over a vision(-language) backbone: predicts an action chunk by flow matching or DDPM/DDIM.
 
-    backbone: VLMParams | VLMHFParams | ViTParams | ViTHFParams = field(default_factory=VLMParams)
-    # A VLM run (local or s3 directory with config_model.yaml + checkpoints) to initialise the backbone from.
+    The head is a transformer over [conditioning tokens | time | proprioception | noisy action tokens]; it sees
+    the whole window of `past_lowdim_steps + 1 + future_lowdim_steps` action rows (past rows are given clean when
+    known, the loss covers the rows from the anchor on).
+    """
+
+    # The backbone kind is chosen by its fields or `type` (vlm, vlm_hf, vit, vit_hf, clip_hf).
+    backbone: BackboneParams = field(default_factory=VLMParams)
+    # A run trained here (local or s3 run directory, or one of its checkpoint files) to initialise the backbone
+    # from: its config_model.yaml replaces `backbone` (at parse time) and its weights are loaded when the policy is
+    # built for training. This is the VLM -> VLA hand-off.
     backbone_run: str | None = None
+    # What the head reads from the backbone. action_token: the hidden states of the `<action>` query token appended
+    # to the instruction (vision-only backbones: each image's mean patch token); all_tokens: every valid token.
+    conditioning: Literal["action_token", "all_tokens"] = "action_token"
+    # Hidden states of the backbone's last k layers feed the head (k tokens per query position).
+    backbone_num_layers_used: int = 1
+    # Native VLM backbone: ids of the `<action>` query token and of padding in the instruction's tokenizer (the byte
+    # tokenizer's defaults; checked against data.tokenizer).
+    action_token_id: int = 260
+    pad_token_id: int = 256
     head: ActionHeadParams = field(default_factory=ActionHeadParams)
     objective: Literal["flow_matching", "ddpm"] = "flow_matching"
     # Flow matching: integration steps at inference and the ODE solver.
     num_flow_steps: int = 10
     flow_solver: Literal["euler", "midpoint"] = "euler"
-    # DDPM/DDIM.
+    # DDPM/DDIM: training steps, inference steps, what the network predicts, clipping of the predicted clean
+    # chunk (normalised units; 0 disables), noise schedule, and the sampler (ddim is deterministic).
     num_train_timesteps: int = 100
     num_inference_steps: int = 10
     prediction_type: Literal["epsilon", "sample"] = "epsilon"
     clip_sample: float = 1.0
+    beta_schedule: Literal["cosine", "linear"] = "cosine"
+    ddpm_sampler: Literal["ddim", "ddpm"] = "ddim"
     # Noise samples drawn per backbone pass (cheap extra supervision for the head).
     num_action_head_repeats: int = 1
-    # Hidden states of the backbone's last k layers feed the head.
-    backbone_num_layers_used: int = 1
+    # Feed the known past action rows clean (not noised) to the head, in training and at inference.
+    condition_on_past_actions: bool = True
+    # Freeze the whole backbone, or only its vision tower; or train only its last n layers (None: all layers).
     freeze_backbone: bool = False
-    # Learning rate of the backbone relative to hparams.lr (0 freezes it in the optimizer).
+    freeze_backbone_vision: bool = False
+    backbone_trainable_layers: int | None = None
+    # Learning rate of the backbone relative to hparams.lr (0 leaves it out of the optimizer).
     backbone_lr_multiplier: float = 1.0
     # Shared from the data side (derived from dataset stats and fields): leave unset.
     action_dim: int | None = None
     proprioception_dim: int | None = None
     past_lowdim_steps: int | None = None
     future_lowdim_steps: int | None = None
+
+    def validate(self) -> None:
+        if self.backbone.type not in BACKBONE_TYPES:
+            raise ConfigError(
+                f"model.backbone.type={self.backbone.type!r} is not valid; valid: {', '.join(BACKBONE_TYPES)}"
+            )
+        checks = [
+            ("num_action_head_repeats", self.num_action_head_repeats, 1),
+            ("backbone_num_layers_used", self.backbone_num_layers_used, 1),
+            ("num_flow_steps", self.num_flow_steps, 1),
+            ("num_train_timesteps", self.num_train_timesteps, 2),
+            ("num_inference_steps", self.num_inference_steps, 1),
+        ]
+        for name, value, low in checks:
+            if value < low:
+                raise ConfigError(f"model.{name}={value} must be >= {low}")
+        if self.objective == "ddpm" and self.num_inference_steps > self.num_train_timesteps:
+            raise ConfigError(
+                f"model.num_inference_steps={self.num_inference_steps} must be <= "
+                f"model.num_train_timesteps={self.num_train_timesteps}"
+            )
+        if self.backbone_lr_multiplier < 0:
+            raise ConfigError(f"model.backbone_lr_multiplier={self.backbone_lr_multiplier} must be >= 0")
+        if self.backbone_trainable_layers is not None and self.backbone_trainable_layers < 0:
+            raise ConfigError(f"model.backbone_trainable_layers={self.backbone_trainable_layers} must be >= 0")
+        if self.clip_sample < 0:
+            raise ConfigError(f"model.clip_sample={self.clip_sample} must be >= 0 (0 disables clipping)")
+
+    @property
+    def num_action_steps(self) -> int:
+        """Rows of the action window the head predicts: past + anchor + future."""
+        if self.future_lowdim_steps is None:
+            raise ConfigError(
+                "model.future_lowdim_steps is unset: it is shared from the robotics data (data.future_lowdim_steps) "
+                "or the dataset's preprocessing_config.yaml"
+            )
+        return (self.past_lowdim_steps or 0) + 1 + self.future_lowdim_steps
+
+    def resolve_backbone_run(self) -> None:
+        """Replace `backbone` with the params in the backbone run's config_model.yaml (reads one small file).
+
+        Called once by the shared-attribute pass; a backbone given explicitly that differs from the run's is an
+        error (a default backbone is simply replaced).
+        """
+        if self.backbone_run is None:
+            return
+        from vla_foundry.params.base_params import update_field
+        from vla_foundry.params.parsing import load_params_from_yaml
+
+        config_path = backbone_run_config_path(self.backbone_run)
+        run_params = load_params_from_yaml(ModelParams, config_path)
+        if run_params.type not in BACKBONE_TYPES:
+            raise ConfigError(
+                f"model.backbone_run={self.backbone_run!r}: {config_path} holds a {run_params.type!r} model; "
+                f"a backbone run must hold one of: {', '.join(BACKBONE_TYPES)}"
+            )
+        if self.backbone not in (VLMParams(), run_params):
+            raise ConfigError(
+                f"model.backbone contradicts the backbone run's {config_path} ({run_params.type}); "
+                "the backbone is taken from model.backbone_run: leave model.backbone unset"
+            )
+        update_field(self, "backbone", run_params)
+
+    def check_data(self, data) -> None:
+        """Refuse a data processor that cannot feed this backbone (tokenizer / vocabulary mismatch)."""
+        tokenizer = getattr(data, "tokenizer", None)
+        backbone = self.backbone
+        hf_name = getattr(backbone, "hf_pretrained", None) if isinstance(backbone, VLMHFParams) else None
+        if isinstance(backbone, CLIPBackboneParams):
+            hf_name = backbone.clip_pretrained
+        if hf_name is not None and tokenizer != hf_name:
+            raise ConfigError(
+                f"data.tokenizer={tokenizer!r} does not match the backbone's processor {hf_name!r}; an HF backbone "
+                f"reads instructions tokenized by its own tokenizer: set data.tokenizer {hf_name}"
+            )
+        if isinstance(backbone, VLMParams) and tokenizer is not None:
+            self._check_native_tokenizer(tokenizer)
+
+    def _check_native_tokenizer(self, tokenizer: str) -> None:
+        """The native VLM path needs the tokenizer's special ids and a vocabulary that holds them."""
+        from vla_foundry.data.processors.tokenizers import get_tokenizer
+
+        tok = get_tokenizer(tokenizer)
+        expected = {
+            "model.action_token_id": (self.action_token_id, tok.action_token_id, "<action>"),
+            "model.pad_token_id": (self.pad_token_id, tok.pad_token_id, "<pad>"),
+            "model.backbone.image_token_id": (self.backbone.image_token_id, tok.image_token_id, "<image>"),
+        }
+        for name, (given, actual, token) in expected.items():
+            if given != actual:
+                raise ConfigError(
+                    f"{name}={given} but data.tokenizer {tokenizer!r} gives {token} the id {actual}; set {name} {actual}"
+                )
+        transformer = self.backbone.transformer
+        if isinstance(transformer, TransformerParams) and transformer.vocab_size < tok.vocab_size:
+            raise ConfigError(
+                f"model.backbone.transformer.vocab_size={transformer.vocab_size} is smaller than data.tokenizer "
+                f"{tokenizer!r}'s {tok.vocab_size} ids (the instruction and the <action> token must be embeddable)"
+            )
+
+
+def backbone_run_config_path(backbone_run: str) -> str:
+    """config_model.yaml of a run directory, or of the run holding a checkpoint file (`run/checkpoints/x.pt`)."""
+    from vla_foundry import storage
+
+    path = backbone_run.rstrip("/")
+    if path.endswith((".pt", ".safetensors")):
+        path = storage.dirname(storage.dirname(path))
+    return storage.join(path, "config_model.yaml")

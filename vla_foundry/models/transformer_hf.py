@@ -1,0 +1,135 @@
+"""`transformer_hf`: any `transformers` causal LM (Llama, Qwen2, SmolLM, ...) by hub name or local directory.
+
+The wrapper gives it the same interface as the native `TransformerLM` (`forward -> logits`, `embed`,
+`hidden_states`, `generate`), so the VLM and the VLA can use either as their language model.
+`load_pretrained=False` builds the architecture from its config with fresh weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
+from vla_foundry.models.language_modeling import LanguageModelBatchHandler
+from vla_foundry.models.registry import register_batch_handler, register_model
+from vla_foundry.params.model_params import TransformerHFParams
+
+
+class HFCausalLM(nn.Module):
+    def __init__(self, params: TransformerHFParams, load_pretrained: bool = True) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        params.validate()
+        self.params = params
+        name = params.hf_pretrained
+        options: dict[str, Any] = {"trust_remote_code": params.trust_remote_code}
+        if params.attn_implementation:
+            options["attn_implementation"] = params.attn_implementation
+        if load_pretrained:
+            self.model = load_from_hf(
+                name,
+                "causal LM",
+                lambda n, local_files_only: AutoModelForCausalLM.from_pretrained(
+                    n, local_files_only=local_files_only, dtype=torch.float32, **options
+                ),
+            )
+        else:
+            config = load_from_hf(
+                name,
+                "causal LM config",
+                lambda n, local_files_only: AutoConfig.from_pretrained(
+                    n, local_files_only=local_files_only, trust_remote_code=params.trust_remote_code
+                ),
+            )
+            self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **options)
+        self.hidden_dim = self.model.config.get_text_config().hidden_size
+        self.vocab_size = self.model.config.get_text_config().vocab_size
+
+    def fsdp_block_types(self) -> tuple[type, ...]:
+        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)  # (B, T, D)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab). `attention_mask` (B, T) True on real tokens."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids or inputs_embeds")
+        out = self.model(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask.long() if attention_mask is not None else None,
+            use_cache=False,
+        )
+        return out.logits
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        num_layers: int = 1,
+    ) -> list[torch.Tensor]:
+        """Outputs of the last `num_layers` decoder layers, each (B, T, D); the last one after the final norm."""
+        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+        out = base(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask.long() if attention_mask is not None else None,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        states = out.hidden_states  # embeddings, then each layer; transformers applies the final norm to the last
+        n_layers = len(states) - 1
+        if not 1 <= num_layers <= n_layers:
+            raise ValueError(f"num_layers={num_layers} must be within [1, {n_layers}] for {self.params.hf_pretrained}")
+        return list(states[-num_layers:])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        """Same contract as `TransformerLM.generate`: returns the new tokens only, (B, <= max_new_tokens)."""
+        sampling = temperature > 0
+        out = self.model.generate(
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask.long() if attention_mask is not None else None,
+            max_new_tokens=max_new_tokens,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_k=top_k if sampling else None,
+            top_p=top_p if sampling else None,
+            eos_token_id=eos_token_id,
+            pad_token_id=eos_token_id if eos_token_id is not None else 0,
+        )
+        # With input_ids the prompt is echoed back; with inputs_embeds only new tokens are returned.
+        return out[:, input_ids.shape[1] :] if input_ids is not None else out
+
+
+@register_model("transformer_hf")
+def build_transformer_hf(params: TransformerHFParams, load_pretrained: bool = True) -> HFCausalLM:
+    return HFCausalLM(params, load_pretrained)
+
+
+@register_batch_handler("transformer_hf")
+class TransformerHFBatchHandler(LanguageModelBatchHandler):
+    """Next-token cross-entropy on text batches (see `language_modeling`)."""

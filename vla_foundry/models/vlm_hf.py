@@ -1,0 +1,156 @@
+"""`vlm_hf`: a `transformers` image-text-to-text model (SmolVLM / Idefics3, PaliGemma, ...) by name or local path.
+
+Same interface as the native `VLM`: `forward(input_ids, images, attention_mask) -> logits`, `hidden_states`,
+`generate`. `input_ids` carry the model's own image placeholder id (its config's `image_token_id` /
+`image_token_index`), as its processor writes them; `images` are (B, N_img, 3, H, W) pixel values.
+`load_pretrained=False` builds the architecture from its config with fresh weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
+from vla_foundry.models.language_modeling import next_token_loss, shift_for_next_token
+from vla_foundry.models.registry import BatchHandler, LossOutput, register_batch_handler, register_model
+from vla_foundry.models.weights import freeze
+from vla_foundry.params.model_params import VLMHFParams
+
+# Model families whose forward takes pixel_values as (B, N_img, 3, H, W); the others take (B * N_img, 3, H, W).
+_PER_SAMPLE_IMAGE_STACKS = ("idefics2", "idefics3", "smolvlm")
+_VISION_TOWER_NAMES = ("vision_model", "vision_tower", "visual")
+
+
+class HFVisionLanguageModel(nn.Module):
+    def __init__(self, params: VLMHFParams, load_pretrained: bool = True) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForImageTextToText
+
+        params.validate()
+        self.params = params
+        options = {"trust_remote_code": params.trust_remote_code}
+        if load_pretrained:
+            self.model = load_from_hf(
+                params.hf_pretrained,
+                "image-text-to-text model",
+                lambda n, local_files_only: AutoModelForImageTextToText.from_pretrained(
+                    n, local_files_only=local_files_only, dtype=torch.float32, **options
+                ),
+            )
+        else:
+            config = load_from_hf(
+                params.hf_pretrained,
+                "image-text-to-text config",
+                lambda n, local_files_only: AutoConfig.from_pretrained(n, local_files_only=local_files_only, **options),
+            )
+            self.model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32, **options)
+        config = self.model.config
+        self.model_type = config.model_type
+        self.image_token_id = getattr(config, "image_token_id", None)
+        if self.image_token_id is None:
+            self.image_token_id = getattr(config, "image_token_index", None)
+        self.hidden_dim = config.get_text_config().hidden_size
+        if params.freeze_vision:
+            freeze(self.vision_tower())
+
+    def vision_tower(self) -> nn.Module:
+        for owner in (getattr(self.model, "model", None), self.model):
+            for name in _VISION_TOWER_NAMES:
+                tower = getattr(owner, name, None) if owner is not None else None
+                if isinstance(tower, nn.Module):
+                    return tower
+        raise AttributeError(f"{self.params.hf_pretrained}: no vision tower among {', '.join(_VISION_TOWER_NAMES)}")
+
+    def fsdp_block_types(self) -> tuple[type, ...]:
+        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+
+    def _inputs(
+        self, input_ids: torch.Tensor, images: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> dict[str, Any]:
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask.long() if attention_mask is not None else None,
+        }
+        if images is not None:
+            if images.dim() == 4:
+                images = images[:, None]  # (B, 1, 3, H, W)
+            n_img = images.shape[1]
+            count = int((input_ids == self.image_token_id).sum()) if self.image_token_id is not None else None
+            if count == 0 and n_img > 0:
+                raise ValueError(
+                    f"the batch has {images.shape[0] * n_img} images but no image placeholder tokens (id "
+                    f"{self.image_token_id}) in input_ids"
+                )
+            per_sample = self.model_type in _PER_SAMPLE_IMAGE_STACKS
+            inputs["pixel_values"] = images if per_sample else images.flatten(0, 1)
+        return inputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab)."""
+        return self.model(**self._inputs(input_ids, images, attention_mask), use_cache=False).logits
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        num_layers: int = 1,
+    ) -> list[torch.Tensor]:
+        """The language model's last `num_layers` hidden states, each (B, T, D)."""
+        out = self.model(**self._inputs(input_ids, images, attention_mask), output_hidden_states=True, use_cache=False)
+        states = out.hidden_states
+        if not 1 <= num_layers < len(states):
+            raise ValueError(f"num_layers={num_layers} must be within [1, {len(states) - 1}]")
+        return list(states[-num_layers:])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        attention_mask: torch.Tensor | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+    ) -> torch.Tensor:
+        """New tokens only, (B, <= max_new_tokens)."""
+        sampling = temperature > 0
+        out = self.model.generate(
+            **self._inputs(input_ids, images, attention_mask),
+            max_new_tokens=max_new_tokens,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_k=top_k if sampling else None,
+            top_p=top_p if sampling else None,
+            eos_token_id=eos_token_id,
+            pad_token_id=eos_token_id if eos_token_id is not None else 0,
+        )
+        return out[:, input_ids.shape[1] :]
+
+
+@register_model("vlm_hf")
+def build_vlm_hf(params: VLMHFParams, load_pretrained: bool = True) -> HFVisionLanguageModel:
+    return HFVisionLanguageModel(params, load_pretrained)
+
+
+@register_batch_handler("vlm_hf")
+class VLMHFBatchHandler(BatchHandler):
+    """image_caption batches (placeholders written by the model's processor) -> next-token cross-entropy."""
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> LossOutput:
+        inputs, targets, mask, attention_mask = shift_for_next_token(batch)
+        image_token_id = getattr(model, "image_token_id", None)
+        if image_token_id is not None:
+            mask = mask & (targets != image_token_id)
+        logits = model(input_ids=inputs, images=batch.get("images"), attention_mask=attention_mask)  # (B, T, V)
+        return next_token_loss(logits, targets, mask, self.model_params.z_loss_weight)
