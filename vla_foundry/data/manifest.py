@@ -1,0 +1,102 @@
+"""Dataset manifests: `manifest.jsonl` (one line per tar shard) read from a local directory or s3://.
+
+A dataset is named by its directory or by the path of its `manifest.jsonl`; both resolve to the same
+`Manifest`. Each line is `{"shard": "<tar basename without .tar>", "num_sequences": <samples>}`; extra keys are
+ignored (FORMATS.md §1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from vla_foundry import storage
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class ManifestError(ValueError):
+    """A manifest is missing or malformed; the message names the file and, where known, the line."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    num_sequences: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The shards of one dataset directory, in manifest order."""
+
+    dataset_dir: str
+    path: str
+    shards: tuple[ShardInfo, ...]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s.num_sequences for s in self.shards)
+
+    def shard_url(self, name: str) -> str:
+        return storage.join(self.dataset_dir, f"{name}.tar")
+
+
+def dataset_paths(path: str) -> tuple[str, str]:
+    """(dataset directory, manifest path) for a dataset given as its directory or its manifest.jsonl path."""
+    path = str(path).rstrip("/")
+    if path.endswith(".jsonl"):
+        return storage.dirname(path), path
+    return path, storage.join(path, MANIFEST_NAME)
+
+
+def parse_manifest(text: str, path: str) -> list[ShardInfo]:
+    """Parse manifest lines; any bad line raises `ManifestError` naming `path` and the 1-based line number."""
+    shards: list[ShardInfo] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg}): {line[:80]!r}") from None
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object with 'shard' and 'num_sequences'")
+        shard, count = entry.get("shard"), entry.get("num_sequences")
+        if not isinstance(shard, str) or not shard:
+            raise ManifestError(f"{path}:{lineno}: 'shard' must be a non-empty string (tar basename), got {shard!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ManifestError(f"{path}:{lineno}: 'num_sequences' must be an integer >= 0, got {count!r}")
+        if shard.endswith(".tar"):
+            shard = shard[: -len(".tar")]
+        if shard in seen:
+            raise ManifestError(f"{path}:{lineno}: shard {shard!r} is listed twice")
+        seen.add(shard)
+        shards.append(ShardInfo(shard, count))
+    if not shards:
+        raise ManifestError(f"{path}: the manifest lists no shards")
+    return shards
+
+
+def read_manifest(path: str) -> Manifest:
+    """Read the manifest of a dataset given as its directory or manifest path (local or s3://)."""
+    dataset_dir, manifest_path = dataset_paths(path)
+    try:
+        text = storage.read_text(manifest_path)
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{manifest_path} does not exist; a dataset directory must hold {MANIFEST_NAME} (FORMATS.md §1)"
+        ) from None
+    return Manifest(dataset_dir, manifest_path, tuple(parse_manifest(text, manifest_path)))
+
+
+def check_shards_exist(manifest: Manifest, names: list[str] | None = None) -> None:
+    """Raise FileNotFoundError for the first listed shard whose tar is absent (all of them when `names` is None)."""
+    wanted = names if names is not None else [s.name for s in manifest.shards]
+    missing = [n for n in wanted if not storage.exists(manifest.shard_url(n))]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} shard(s) listed in {manifest.path} do not exist: "
+            + ", ".join(manifest.shard_url(n) for n in missing[:10])
+            + (" ..." if len(missing) > 10 else "")
+        )

@@ -1,0 +1,30 @@
+"""Per-modality sample pipelines: decode a raw tar sample, process it, and collate processed items into a batch.
+
+Each pipeline has `process(raw, dataset_index, rng) -> list of items` (empty while a packer fills up; raises
+`SampleError` for an unusable sample) and `collate(items) -> batch`. `build_pipeline` picks one by `data.type`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vla_foundry.data.planner import CheckpointPlan
+from vla_foundry.params.data_params import DataParams
+
+
+def build_pipeline(data_params: DataParams, plan: CheckpointPlan, training: bool, model_params: Any = None):
+    """The pipeline for `data_params.type`, configured for the datasets of `plan`."""
+    kind = data_params.type
+    if kind in ("text", "text_untokenized"):
+        from vla_foundry.data.pipelines.text import TextPipeline, UntokenizedTextPipeline
+
+        return TextPipeline(data_params) if kind == "text" else UntokenizedTextPipeline(data_params)
+    if kind == "image_caption":
+        from vla_foundry.data.pipelines.image_caption import ImageCaptionPipeline
+
+        return ImageCaptionPipeline(data_params, model_params)
+    if kind == "robotics":
+        from vla_foundry.data.pipelines.robotics import RoboticsPipeline
+
+        return RoboticsPipeline(data_params, [d.dataset_dir for d in plan.datasets], training)
+    raise ValueError(f"no pipeline for data.type={kind!r}")

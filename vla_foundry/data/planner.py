@@ -1,0 +1,322 @@
+"""The data plan: which whole shards of each dataset feed checkpoint window k.
+
+For every dataset the shards are visited in a seeded permutation (one permutation per epoch) with a cursor; window k
+takes, per dataset, the next shards until they hold at least `weight x samples_per_window` samples. The plan is a
+pure function of (dataset manifests, weights, seed, window index, window size): every rank computes the same plan
+without communicating, a checkpoint stores its `to_dict()`, and `print(plan)` shows the datastrings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vla_foundry import storage
+from vla_foundry.data.manifest import Manifest, read_manifest
+from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.data_params import MODALITIES, DataParams
+
+
+class DataExhaustedError(RuntimeError):
+    """A dataset ran out of unseen shards and `allow_multiple_epochs` is off."""
+
+
+@dataclass(frozen=True)
+class DatasetCursor:
+    """Position in a dataset's shard order: the epoch (which permutation) and the next index into it."""
+
+    epoch: int = 0
+    cursor: int = 0
+
+
+@dataclass(frozen=True)
+class DataPlanState:
+    """What the next window's plan continues from: the index of the last planned window and its end cursors."""
+
+    window_index: int
+    cursors: tuple[DatasetCursor, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window_index": self.window_index, "cursors": [[c.epoch, c.cursor] for c in self.cursors]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataPlanState:
+        return cls(int(d["window_index"]), tuple(DatasetCursor(int(e), int(c)) for e, c in d["cursors"]))
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    """One dataset's part of a window: its shards (URLs, in reading order) and how many samples it should give."""
+
+    dataset_dir: str
+    modality: str
+    weight: float
+    num_samples: int
+    shards: tuple[str, ...]
+    shard_sizes: tuple[int, ...]
+    # Epochs each shard was drawn from (shards drawn after a wrap-around belong to a later epoch).
+    shard_epochs: tuple[int, ...]
+    start: DatasetCursor
+    end: DatasetCursor
+
+    @property
+    def available_samples(self) -> int:
+        return sum(self.shard_sizes)
+
+    @property
+    def datastring(self) -> str:
+        """The shard list in brace form, e.g. `s3://b/ds/{000003,000000}.tar`."""
+        if not self.shards:
+            return ""
+        names = [storage.basename(s)[: -len(".tar")] for s in self.shards]
+        return storage.join(self.dataset_dir, "{" + ",".join(names) + "}.tar")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """The data of checkpoint window `window_index`: one `DatasetPlan` per dataset, weights normalised."""
+
+    window_index: int
+    samples_per_window: int
+    seed: int
+    datasets: tuple[DatasetPlan, ...]
+    split: str = "train"
+    allow_multiple_epochs: bool = True
+
+    @property
+    def state(self) -> DataPlanState:
+        """Cursors after this window: give them as `previous` to plan the next window."""
+        return DataPlanState(self.window_index, tuple(d.end for d in self.datasets))
+
+    @property
+    def datastrings(self) -> list[str]:
+        return [d.datastring for d in self.datasets]
+
+    @property
+    def weights(self) -> list[float]:
+        return [d.weight for d in self.datasets]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_index": self.window_index,
+            "samples_per_window": self.samples_per_window,
+            "seed": self.seed,
+            "split": self.split,
+            "allow_multiple_epochs": self.allow_multiple_epochs,
+            "datasets": [
+                {
+                    "dataset_dir": d.dataset_dir,
+                    "modality": d.modality,
+                    "weight": d.weight,
+                    "num_samples": d.num_samples,
+                    "shards": list(d.shards),
+                    "shard_sizes": list(d.shard_sizes),
+                    "shard_epochs": list(d.shard_epochs),
+                    "start": [d.start.epoch, d.start.cursor],
+                    "end": [d.end.epoch, d.end.cursor],
+                }
+                for d in self.datasets
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointPlan:
+        datasets = tuple(
+            DatasetPlan(
+                dataset_dir=x["dataset_dir"],
+                modality=x["modality"],
+                weight=float(x["weight"]),
+                num_samples=int(x["num_samples"]),
+                shards=tuple(x["shards"]),
+                shard_sizes=tuple(int(v) for v in x["shard_sizes"]),
+                shard_epochs=tuple(int(v) for v in x["shard_epochs"]),
+                start=DatasetCursor(*x["start"]),
+                end=DatasetCursor(*x["end"]),
+            )
+            for x in d["datasets"]
+        )
+        return cls(
+            window_index=int(d["window_index"]),
+            samples_per_window=int(d["samples_per_window"]),
+            seed=int(d["seed"]),
+            datasets=datasets,
+            split=d.get("split", "train"),
+            allow_multiple_epochs=bool(d.get("allow_multiple_epochs", True)),
+        )
+
+    def __str__(self) -> str:
+        lines = [
+            f"data plan ({self.split}) window {self.window_index}: {self.samples_per_window} samples, seed {self.seed}"
+        ]
+        for i, d in enumerate(self.datasets):
+            lines.append(
+                f"  [{i}] {d.modality} weight {d.weight:.4f}: {d.num_samples} samples wanted from {len(d.shards)} "
+                f"shards ({d.available_samples} available), epoch/cursor {d.start.epoch}/{d.start.cursor} -> "
+                f"{d.end.epoch}/{d.end.cursor}"
+            )
+            lines.append(f"      {d.datastring}")
+        return "\n".join(lines)
+
+
+def shard_permutation(seed: int, dataset_index: int, epoch: int, num_shards: int) -> np.ndarray:
+    """The shard order of one epoch of one dataset: a permutation seeded by (seed, dataset index, epoch)."""
+    return np.random.default_rng([seed, dataset_index, epoch]).permutation(num_shards)
+
+
+def dataset_sources(data_params: DataParams, split: str = "train") -> tuple[list[str], list[float], list[str]]:
+    """(paths, normalised weights, modalities) of the train or validation datasets, checked for consistency."""
+    if split == "train":
+        paths, weights, modalities = (
+            list(data_params.dataset_manifest),
+            list(data_params.dataset_weighting),
+            list(data_params.dataset_modality),
+        )
+        if not paths:
+            raise ConfigError("data.dataset_manifest is empty: name at least one dataset directory or manifest.jsonl")
+        if not (len(paths) == len(weights) == len(modalities)):
+            raise ConfigError(
+                "data.dataset_manifest, data.dataset_weighting and data.dataset_modality must have the same length; "
+                f"got {len(paths)}, {len(weights)} and {len(modalities)}"
+            )
+    elif split == "val":
+        paths = list(data_params.val_dataset_manifest)
+        if not paths:
+            raise ConfigError("data.val_dataset_manifest is empty: there is no validation data to plan")
+        weights = list(data_params.val_dataset_weighting) or [1.0] * len(paths)
+        if len(weights) != len(paths):
+            raise ConfigError(
+                "data.val_dataset_weighting must be empty or as long as data.val_dataset_manifest; "
+                f"got {len(weights)} and {len(paths)}"
+            )
+        modalities = [data_params.type] * len(paths)
+    else:
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    for i, modality in enumerate(modalities):
+        if modality not in MODALITIES:
+            raise ConfigError(
+                f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(MODALITIES)}"
+            )
+        if modality != data_params.type:
+            raise ConfigError(
+                f"data.dataset_modality[{i}]={modality!r} does not match data.type={data_params.type!r}; one run "
+                "streams one modality (its pipeline), so every dataset must have the modality of data.type"
+            )
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights}")
+    total = float(sum(weights))
+    return paths, [w / total for w in weights], modalities
+
+
+def plan_checkpoint(
+    data_params: DataParams,
+    window_index: int,
+    samples_per_window: int,
+    previous: DataPlanState | None = None,
+    *,
+    split: str = "train",
+    manifests: list[Manifest] | None = None,
+) -> CheckpointPlan:
+    """Plan checkpoint window `window_index` of `samples_per_window` samples (all ranks together).
+
+    `previous` is the state of window `window_index - 1` (from a checkpoint or the previous plan); when None, the
+    windows before are replayed from the start, which gives the same result. `manifests` may be given to avoid
+    re-reading them (same order as the datasets).
+    """
+    if samples_per_window < 1:
+        raise ValueError(f"samples_per_window={samples_per_window} must be >= 1")
+    if window_index < 0:
+        raise ValueError(f"window_index={window_index} must be >= 0")
+    paths, weights, modalities = dataset_sources(data_params, split)
+    if manifests is None:
+        manifests = [read_manifest(p) for p in paths]
+    seed = int(data_params.seed or 0)
+    # Validation uses its own shard orders so they never coincide with the training ones.
+    seed_offset = 0 if split == "train" else 1_000_003
+
+    if previous is None:
+        cursors = tuple(DatasetCursor() for _ in paths)
+        first = 0
+    else:
+        if len(previous.cursors) != len(paths):
+            raise ValueError(
+                f"the saved data plan has {len(previous.cursors)} dataset cursors but {len(paths)} datasets are "
+                "configured; resume with the same data.dataset_manifest list"
+            )
+        if previous.window_index >= window_index:
+            raise ValueError(
+                f"previous plan state is for window {previous.window_index}, not before window {window_index}"
+            )
+        cursors, first = previous.cursors, previous.window_index + 1
+
+    plan: CheckpointPlan | None = None
+    for k in range(first, window_index + 1):
+        datasets = []
+        for i, (manifest, modality, weight) in enumerate(zip(manifests, modalities, weights)):
+            datasets.append(
+                _plan_dataset(
+                    manifest, i, modality, weight, samples_per_window, cursors[i], seed + seed_offset,
+                    data_params.allow_multiple_epochs, k,
+                )
+            )  # fmt: skip
+        plan = CheckpointPlan(
+            window_index=k,
+            samples_per_window=samples_per_window,
+            seed=seed,
+            datasets=tuple(datasets),
+            split=split,
+            allow_multiple_epochs=data_params.allow_multiple_epochs,
+        )
+        cursors = plan.state.cursors
+    assert plan is not None
+    return plan
+
+
+def _plan_dataset(
+    manifest: Manifest,
+    index: int,
+    modality: str,
+    weight: float,
+    samples_per_window: int,
+    start: DatasetCursor,
+    seed: int,
+    allow_multiple_epochs: bool,
+    window_index: int,
+) -> DatasetPlan:
+    needed = math.ceil(weight * samples_per_window) if weight > 0 else 0
+    n = len(manifest.shards)
+    if needed and manifest.num_samples == 0:
+        raise DataExhaustedError(f"{manifest.path}: every shard has num_sequences 0; the dataset has no samples")
+    epoch, cursor = start.epoch, start.cursor
+    order = shard_permutation(seed, index, epoch, n)
+    shards: list[str] = []
+    sizes: list[int] = []
+    epochs: list[int] = []
+    while sum(sizes) < needed:
+        if cursor >= n:
+            if not allow_multiple_epochs:
+                raise DataExhaustedError(
+                    f"dataset {manifest.dataset_dir} ran out of shards in window {window_index} after epoch {epoch}: "
+                    f"{needed} samples were needed, {sum(sizes)} were left. Set data.allow_multiple_epochs True to "
+                    "start a new (reshuffled) epoch, or lower total_train_samples"
+                )
+            epoch, cursor = epoch + 1, 0
+            order = shard_permutation(seed, index, epoch, n)
+        info = manifest.shards[int(order[cursor])]
+        cursor += 1
+        shards.append(manifest.shard_url(info.name))
+        sizes.append(info.num_sequences)
+        epochs.append(epoch)
+    return DatasetPlan(
+        dataset_dir=manifest.dataset_dir,
+        modality=modality,
+        weight=weight,
+        num_samples=needed,
+        shards=tuple(shards),
+        shard_sizes=tuple(sizes),
+        shard_epochs=tuple(epochs),
+        start=start,
+        end=DatasetCursor(epoch, cursor),
+    )

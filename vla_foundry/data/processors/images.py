@@ -1,0 +1,112 @@
+"""Image decoding, resize/crop, normalisation and augmentation shared by the image pipelines.
+
+Images travel as uint8 arrays (H, W, 3) until the end, then as float tensors (3, H, W) in [0, 1].
+Augmentation draws its parameters once per sample and applies them to every view of that sample, so several
+cameras of one timestep stay consistent.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """JPEG/PNG/WebP bytes -> uint8 (H, W, 3). Raises ValueError for undecodable bytes."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.array(img.convert("RGB"))
+    except Exception as e:
+        raise ValueError(f"undecodable image ({e.__class__.__name__}: {e})") from None
+
+
+def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is `size` (bicubic), then crop the centre `size` x `size` square."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    from PIL import Image
+
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def to_float_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+
+
+def normalize_image(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(..., 3, H, W) in [0, 1] -> (x - mean) / std per channel."""
+    m = torch.tensor(mean, dtype=image.dtype).view(3, 1, 1)
+    s = torch.tensor(std, dtype=image.dtype).view(3, 1, 1)
+    return (image - m) / s
+
+
+@dataclass(frozen=True)
+class AugmentationDraw:
+    """One sample's augmentation parameters (applied identically to all its views)."""
+
+    crop_top: float
+    crop_left: float
+    crop_scale: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+
+def draw_augmentation(rng: np.random.Generator, params) -> AugmentationDraw:
+    """Sample crop position and colour-jitter factors from `AugmentationParams`."""
+
+    def factor(x: float) -> float:
+        return float(rng.uniform(max(0.0, 1 - x), 1 + x)) if x > 0 else 1.0
+
+    return AugmentationDraw(
+        crop_top=float(rng.uniform()),
+        crop_left=float(rng.uniform()),
+        crop_scale=float(params.crop_scale),
+        brightness=factor(params.brightness),
+        contrast=factor(params.contrast),
+        saturation=factor(params.saturation),
+        hue=float(rng.uniform(-params.hue, params.hue)) if params.hue > 0 else 0.0,
+    )
+
+
+def augment(image: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
+    """Random crop (resized back to the input size) and colour jitter of a (3, H, W) image in [0, 1]."""
+    _, h, w = image.shape
+    if draw.crop_scale < 1.0:
+        ch, cw = max(1, round(h * draw.crop_scale)), max(1, round(w * draw.crop_scale))
+        top, left = int(draw.crop_top * (h - ch)), int(draw.crop_left * (w - cw))
+        crop = image[:, top : top + ch, left : left + cw]
+        image = torch.nn.functional.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    if draw.brightness != 1.0:
+        image = image * draw.brightness
+    if draw.contrast != 1.0:
+        gray_mean = _grayscale(image).mean()
+        image = (image - gray_mean) * draw.contrast + gray_mean
+    if draw.saturation != 1.0:
+        gray = _grayscale(image)
+        image = (image - gray) * draw.saturation + gray
+    image = image.clamp(0.0, 1.0)
+    if draw.hue != 0.0:
+        from torchvision.transforms.functional import adjust_hue
+
+        image = adjust_hue(image, draw.hue)
+    return image
+
+
+def _grayscale(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) -> (1, H, W) luma."""
+    return (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)

@@ -1,0 +1,483 @@
+"""The robotics processor: a stored window (lowdim.npz + camera JPEGs + instructions) -> model tensors.
+
+Training and inference share it. For a sample it crops the stored window to the configured past/future steps
+around the anchor, concatenates the action and proprioception fields, normalises them, decodes the camera images
+(`camera_names` x `image_indices`, camera-major), resizes/crops them to `image_size`, optionally augments them (same
+parameters for all views; training only), and tokenizes one instruction drawn from `language_instruction_types`.
+
+Output per sample (T = past + 1 + future):
+  actions (T, action_dim) normalised; proprioception (past + 1, proprio_dim) normalised; past_mask, future_mask (T)
+  bool; images (n_cameras * n_image_indices, 3, H, W) float in [0, 1] (not mean/std normalised: the vision tower
+  does that); image_mask (n_images) bool (False for a zero-filled missing camera); input_ids, attention_mask (L);
+  metadata (dict).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from vla_foundry import storage
+from vla_foundry.data.processors.images import (
+    augment,
+    decode_image,
+    draw_augmentation,
+    resize_shorter_and_center_crop,
+    to_float_tensor,
+)
+from vla_foundry.data.processors.tokenizers import get_tokenizer
+from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG, FieldSpec, Normalizer, NormalizerConfig
+from vla_foundry.data.robotics.stats import Stats, StatsError, crop_stats_window, field_dim, load_stats, merge_stats
+from vla_foundry.params.base_params import ConfigError, update_field
+from vla_foundry.params.data_params import AugmentationParams, RoboticsDataParams
+
+PROCESSOR_CONFIG = "config_processor.yaml"
+STATS_NAME = "stats.json"
+PREPROCESSING_CONFIG = "preprocessing_config.yaml"
+
+
+class SampleError(ValueError):
+    """One sample cannot be used (missing member, undecodable image, bad array); it is skipped and counted."""
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """How a robotics dataset's samples were cut (from its preprocessing_config.yaml)."""
+
+    dataset_dir: str
+    past_lowdim_steps: int
+    future_lowdim_steps: int
+    camera_names: list[str]
+    image_indices: list[int]
+
+
+def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
+    """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml`."""
+    path = storage.join(dataset_dir, PREPROCESSING_CONFIG)
+    try:
+        cfg = yaml.safe_load(storage.read_text(path)) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; robotics datasets need it (FORMATS.md §4)") from None
+    missing = [k for k in ("past_lowdim_steps", "future_lowdim_steps", "image_indices") if k not in cfg]
+    if missing:
+        raise ConfigError(f"{path} lacks {', '.join(missing)}")
+    return DatasetLayout(
+        dataset_dir=dataset_dir,
+        past_lowdim_steps=int(cfg["past_lowdim_steps"]),
+        future_lowdim_steps=int(cfg["future_lowdim_steps"]),
+        camera_names=list(cfg.get("camera_names") or []),
+        image_indices=[int(i) for i in cfg["image_indices"]],
+    )
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Everything (besides the normaliser) that turns raw observations into model inputs; config_processor.yaml."""
+
+    action_fields: list[str]
+    proprioception_fields: list[str]
+    camera_names: list[str]
+    image_indices: list[int]
+    past_lowdim_steps: int
+    future_lowdim_steps: int
+    image_size: int | None
+    language_instruction_types: list[str]
+    tokenizer: str = "byte"
+    max_instruction_tokens: int = 64
+    missing_camera: str = "error"
+    augmentation: dict[str, Any] = field(default_factory=lambda: asdict(AugmentationParams()))
+
+    @property
+    def window_length(self) -> int:
+        return self.past_lowdim_steps + 1 + self.future_lowdim_steps
+
+    @property
+    def num_images(self) -> int:
+        return len(self.camera_names) * len(self.image_indices)
+
+
+def _dataset_dirs(data_params: RoboticsDataParams) -> list[str]:
+    from vla_foundry.data.manifest import dataset_paths
+
+    return [dataset_paths(p)[0] for p in data_params.dataset_manifest]
+
+
+def resolve_robotics_config(
+    data_params: RoboticsDataParams, dataset_dirs: list[str] | None = None
+) -> tuple[ProcessorConfig, NormalizerConfig, Stats]:
+    """Check the configured window/cameras/fields against every dataset and build the processor inputs.
+
+    Returns the processor config, the normaliser config and the merged stats cropped to the training window.
+    Raises ConfigError / StatsError naming the dataset and field for: a window larger than the stored one, a field
+    absent from stats.json, fields of different widths across datasets, a camera a dataset lacks (unless
+    `missing_camera=zero_pad`).
+    """
+    dirs = dataset_dirs if dataset_dirs is not None else _dataset_dirs(data_params)
+    if not dirs:
+        raise ConfigError("data.dataset_manifest is empty: name at least one robotics dataset")
+    layouts = [read_dataset_layout(d) for d in dirs]
+    past = data_params.past_lowdim_steps
+    future = data_params.future_lowdim_steps
+    past = min(lay.past_lowdim_steps for lay in layouts) if past is None else past
+    future = min(lay.future_lowdim_steps for lay in layouts) if future is None else future
+    for lay in layouts:
+        if past > lay.past_lowdim_steps or future > lay.future_lowdim_steps:
+            raise ConfigError(
+                f"requested window past={past}, future={future} is larger than the stored window of {lay.dataset_dir} "
+                f"(past_lowdim_steps={lay.past_lowdim_steps}, future_lowdim_steps={lay.future_lowdim_steps}); "
+                "lower data.past_lowdim_steps / data.future_lowdim_steps or re-preprocess"
+            )
+    cameras = list(data_params.camera_names) if data_params.camera_names is not None else layouts[0].camera_names
+    indices = list(data_params.image_indices) if data_params.image_indices is not None else layouts[0].image_indices
+    for lay in layouts:
+        absent = [c for c in cameras if lay.camera_names and c not in lay.camera_names]
+        if absent and data_params.missing_camera == "error":
+            raise ConfigError(
+                f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}); choose "
+                "data.camera_names among them or set data.missing_camera zero_pad"
+            )
+        bad_offsets = [i for i in indices if i not in lay.image_indices]
+        if bad_offsets:
+            raise ConfigError(
+                f"dataset {lay.dataset_dir} stores image offsets {lay.image_indices}; requested {bad_offsets} are "
+                "not stored (data.image_indices)"
+            )
+
+    all_stats = []
+    for lay in layouts:
+        path = storage.join(lay.dataset_dir, STATS_NAME)
+        stats = load_stats(path)
+        for group, names in (
+            ("data.action_fields", data_params.action_fields),
+            ("data.proprioception_fields", data_params.proprioception_fields),
+        ):
+            for name in names:
+                if name not in stats:
+                    raise StatsError(
+                        f"{path} has no statistics for field {name!r} (requested by {group}); available fields: "
+                        f"{', '.join(sorted(stats)) or 'none'}"
+                    )
+        all_stats.append(crop_stats_window(stats, lay.past_lowdim_steps, past, future))
+    wanted = list(dict.fromkeys([*data_params.action_fields, *data_params.proprioception_fields]))
+    dims: dict[str, int] = {}
+    for lay, stats in zip(layouts, all_stats):
+        for name in wanted:
+            d = field_dim(stats, name, storage.join(lay.dataset_dir, STATS_NAME))
+            if dims.setdefault(name, d) != d:
+                raise StatsError(
+                    f"field {name!r} has width {d} in {lay.dataset_dir} but {dims[name]} in {layouts[0].dataset_dir}"
+                )
+    merged = merge_stats(all_stats, wanted)
+
+    norm = data_params.normalization
+    normalizer_config = NormalizerConfig(
+        action_fields=[FieldSpec(n, dims[n]) for n in data_params.action_fields],
+        proprioception_fields=[FieldSpec(n, dims[n]) for n in data_params.proprioception_fields],
+        past_lowdim_steps=past,
+        future_lowdim_steps=future,
+        method=norm.method,
+        scope=norm.scope,
+        epsilon=norm.epsilon,
+        field_overrides=dict(norm.field_overrides),
+    )
+    processor_config = ProcessorConfig(
+        action_fields=list(data_params.action_fields),
+        proprioception_fields=list(data_params.proprioception_fields),
+        camera_names=cameras,
+        image_indices=indices,
+        past_lowdim_steps=past,
+        future_lowdim_steps=future,
+        image_size=data_params.image_size,
+        language_instruction_types=list(data_params.language_instruction_types),
+        tokenizer=data_params.tokenizer,
+        max_instruction_tokens=data_params.max_instruction_tokens,
+        missing_camera=data_params.missing_camera,
+        augmentation=asdict(data_params.augmentation),
+    )
+    return processor_config, normalizer_config, merged
+
+
+def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
+    """Derive (action_dim, proprioception_dim) from the datasets' stats and the field lists.
+
+    Also fills the unset derived fields of `data_params` (action_dim, proprioception_dim, and the stored window /
+    cameras / image offsets when left None) so `init_shared_attributes` can share them to the model. Call it after
+    parsing, before `init_shared_attributes`. A user-given dim that contradicts the stats is a ConfigError.
+    """
+    pc, nc, _ = resolve_robotics_config(data_params)
+    for name, value in (("action_dim", nc.action_dim), ("proprioception_dim", nc.proprioception_dim)):
+        given = getattr(data_params, name)
+        if given is not None and given != value:
+            raise ConfigError(
+                f"data.{name}={given} contradicts the dataset statistics ({value} from the fields "
+                f"{pc.action_fields if name == 'action_dim' else pc.proprioception_fields}); leave it unset"
+            )
+        update_field(data_params, name, value)
+    for name, value in (
+        ("past_lowdim_steps", pc.past_lowdim_steps),
+        ("future_lowdim_steps", pc.future_lowdim_steps),
+        ("camera_names", pc.camera_names),
+        ("image_indices", pc.image_indices),
+    ):
+        if getattr(data_params, name) is None:
+            update_field(data_params, name, value)
+    return nc.action_dim, nc.proprioception_dim
+
+
+class RoboticsProcessor:
+    """Raw robotics samples (training) or raw observations (inference) -> normalised tensors."""
+
+    def __init__(self, config: ProcessorConfig, normalizer: Normalizer) -> None:
+        self.config = config
+        self.normalizer = normalizer
+        self.tokenizer = get_tokenizer(config.tokenizer)
+        self.augmentation = AugmentationParams(**config.augmentation)
+        self._layouts: dict[str, DatasetLayout] = {}
+
+    @classmethod
+    def from_data_params(cls, data_params: RoboticsDataParams, dataset_dirs: list[str] | None = None):
+        pc, nc, stats = resolve_robotics_config(data_params, dataset_dirs)
+        return cls(pc, Normalizer(nc, stats))
+
+    # ---- saving / loading with a run -------------------------------------------------------------------------
+
+    def save(self, run_dir: str) -> None:
+        """Write config_processor.yaml, config_normalizer.yaml and stats.json (training window) to `run_dir`."""
+        storage.write_text(
+            storage.join(run_dir, PROCESSOR_CONFIG), yaml.safe_dump(asdict(self.config), sort_keys=False)
+        )
+        storage.write_text(
+            storage.join(run_dir, NORMALIZER_CONFIG), yaml.safe_dump(self.normalizer.config.to_dict(), sort_keys=False)
+        )
+        storage.write_text(storage.join(run_dir, STATS_NAME), json.dumps(self.normalizer.stats))
+
+    @classmethod
+    def load(cls, run_dir: str) -> RoboticsProcessor:
+        """Rebuild the processor saved by `save` (local or s3:// run directory); inference never needs data params."""
+        pc = ProcessorConfig(**yaml.safe_load(storage.read_text(storage.join(run_dir, PROCESSOR_CONFIG))))
+        nc = NormalizerConfig.from_dict(yaml.safe_load(storage.read_text(storage.join(run_dir, NORMALIZER_CONFIG))))
+        return cls(pc, Normalizer(nc, load_stats(storage.join(run_dir, STATS_NAME))))
+
+    # ---- pieces ----------------------------------------------------------------------------------------------
+
+    def layout(self, dataset_dir: str) -> DatasetLayout:
+        if dataset_dir not in self._layouts:
+            self._layouts[dataset_dir] = read_dataset_layout(dataset_dir)
+        return self._layouts[dataset_dir]
+
+    def tokenize_instruction(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> input_ids (L,) padded with the pad id, attention_mask (L,) bool; L = max_instruction_tokens."""
+        n = self.config.max_instruction_tokens
+        ids = self.tokenizer.encode(text)[:n]
+        input_ids = torch.full((n,), self.tokenizer.pad_token_id, dtype=torch.long)
+        input_ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[: len(ids)] = True
+        return input_ids, mask
+
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """Raw camera image uint8 (H, W, 3) of any size -> (S, S, 3) as preprocessing would store it resized."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"camera images must be (H, W, 3) uint8, got shape {image.shape}")
+        size = self.config.image_size
+        return resize_shorter_and_center_crop(image, size) if size else image
+
+    def images_to_tensor(
+        self, views: list[np.ndarray | None], rng: np.random.Generator | None, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (camera-major) -> images (N, 3, H, W) in [0, 1] and image_mask (N,); None views become zeros."""
+        present = [v for v in views if v is not None]
+        if not present:
+            raise SampleError("no camera image present")
+        h, w = present[0].shape[:2]
+        tensors, mask = [], []
+        draw = draw_augmentation(rng, self.augmentation) if training and self.augmentation.enabled and rng else None
+        for view in views:
+            if view is None:
+                tensors.append(torch.zeros(3, h, w))
+                mask.append(False)
+                continue
+            if view.shape[:2] != (h, w):
+                raise SampleError(f"camera images of one sample differ in size: {view.shape[:2]} vs {(h, w)}")
+            t = to_float_tensor(view)  # (3, H, W)
+            tensors.append(augment(t, draw) if draw is not None else t)
+            mask.append(True)
+        return torch.stack(tensors), torch.tensor(mask, dtype=torch.bool)
+
+    # ---- training samples ------------------------------------------------------------------------------------
+
+    def process_sample(
+        self, raw: dict[str, Any], dataset_dir: str, rng: np.random.Generator, training: bool = True
+    ) -> dict[str, Any]:
+        """One raw tar sample (member extension -> bytes) -> per-sample tensors. Raises SampleError if unusable."""
+        cfg = self.config
+        key = raw.get("__key__", "?")
+        if "lowdim.npz" not in raw:
+            raise SampleError("missing member lowdim.npz")
+        try:
+            npz = np.load(io.BytesIO(raw["lowdim.npz"]), allow_pickle=False)
+        except Exception as e:
+            raise SampleError(f"lowdim.npz unreadable: {e}") from None
+        stored_past = self.layout(dataset_dir).past_lowdim_steps
+        lo, hi = stored_past - cfg.past_lowdim_steps, stored_past + cfg.future_lowdim_steps + 1
+        try:
+            past_mask = np.asarray(npz["past_mask"], dtype=bool)[lo:hi]
+            future_mask = np.asarray(npz["future_mask"], dtype=bool)[lo:hi]
+            actions = self._concat(npz, cfg.action_fields, lo, hi)  # (T, A)
+            proprio = self._concat(npz, cfg.proprioception_fields, lo, stored_past + 1)  # (past + 1, P)
+        except KeyError as e:
+            raise SampleError(f"lowdim.npz lacks array {e.args[0]!r}") from None
+        except ValueError as e:
+            raise SampleError(f"lowdim.npz: {e}") from None
+        if len(past_mask) != cfg.window_length or len(actions) != cfg.window_length:
+            raise SampleError(f"lowdim.npz window has {len(actions)} rows after cropping, expected {cfg.window_length}")
+
+        views: list[np.ndarray | None] = []
+        for cam in cfg.camera_names:
+            for offset in cfg.image_indices:
+                data = raw.get(f"{cam}_t{offset}.jpg")
+                if data is None:
+                    data = raw.get(f"{cam}_t{offset}.png")
+                if data is None:
+                    if cfg.missing_camera == "zero_pad":
+                        views.append(None)
+                        continue
+                    raise SampleError(f"missing camera image {cam}_t{offset}.jpg")
+                try:
+                    views.append(self.prepare_image(decode_image(data)))
+                except ValueError as e:
+                    raise SampleError(f"{cam}_t{offset}: {e}") from None
+        images, image_mask = self.images_to_tensor(views, rng, training)
+
+        instruction = self._choose_instruction(raw, rng)
+        input_ids, attention_mask = self.tokenize_instruction(instruction)
+        metadata: dict[str, Any] = {}
+        if "metadata.json" in raw:
+            try:
+                metadata = json.loads(raw["metadata.json"])
+            except json.JSONDecodeError as e:
+                raise SampleError(f"metadata.json is not valid JSON: {e}") from None
+        metadata = {**metadata, "key": key, "dataset": dataset_dir, "instruction": instruction}
+        return {
+            "actions": torch.from_numpy(self.normalizer.normalize_actions(actions)).float(),
+            "proprioception": torch.from_numpy(self.normalizer.normalize_proprioception(proprio)).float(),
+            "past_mask": torch.from_numpy(past_mask),
+            "future_mask": torch.from_numpy(future_mask),
+            "images": images,
+            "image_mask": image_mask,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "metadata": metadata,
+        }
+
+    @staticmethod
+    def _concat(npz: Any, names: list[str], lo: int, hi: int) -> np.ndarray:
+        if not names:
+            return np.zeros((hi - lo, 0), dtype=np.float64)
+        parts = []
+        for name in names:
+            arr = np.asarray(npz[name], dtype=np.float64)
+            if arr.ndim == 1:
+                arr = arr[:, None]
+            parts.append(arr[lo:hi])
+        return np.concatenate(parts, axis=-1)
+
+    def _choose_instruction(self, raw: dict[str, Any], rng: np.random.Generator | None) -> str:
+        data = raw.get("language_instructions.json")
+        if data is None:
+            return ""
+        try:
+            instructions = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise SampleError(f"language_instructions.json is not valid JSON: {e}") from None
+        candidates = [
+            s for t in self.config.language_instruction_types for s in (instructions.get(t) or []) if isinstance(s, str)
+        ]
+        if not candidates:
+            return ""
+        return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack per-sample tensors into a batch (B, ...); metadata stays a list of dicts."""
+        batch: dict[str, Any] = {}
+        for k in samples[0]:
+            if k == "metadata":
+                batch[k] = [s[k] for s in samples]
+            else:
+                try:
+                    batch[k] = torch.stack([s[k] for s in samples])
+                except RuntimeError as e:
+                    raise ValueError(
+                        f"cannot batch {k!r}: shapes differ across samples ({e}); set data.image_size so every "
+                        "dataset's images are resized to one size"
+                    ) from None
+        return batch
+
+    # ---- inference -------------------------------------------------------------------------------------------
+
+    def process_observation(
+        self,
+        images: dict[str, list[np.ndarray] | np.ndarray],
+        proprioception: dict[str, np.ndarray],
+        instruction: str,
+    ) -> dict[str, torch.Tensor]:
+        """Raw observations of one robot step -> a batch of one (no augmentation).
+
+        images: camera name -> one uint8 (H, W, 3) image per configured image offset (any size: resized/cropped
+        like preprocessing). proprioception: field name -> (past + 1, D) history ending at the current step (a (D,)
+        array when past is 0). Returns proprioception (1, past + 1, P) normalised, images (1, N, 3, S, S),
+        image_mask (1, N), past_mask / future_mask (1, T) (past rows / anchor and later rows), input_ids / attention_mask (1, L).
+        """
+        cfg = self.config
+        views: list[np.ndarray | None] = []
+        for cam in cfg.camera_names:
+            frames = images.get(cam)
+            if frames is None:
+                if cfg.missing_camera == "zero_pad":
+                    views.extend([None] * len(cfg.image_indices))
+                    continue
+                raise ValueError(f"observation lacks camera {cam!r}; expected cameras {cfg.camera_names}")
+            frames = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
+            if len(frames) != len(cfg.image_indices):
+                raise ValueError(
+                    f"camera {cam!r}: got {len(frames)} frames, expected one per image offset {cfg.image_indices}"
+                )
+            views.extend(self.prepare_image(np.asarray(f, dtype=np.uint8)) for f in frames)
+        image_tensor, image_mask = self.images_to_tensor(views, None, training=False)
+        rows = cfg.past_lowdim_steps + 1
+        parts = []
+        for name in cfg.proprioception_fields:
+            if name not in proprioception:
+                raise ValueError(
+                    f"observation lacks proprioception field {name!r}; expected {cfg.proprioception_fields}"
+                )
+            arr = np.asarray(proprioception[name], dtype=np.float64)
+            arr = arr[None] if arr.ndim == 1 else arr
+            if arr.shape[0] != rows:
+                raise ValueError(f"proprioception field {name!r} has {arr.shape[0]} rows, expected past + 1 = {rows}")
+            parts.append(arr)
+        proprio = np.concatenate(parts, axis=-1) if parts else np.zeros((rows, 0))
+        input_ids, attention_mask = self.tokenize_instruction(instruction)
+        # Masks as in training: rows before the anchor are past; the anchor and the rows to predict are future.
+        past_mask = torch.zeros(cfg.window_length, dtype=torch.bool)
+        past_mask[: cfg.past_lowdim_steps] = True
+        future_mask = ~past_mask
+        return {
+            "proprioception": torch.from_numpy(self.normalizer.normalize_proprioception(proprio)).float()[None],
+            "images": image_tensor[None],
+            "image_mask": image_mask[None],
+            "past_mask": past_mask[None],
+            "future_mask": future_mask[None],
+            "input_ids": input_ids[None],
+            "attention_mask": attention_mask[None],
+        }
+
+    def denormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T, action_dim) normalised -> physical units (exact inverse of training normalisation)."""
+        return self.normalizer.denormalize_actions(actions)
