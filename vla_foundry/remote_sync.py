@@ -95,10 +95,10 @@ class RemoteSync:
                 # upload_file verifies the remote size and has its own per-call retries.
                 storage.upload_file(local, self.remote_path(rel))
                 return None
-            except FileNotFoundError:
-                # Deleted locally in the meantime (pruned): nothing to upload.
-                return None
             except Exception as e:
+                if not os.path.exists(local):
+                    # Deleted locally in the meantime (pruned): nothing to upload.
+                    return None
                 last = f"{type(e).__name__}: {e}"
                 time.sleep(self.backoff_s * 2**attempt)
         return last
@@ -106,8 +106,12 @@ class RemoteSync:
     def missing_remote(self) -> list[str]:
         """Local files whose remote copy is absent or of a different size."""
         remote = {}
-        for url, size in storage.list_s3_objects(self.remote_url):
-            remote[url[len(self.remote_url) + 1 :]] = size
+        try:
+            for url, size in storage.list_s3_objects(self.remote_url):
+                remote[url[len(self.remote_url) + 1 :]] = size
+        except Exception as e:
+            # An unreadable remote counts as empty: every local file is then reported missing.
+            print(f"remote sync: cannot list {self.remote_url}: {e}", file=sys.stderr, flush=True)
         return sorted(rel for rel, (size, _) in local_files(self.local_dir).items() if remote.get(rel) != size)
 
     def finish(self) -> None:

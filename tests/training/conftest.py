@@ -1,0 +1,59 @@
+"""Fixtures for the training tests: a single-process context, tiny language-model configs, synthetic batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from vla_foundry.distributed import DistributedContext
+from vla_foundry.params import HyperParams, TextDataParams, TrainExperimentParams, TransformerParams
+from vla_foundry.params.train_experiment_params import init_shared_attributes
+
+VOCAB = 64
+SEQ_LEN = 16
+
+
+def tiny_lm_params(**overrides) -> TransformerParams:
+    fields = {"hidden_dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": VOCAB, "max_seq_len": 64}
+    return TransformerParams(**{**fields, **overrides})
+
+
+def tiny_experiment(
+    total_train_samples: int = 32,
+    per_gpu_batch_size: int = 8,
+    global_batch_size: int | None = None,
+    num_checkpoints: int = 1,
+    **hparams,
+) -> TrainExperimentParams:
+    """A text experiment with a tiny transformer, fp32, derived values filled (single process)."""
+    hp = {"lr": 3e-3, "warmup": 0, "precision": "fp32", "weight_decay": 0.0, "lr_scheduler": "constant", **hparams}
+    params = TrainExperimentParams(
+        model=tiny_lm_params(),
+        data=TextDataParams(seq_len=SEQ_LEN),
+        hparams=HyperParams(per_gpu_batch_size=per_gpu_batch_size, global_batch_size=global_batch_size, **hp),
+        total_train_samples=total_train_samples,
+        num_checkpoints=num_checkpoints,
+        log_every_n_steps=1,
+    )
+    init_shared_attributes(params)
+    return params
+
+
+def synthetic_batches(num_samples: int, batch_size: int, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Deterministic token batches (B, SEQ_LEN + 1) with a learnable pattern: token t+1 = token t + 1 mod VOCAB."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, VOCAB, (num_samples, 1), generator=gen)
+    ids = (starts + torch.arange(SEQ_LEN + 1)) % VOCAB  # (N, T+1)
+    for i in range(0, num_samples, batch_size):
+        yield {"input_ids": ids[i : i + batch_size]}
+
+
+@pytest.fixture
+def cpu_ctx(monkeypatch: pytest.MonkeyPatch) -> DistributedContext:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return DistributedContext(
+        rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
+    )

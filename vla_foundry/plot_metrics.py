@@ -1,0 +1,67 @@
+"""Plot a run's metrics.jsonl to a PNG.
+
+    python -m vla_foundry.plot_metrics RUN_DIR [--output plot.png] [--metrics loss lr grad_norm]
+
+RUN_DIR is a run directory (or a metrics.jsonl path); one panel per metric, against the optimizer step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from vla_foundry.metrics import read_metrics
+
+DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "data_wait_fraction")
+
+
+def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -> list[str]:
+    """Write the plot; returns the metric names drawn. Raises FileNotFoundError / ValueError naming the problem."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    file = os.path.join(path, "metrics.jsonl") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"no metrics file at {file}")
+    records = read_metrics(file)
+    wanted = list(metrics) if metrics else list(DEFAULT_METRICS)
+    present = [m for m in wanted if any(isinstance(r.get(m), int | float) for r in records)]
+    if not present:
+        found = sorted({k for r in records for k in r} - {"step"})
+        raise ValueError(f"{file} has none of the metrics {wanted}; it has: {', '.join(found) or 'no records'}")
+    fig, axes = plt.subplots(len(present), 1, figsize=(8, 2.6 * len(present)), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], present):
+        points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), int | float)]
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="." if len(points) < 50 else None)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle(os.path.basename(os.path.dirname(os.path.abspath(file))))
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return present
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Plot a run's metrics.jsonl to a PNG.")
+    parser.add_argument("run_dir", help="run directory or metrics.jsonl path")
+    parser.add_argument("--output", default="metrics.png", help="PNG file to write")
+    parser.add_argument("--metrics", nargs="*", default=None, help=f"metrics to plot (default: {DEFAULT_METRICS})")
+    args = parser.parse_args(argv)
+    try:
+        drawn = plot_metrics(args.run_dir, args.output, args.metrics)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({', '.join(drawn)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
