@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from tests.training.conftest import synthetic_batches, tiny_lm_params
 from vla_foundry.checkpoint import (
     CheckpointError,
     checkpoint_file,
@@ -22,7 +23,6 @@ from vla_foundry.models.ema import EMA
 from vla_foundry.models.registry import create_model
 from vla_foundry.optim import build_optimizer, build_scheduler
 from vla_foundry.params import EMAParams, HyperParams
-from tests.training.conftest import synthetic_batches, tiny_lm_params
 
 
 def _trained(seed: int = 0, steps: int = 2):

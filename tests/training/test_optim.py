@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from tests.training.conftest import tiny_lm_params
 from vla_foundry.models.registry import create_model
 from vla_foundry.optim import build_optimizer, build_param_groups, build_scheduler, lr_factor_fn, warmup_steps
 from vla_foundry.params import HyperParams
-from tests.training.conftest import tiny_lm_params
 
 
 def test_no_weight_decay_on_norms_biases_and_embeddings():

@@ -19,7 +19,8 @@ def _local_files(root) -> dict[str, bytes]:
     for dirpath, _, names in os.walk(root):
         for name in names:
             path = os.path.join(dirpath, name)
-            out[os.path.relpath(path, root)] = open(path, "rb").read()
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
     return out
 
 
