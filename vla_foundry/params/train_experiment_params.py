@@ -148,7 +148,11 @@ def _share_model_to_data(cfg: TrainExperimentParams) -> None:
     if isinstance(model, VLMParams) and isinstance(data, ImageCaptionDataParams):
         _share("model.img_num_tokens", model.img_num_tokens, data, "img_num_tokens", "data.img_num_tokens")
         _share("model.vit.img_size", model.vit.img_size, data, "image_size", "data.image_size")
+    if isinstance(model, DiffusionPolicyParams):
+        # The VLM -> VLA hand-off: the backbone's params come from the backbone run's config_model.yaml.
+        model.resolve_backbone_run()
     if isinstance(model, DiffusionPolicyParams) and isinstance(data, RoboticsDataParams):
+        model.check_data(data)
         _share("data.action_dim", data.action_dim, model, "action_dim", "model.action_dim")
         _share(
             "data.proprioception_dim", data.proprioception_dim, model, "proprioception_dim", "model.proprioception_dim"

@@ -1,0 +1,370 @@
+"""`diffusion_policy`: a flow-matching / diffusion action head over a vision(-language) backbone.
+
+One batch, top to bottom:
+  backbone(images, instruction)           -> conditioning tokens (B, k, N, C) + mask (B, N)    (vla_backbones.py)
+  noise scheduler(actions)               -> noisy chunk x_t (B, T, A), time (B,), target (B, T, A)
+  head([cond | time | proprio | x_t])    -> per-action-token prediction (B, T, A)
+  masked MSE over the rows from the anchor on (future_mask), past rows given clean when known.
+
+The window has T = past + 1 + future rows (row `past` is the anchor). Proprioception covers the first past + 1
+rows. At inference `generate_actions` integrates (flow matching) or denoises (DDIM / DDPM) a chunk from noise,
+writing the known rows back after every step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla_foundry.models.noise_schedulers import build_noise_scheduler
+from vla_foundry.models.registry import BatchHandler, FSDPBlock, LossOutput, register_batch_handler, register_model
+from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.model_params import ActionHeadParams, DiffusionPolicyParams
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of a time in [0, 1]: (B,) -> (B, dim). Scaled by 1000 so that the fine frequencies
+    separate nearby times."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs[None]  # (B, dim/2)
+    emb = torch.cat([angles.cos(), angles.sin()], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class HeadAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B,H,S,hd)
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, S): True = attend to that key
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(B, S, D))
+
+
+class HeadBlock(FSDPBlock):
+    """Pre-norm bidirectional transformer block of the action head."""
+
+    def __init__(self, p: ActionHeadParams) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
+        self.attn = HeadAttention(p.hidden_dim, p.n_heads, p.dropout)
+        self.norm2 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
+        hidden = int(p.hidden_dim * p.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(p.hidden_dim, hidden), nn.GELU(), nn.Dropout(p.dropout), nn.Linear(hidden, p.hidden_dim)
+        )
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class ActionHead(nn.Module):
+    """Transformer over [conditioning tokens | time | proprioception rows | action rows] -> (B, T, action_dim)."""
+
+    def __init__(
+        self,
+        p: ActionHeadParams,
+        cond_dim: int,
+        num_cond_layers: int,
+        action_dim: int,
+        proprio_dim: int,
+        num_action_steps: int,
+        num_proprio_steps: int,
+    ) -> None:
+        super().__init__()
+        D = p.hidden_dim
+        self.params = p
+        self.action_dim = action_dim
+        self.num_action_steps = num_action_steps
+        self.cond_proj = nn.Sequential(nn.LayerNorm(cond_dim), nn.Linear(cond_dim, D))
+        # Which backbone layer a conditioning token came from (the last k layers are stacked).
+        self.cond_layer_embed = nn.Parameter(torch.zeros(num_cond_layers, D))
+        self.time_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
+        self.proprio_proj = nn.Linear(proprio_dim, D) if proprio_dim > 0 else None
+        self.proprio_pos = nn.Parameter(torch.zeros(num_proprio_steps, D))
+        self.proprio_missing = nn.Parameter(torch.zeros(D))  # replaces padded rows (episode start)
+        self.action_in = nn.Linear(action_dim, D)
+        self.action_pos = nn.Parameter(torch.zeros(num_action_steps, D))
+        # Row is noisy (0) or a known clean action (1).
+        self.known_embed = nn.Embedding(2, D)
+        self.blocks = nn.ModuleList(HeadBlock(p) for _ in range(p.n_layers))
+        self.norm = nn.LayerNorm(D, eps=p.norm_eps)
+        self.action_out = nn.Linear(D, action_dim)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        std = self.params.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for emb in (self.cond_layer_embed, self.proprio_pos, self.action_pos, self.proprio_missing):
+            nn.init.normal_(emb, std=std)
+        nn.init.normal_(self.known_embed.weight, std=std)
+        # Residual projections scaled down with depth; the output starts at zero (predicts "no velocity").
+        for block in self.blocks:
+            for lin in (block.attn.proj, block.mlp[-1]):
+                nn.init.normal_(lin.weight, std=std / math.sqrt(2 * len(self.blocks)))
+        nn.init.zeros_(self.action_out.weight)
+
+    def forward(
+        self,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor,
+        time: torch.Tensor,
+        proprio: torch.Tensor,
+        proprio_mask: torch.Tensor,
+        x: torch.Tensor,
+        known: torch.Tensor,
+    ) -> torch.Tensor:
+        """cond (B, k, N, C), cond_mask (B, N), time (B,) in [0, 1], proprio (B, Tp, P), proprio_mask (B, Tp),
+        x (B, T, A) noisy actions with known rows clean, known (B, T) -> prediction (B, T, A)."""
+        B, k, N, _ = cond.shape
+        c = self.cond_proj(cond) + self.cond_layer_embed[None, :, None, :].to(cond.dtype)  # (B, k, N, D)
+        c = c.reshape(B, k * N, -1)  # (B, kN, D)
+        c_mask = cond_mask.bool().repeat(1, k)  # (B, kN)
+        D = c.shape[-1]
+        t = self.time_mlp(timestep_embedding(time, D).to(c.dtype))[:, None]  # (B, 1, D)
+        Tp = self.proprio_pos.shape[0]
+        if self.proprio_proj is not None:
+            pr = self.proprio_proj(proprio)  # (B, Tp, D)
+        else:
+            pr = torch.zeros(B, Tp, D, dtype=c.dtype, device=c.device)
+        pr = torch.where(proprio_mask.bool()[..., None], pr, self.proprio_missing.to(pr.dtype)) + self.proprio_pos
+        a = self.action_in(x) + self.action_pos + self.known_embed(known.long())  # (B, T, D)
+        h = torch.cat([c, t, pr, a], dim=1)  # (B, kN + 1 + Tp + T, D)
+        ones = torch.ones(B, 1 + Tp + a.shape[1], dtype=torch.bool, device=h.device)
+        key_mask = torch.cat([c_mask, ones], dim=1)  # conditioning padding is hidden from every token
+        for block in self.blocks:
+            h = block(h, key_mask)
+        return self.action_out(self.norm(h[:, -a.shape[1] :]))  # (B, T, A)
+
+
+class DiffusionPolicy(nn.Module):
+    """Backbone -> conditioning; action head trained by flow matching or DDPM; `generate_actions` samples."""
+
+    def __init__(self, params: DiffusionPolicyParams, backbone: nn.Module) -> None:
+        super().__init__()
+        missing = [n for n in ("action_dim", "proprioception_dim", "future_lowdim_steps") if getattr(params, n) is None]
+        if missing:
+            raise ConfigError(
+                f"model.{missing[0]} is unset: the policy's dimensions come from the robotics data "
+                "(data.action_fields / data.proprioception_fields and the dataset's stats and window); build the "
+                "model from a parsed robotics training config, or set model.action_dim, model.proprioception_dim, "
+                "model.past_lowdim_steps and model.future_lowdim_steps"
+            )
+        self.params = params
+        self.backbone = backbone
+        self.past_steps = params.past_lowdim_steps or 0
+        self.num_action_steps = params.num_action_steps
+        self.num_proprio_steps = self.past_steps + 1
+        self.action_dim = params.action_dim
+        self.proprio_dim = params.proprioception_dim
+        self.head = ActionHead(
+            params.head,
+            cond_dim=backbone.hidden_dim,
+            num_cond_layers=backbone.num_layers_used,
+            action_dim=params.action_dim,
+            proprio_dim=params.proprioception_dim,
+            num_action_steps=self.num_action_steps,
+            num_proprio_steps=self.num_proprio_steps,
+        )
+        self.scheduler = build_noise_scheduler(params)
+
+    # -- inputs -----------------------------------------------------------------------------------------------
+
+    def _check(self, name: str, tensor: torch.Tensor | None, shape: tuple[int | None, ...]) -> None:
+        if tensor is None:
+            raise KeyError(f"diffusion_policy batch is missing {name!r} (expected shape {_shape_text(shape)})")
+        if tensor.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, tensor.shape)):
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}; expected {_shape_text(shape)}")
+
+    def _proprio(self, proprioception: torch.Tensor | None, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B = valid.shape[0]
+        Tp = self.num_proprio_steps
+        if self.proprio_dim == 0 and proprioception is None:
+            proprioception = torch.zeros(B, Tp, 0, device=valid.device)
+        self._check("proprioception", proprioception, (B, Tp, self.proprio_dim))
+        return proprioception, valid[:, :Tp]
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One backbone pass: conditioning (B, k, N, C) and its mask (B, N)."""
+        return self.backbone(batch)
+
+    # -- training ---------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Training loss on a robotics batch. Returns {"loss", "num_elements", "action_mse"} (tensors only, so that
+        FSDP's hooks see them)."""
+        actions = batch.get("actions")
+        future_mask = batch.get("future_mask")
+        B = actions.shape[0] if actions is not None else None
+        T, A = self.num_action_steps, self.action_dim
+        self._check("actions", actions, (B, T, A))
+        self._check("future_mask", future_mask, (B, T))
+        past_mask = batch.get("past_mask")
+        if past_mask is None:
+            past_mask = torch.zeros_like(future_mask, dtype=torch.bool)
+        self._check("past_mask", past_mask, (B, T))
+        past_mask, future_mask = past_mask.bool(), future_mask.bool()
+        proprio, proprio_mask = self._proprio(batch.get("proprioception"), past_mask | future_mask)
+
+        cond, cond_mask = self.encode(batch)  # (B, k, N, C), (B, N)
+        R = self.params.num_action_head_repeats
+        if R > 1:
+            # One backbone pass, R noise draws: repeat everything the head reads along the batch.
+            cond, cond_mask, proprio, proprio_mask, actions, past_mask, future_mask = (
+                x.repeat_interleave(R, dim=0)
+                for x in (cond, cond_mask, proprio, proprio_mask, actions, past_mask, future_mask)
+            )
+        actions = actions.to(cond.dtype)
+        x_t, time, target = self.scheduler.training_example(actions, generator)
+        known = past_mask & self.params.condition_on_past_actions  # (B*R, T)
+        x_in = torch.where(known[..., None], actions, x_t)
+        pred = self.head(
+            cond, cond_mask, self.scheduler.model_time(time), proprio.to(cond.dtype), proprio_mask, x_in, known
+        )
+
+        loss_mask = (future_mask & ~known)[..., None].to(pred.dtype)  # (B*R, T, 1)
+        num_elements = loss_mask.sum() * A
+        err = (pred.float() - target.float()).square() * loss_mask
+        loss = err.sum() / num_elements.clamp(min=1)
+        return {"loss": loss, "num_elements": num_elements.detach() / R}
+
+    # -- inference --------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_actions(
+        self,
+        batch: dict[str, Any],
+        known_actions: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample a normalised action window (B, T, A) for a batch of observations.
+
+        The batch holds the backbone inputs, `proprioception` (B, past+1, P) and optionally `past_mask` (B, T)
+        (valid past rows; default: all past rows valid). `known_actions` (B, T, A) with `known_mask` (B, T) are
+        rows kept fixed (e.g. past actions already executed); they are ignored unless the model was trained with
+        `condition_on_past_actions`. With the same `generator` seed the result is identical.
+        """
+        cond, cond_mask = self.encode(batch)
+        B, T, A = cond.shape[0], self.num_action_steps, self.action_dim
+        past_mask = batch.get("past_mask")
+        if past_mask is None:
+            past_mask = torch.zeros(B, T, dtype=torch.bool, device=cond.device)
+            past_mask[:, : self.past_steps] = True
+        self._check("past_mask", past_mask, (B, T))
+        anchor_on = torch.zeros_like(past_mask, dtype=torch.bool)
+        anchor_on[:, self.past_steps :] = True
+        proprio, proprio_mask = self._proprio(batch.get("proprioception"), past_mask.bool() | anchor_on)
+        proprio = proprio.to(cond.dtype)
+
+        if known_actions is None or not self.params.condition_on_past_actions:
+            known = torch.zeros(B, T, dtype=torch.bool, device=cond.device)
+            clean = torch.zeros(B, T, A, dtype=cond.dtype, device=cond.device)
+        else:
+            self._check("known_actions", known_actions, (B, T, A))
+            known = known_mask.bool() if known_mask is not None else past_mask.bool()
+            self._check("known_mask", known, (B, T))
+            clean = known_actions.to(cond.dtype)
+
+        def clamp(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(known[..., None], clean, x)
+
+        def denoise(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+            return self.head(cond, cond_mask, time, proprio, proprio_mask, x, known)
+
+        return self.scheduler.sample(denoise, (B, T, A), generator, clamp, device=cond.device, dtype=cond.dtype)
+
+    # -- training-side hooks ----------------------------------------------------------------------------------
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Parameter-name prefix -> factor on hparams.lr (for `optim.build_optimizer(..., lr_multipliers)`)."""
+        return {"backbone.": self.params.backbone_lr_multiplier}
+
+    def param_groups(self, base_lr: float) -> list[dict]:
+        """Trainable parameters in two groups: the head at `base_lr`, the backbone at base_lr x multiplier (left
+        out when the multiplier is 0)."""
+        head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": base_lr, "name": "head"}]
+        if backbone and self.params.backbone_lr_multiplier > 0:
+            groups.append({"params": backbone, "lr": base_lr * self.params.backbone_lr_multiplier, "name": "backbone"})
+        return groups
+
+    def fsdp_block_types(self) -> tuple[type, ...]:
+        return (HeadBlock, *self.backbone.fsdp_block_types())
+
+
+def _shape_text(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+
+
+def apply_freezing(policy: DiffusionPolicy) -> None:
+    """Freeze the backbone wholly, its vision tower, or all but its last `backbone_trainable_layers` layers."""
+    from vla_foundry.models.weights import freeze
+
+    p = policy.params
+    backbone = policy.backbone
+    if p.freeze_backbone or p.backbone_lr_multiplier == 0:
+        freeze(backbone)
+        return
+    if p.freeze_backbone_vision:
+        for module in backbone.vision_modules():
+            freeze(module)
+    n = p.backbone_trainable_layers
+    if n is not None:
+        layers = backbone.layer_stack()
+        if n > len(layers):
+            raise ConfigError(
+                f"model.backbone_trainable_layers={n} exceeds the backbone's {len(layers)} layers; valid: 0..{len(layers)}"
+            )
+        keep = {id(param) for layer in layers[len(layers) - n :] for param in layer.parameters()}
+        keep |= {id(param) for module in backbone.trailing_modules() for param in module.parameters()} if n else set()
+        for param in backbone.parameters():
+            if id(param) not in keep:
+                param.requires_grad_(False)
+
+
+@register_model("diffusion_policy")
+def build_diffusion_policy(params: DiffusionPolicyParams, load_pretrained: bool = True) -> DiffusionPolicy:
+    """Backbone (loaded from `backbone_run` when given and `load_pretrained`), head, freezing."""
+    from vla_foundry.models.vla_backbones import build_backbone
+
+    params.validate()
+    backbone = build_backbone(params, load_pretrained)
+    policy = DiffusionPolicy(params, backbone)
+    apply_freezing(policy)
+    return policy
+
+
+@register_batch_handler("diffusion_policy")
+class DiffusionPolicyBatchHandler(BatchHandler):
+    """Robotics batches -> `model(batch)` -> masked denoising loss; counts supervised action elements."""
+
+    def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> LossOutput:
+        out = model(batch)
+        return LossOutput(loss=out["loss"], num_tokens=int(out["num_elements"]), metrics={})
