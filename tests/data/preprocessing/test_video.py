@@ -1,0 +1,44 @@
+"""Forward decoding: one open per file, frames matched to timestamps across episodes, AV1 / H.264 / MPEG-4."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.data.preprocessing.conftest import FPS, decode_colour, make_frame, write_video
+from vla_foundry.data.preprocessing.video import ForwardVideoReader, VideoDecodeError
+
+
+@pytest.mark.parametrize("codec", ["libsvtav1", "libx264", "mpeg4"])
+def test_frames_at_timestamps_of_two_packed_episodes_decode_to_their_ids(tmp_path, codec):
+    path = tmp_path / f"{codec}.mp4"
+    write_video(path, [make_frame(0, t, 0) for t in range(6)] + [make_frame(1, t, 0) for t in range(5)], codec)
+    with ForwardVideoReader(str(path), FPS) as reader:
+        second = [decode_colour(f) for f in reader.frames_at([(6 + t) / FPS for t in range(5)])]
+        assert second == [(1, t, 0) for t in range(5)]
+        # Going back to the first episode seeks instead of reopening the file.
+        first = [decode_colour(f) for f in reader.frames_at([t / FPS for t in range(2, 4)])]
+        assert first == [(0, 2, 0), (0, 3, 0)]
+        assert reader.opens == 1
+
+
+def test_decoding_forward_does_not_seek_between_consecutive_episodes(tmp_path):
+    path = tmp_path / "v.mp4"
+    write_video(path, [make_frame(0, t, 0) for t in range(10)])
+    with ForwardVideoReader(str(path), FPS) as reader:
+        list(reader.frames_at([t / FPS for t in range(4)]))
+        list(reader.frames_at([t / FPS for t in range(4, 10)]))
+        assert (reader.seeks, reader.decoded) == (1, 10)
+
+
+def test_a_timestamp_past_the_end_names_the_file(tmp_path):
+    path = tmp_path / "short.mp4"
+    write_video(path, [make_frame(0, t, 0) for t in range(3)])
+    with ForwardVideoReader(str(path), FPS) as reader, pytest.raises(VideoDecodeError, match="short.mp4 ends"):
+        list(reader.frames_at([t / FPS for t in range(5)]))
+
+
+def test_a_corrupt_file_is_a_video_decode_error(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(VideoDecodeError, match="corrupt.mp4"):
+        ForwardVideoReader(str(path), FPS)
