@@ -117,6 +117,7 @@ class DatasetStream:
     ) -> None:
         indices, self.levels = split_for_reader(len(dataset.shards), rank, world_size, worker, num_workers)
         self.shards = [dataset.shards[i] for i in indices]
+        self.expected = dict(zip(dataset.shards, dataset.shard_sizes))
         self.dataset_index = dataset_index
         self.seed = seed
         self.buffer_size = max(1, buffer_size)
@@ -145,12 +146,19 @@ class DatasetStream:
                     buffer[j], sample = sample, buffer[j]
                     yield sample
             except ShardReadError as e:
-                self.stats.shard_errors += 1
-                self.stats.bad_samples += 1
-                if len(self.stats.bad) < MAX_LISTED_BAD:
-                    self.stats.bad.append(str(e))
+                self._shard_error(str(e))
+                continue
+            if index < self.expected[url]:
+                # A tar cut at a member boundary reads as a short but well-formed archive: the manifest tells.
+                self._shard_error(f"shard {url}: ended after {index} samples, manifest.jsonl says {self.expected[url]}")
         for j in rng.permutation(len(buffer)):
             yield buffer[j]
+
+    def _shard_error(self, message: str) -> None:
+        self.stats.shard_errors += 1
+        self.stats.bad_samples += 1
+        if len(self.stats.bad) < MAX_LISTED_BAD:
+            self.stats.bad.append(message)
 
     def _endless(self) -> Iterator[dict[str, Any]]:
         pass_index = 0

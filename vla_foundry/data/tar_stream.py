@@ -47,6 +47,8 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
                     continue
                 f = tar.extractfile(member)
                 data = f.read() if f is not None else b""
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"member {member.name} is truncated ({len(data)} of {member.size} bytes)")
                 if sample is not None and sample["__key__"] != key:
                     yield sample
                     count += 1

@@ -24,7 +24,7 @@ def decode_image(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             return np.array(img.convert("RGB"))
     except Exception as e:
-        raise ValueError(f"undecodable image ({e.__class__.__name__}: {e})") from None
+        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
 def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""The data plan: deterministic, proportional to the weights, cursor-based, serialisable, explicit epochs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vla_foundry.data.manifest import Manifest, ShardInfo
+from vla_foundry.data.planner import CheckpointPlan, DataExhaustedError, DataPlanState, plan_checkpoint
+from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.data_params import TextDataParams
+
+
+def fake_manifest(name: str, num_shards: int, per_shard: int) -> Manifest:
+    shards = tuple(ShardInfo(f"shard_{i:06d}", per_shard) for i in range(num_shards))
+    return Manifest(f"/data/{name}", f"/data/{name}/manifest.jsonl", shards)
+
+
+def text_params(n: int, weights: list[float], **kw) -> TextDataParams:
+    return TextDataParams(
+        dataset_manifest=[f"/data/d{i}" for i in range(n)],
+        dataset_weighting=weights,
+        dataset_modality=["text"] * n,
+        seed=kw.pop("seed", 7),
+        **kw,
+    )
+
+
+MANIFESTS = [fake_manifest("d0", 40, 10), fake_manifest("d1", 40, 10)]
+
+
+def test_same_inputs_give_the_same_plan():
+    params = text_params(2, [0.3, 0.7])
+    a = plan_checkpoint(params, 2, 100, manifests=MANIFESTS)
+    b = plan_checkpoint(params, 2, 100, manifests=MANIFESTS)
+    assert a == b
+
+
+def test_replaying_from_the_start_equals_chaining_previous_states():
+    params = text_params(2, [0.3, 0.7])
+    chained = plan_checkpoint(params, 0, 100, manifests=MANIFESTS)
+    for k in (1, 2, 3):
+        chained = plan_checkpoint(params, k, 100, chained.state, manifests=MANIFESTS)
+    assert plan_checkpoint(params, 3, 100, manifests=MANIFESTS) == chained
+
+
+def test_shards_are_drawn_in_proportion_to_weights():
+    plan = plan_checkpoint(text_params(2, [1.0, 3.0]), 0, 200, manifests=MANIFESTS)
+    assert [d.weight for d in plan.datasets] == [0.25, 0.75]
+    assert [d.num_samples for d in plan.datasets] == [50, 150]
+    # Whole shards of 10 samples, just enough to cover each dataset's share.
+    assert [len(d.shards) for d in plan.datasets] == [5, 15]
+
+
+def test_consecutive_windows_take_new_shards_until_the_epoch_ends():
+    params = text_params(1, [1.0])
+    manifest = [fake_manifest("d0", 10, 10)]
+    seen = []
+    state = None
+    for k in range(5):
+        plan = plan_checkpoint(params, k, 20, state, manifests=manifest)
+        seen += plan.datasets[0].shards
+        state = plan.state
+    assert len(seen) == 10 and len(set(seen)) == 10
+    assert plan.state.cursors[0].epoch == 0 and plan.state.cursors[0].cursor == 10
+
+
+def test_epoch_wraps_to_a_new_permutation_when_allowed():
+    params = text_params(1, [1.0])
+    manifest = [fake_manifest("d0", 10, 10)]
+    first = plan_checkpoint(params, 0, 100, manifests=manifest)
+    second = plan_checkpoint(params, 1, 100, first.state, manifests=manifest)
+    assert second.datasets[0].shard_epochs == (1,) * 10
+    assert sorted(second.datasets[0].shards) == sorted(first.datasets[0].shards)
+    assert second.datasets[0].shards != first.datasets[0].shards
+
+
+def test_running_out_without_multiple_epochs_is_an_error():
+    params = text_params(1, [1.0], allow_multiple_epochs=False)
+    with pytest.raises(DataExhaustedError, match="ran out of shards in window 1.*allow_multiple_epochs"):
+        plan_checkpoint(params, 1, 60, manifests=[fake_manifest("d0", 10, 10)])
+
+
+def test_different_seeds_give_different_orders():
+    a = plan_checkpoint(text_params(1, [1.0], seed=1), 0, 50, manifests=MANIFESTS[:1])
+    b = plan_checkpoint(text_params(1, [1.0], seed=2), 0, 50, manifests=MANIFESTS[:1])
+    assert a.datasets[0].shards != b.datasets[0].shards
+
+
+def test_plan_round_trips_through_json():
+    plan = plan_checkpoint(text_params(2, [0.5, 0.5]), 1, 64, manifests=MANIFESTS)
+    restored = CheckpointPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert restored == plan
+    assert DataPlanState.from_dict(json.loads(json.dumps(plan.state.to_dict()))) == plan.state
+
+
+def test_printed_plan_shows_datastrings():
+    plan = plan_checkpoint(text_params(1, [1.0]), 0, 20, manifests=MANIFESTS[:1])
+    text = str(plan)
+    assert plan.datasets[0].datastring in text
+    assert plan.datasets[0].datastring.startswith("/data/d0/{shard_") and plan.datasets[0].datastring.endswith("}.tar")
+
+
+def test_list_lengths_must_match():
+    params = TextDataParams(dataset_manifest=["/a", "/b"], dataset_weighting=[1.0], dataset_modality=["text", "text"])
+    with pytest.raises(ConfigError, match="same length; got 2, 1 and 2"):
+        plan_checkpoint(params, 0, 10, manifests=MANIFESTS)
+
+
+def test_modality_must_match_the_data_type():
+    params = TextDataParams(dataset_manifest=["/a"], dataset_weighting=[1.0], dataset_modality=["robotics"])
+    with pytest.raises(ConfigError, match=r"dataset_modality\[0\]='robotics' does not match data.type='text'"):
+        plan_checkpoint(params, 0, 10, manifests=MANIFESTS[:1])
+
+
+def test_plan_reads_real_manifests(tiny_data):
+    params = TextDataParams(
+        dataset_manifest=[tiny_data["text"] + "/manifest.jsonl"], dataset_weighting=[1.0], dataset_modality=["text"]
+    )
+    plan = plan_checkpoint(params, 0, 20)
+    assert plan.datasets[0].dataset_dir == tiny_data["text"]
+    assert plan.datasets[0].available_samples == 32
