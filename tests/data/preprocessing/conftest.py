@@ -369,7 +369,7 @@ def check_frames_and_rows(samples: dict[str, dict[str, bytes]], camera_index: di
         lowdim = load_npz(members["lowdim.npz"])
         valid = lowdim["past_mask"] | lowdim["future_mask"]
         rows = np.arange(len(valid)) - meta["anchor_relative_idx"] + meta["anchor_timestep"]
-        state = lowdim["observation.state"] if "observation.state" in lowdim else None
+        state = lowdim.get("observation.state", None)
         if state is not None:
             assert state[valid, 0].tolist() == [episode] * int(valid.sum())
             assert state[valid, 1].tolist() == rows[valid].tolist()

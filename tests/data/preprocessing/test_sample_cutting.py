@@ -90,7 +90,7 @@ def test_a_frame_stream_shorter_than_the_episode_is_an_episode_error():
 def test_relative_xyz_is_the_offset_from_the_reference_at_the_anchor():
     ep = episode()
     p = params(relative_pose_fields={"state": "state"})
-    sample = [s for s in cut_samples(ep, p) if s.key.endswith("t000004")][0]
+    sample = next(s for s in cut_samples(ep, p) if s.key.endswith("t000004"))
     rel = load_npz(sample.members["lowdim.npz"])["state_relative"]
     assert rel[:, 1].tolist() == [-2, -1, 0, 1, 2, 3]
 
