@@ -134,9 +134,11 @@ class ActionHead(nn.Module):
         proprio_mask: torch.Tensor,
         x: torch.Tensor,
         known: torch.Tensor,
+        action_mask: torch.Tensor,
     ) -> torch.Tensor:
         """cond (B, k, N, C), cond_mask (B, N), time (B,) in [0, 1], proprio (B, Tp, P), proprio_mask (B, Tp),
-        x (B, T, A) noisy actions with known rows clean, known (B, T) -> prediction (B, T, A)."""
+        x (B, T, A) noisy actions with known rows clean, known (B, T), action_mask (B, T) (False: a padded row,
+        hidden from every token) -> prediction (B, T, A)."""
         B, k, N, _ = cond.shape
         c = self.cond_proj(cond) + self.cond_layer_embed[None, :, None, :].to(cond.dtype)  # (B, k, N, D)
         c = c.reshape(B, k * N, -1)  # (B, kN, D)
@@ -151,8 +153,9 @@ class ActionHead(nn.Module):
         pr = torch.where(proprio_mask.bool()[..., None], pr, self.proprio_missing.to(pr.dtype)) + self.proprio_pos
         a = self.action_in(x) + self.action_pos + self.known_embed(known.long())  # (B, T, D)
         h = torch.cat([c, t, pr, a], dim=1)  # (B, kN + 1 + Tp + T, D)
-        ones = torch.ones(B, 1 + Tp + a.shape[1], dtype=torch.bool, device=h.device)
-        key_mask = torch.cat([c_mask, ones], dim=1)  # conditioning padding is hidden from every token
+        ones = torch.ones(B, 1 + Tp, dtype=torch.bool, device=h.device)
+        # Padding (conditioning tokens, action rows past an episode's end) is hidden from every token.
+        key_mask = torch.cat([c_mask, ones, action_mask.bool()], dim=1)
         for block in self.blocks:
             h = block(h, key_mask)
         return self.action_out(self.norm(h[:, -a.shape[1] :]))  # (B, T, A)
@@ -244,7 +247,14 @@ class DiffusionPolicy(nn.Module):
         known = past_mask & self.params.condition_on_past_actions  # (B*R, T)
         x_in = torch.where(known[..., None], actions, x_t)
         pred = self.head(
-            cond, cond_mask, self.scheduler.model_time(time), proprio.to(cond.dtype), proprio_mask, x_in, known
+            cond,
+            cond_mask,
+            self.scheduler.model_time(time),
+            proprio.to(cond.dtype),
+            proprio_mask,
+            x_in,
+            known,
+            past_mask | future_mask,
         )
 
         loss_mask = (future_mask & ~known)[..., None].to(pred.dtype)  # (B*R, T, 1)
@@ -289,13 +299,18 @@ class DiffusionPolicy(nn.Module):
             self._check("known_actions", known_actions, (B, T, A))
             known = known_mask.bool() if known_mask is not None else past_mask.bool()
             self._check("known_mask", known, (B, T))
+            known = known & ~anchor_on  # only rows before the anchor can be given
             clean = known_actions.to(cond.dtype)
+
+        # Past rows take part only when their actions are known (as in training, where unknown past rows are
+        # episode-start padding); every row from the anchor on is predicted.
+        action_mask = (known if self.params.condition_on_past_actions else past_mask.bool()) | anchor_on
 
         def clamp(x: torch.Tensor) -> torch.Tensor:
             return torch.where(known[..., None], clean, x)
 
         def denoise(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-            return self.head(cond, cond_mask, time, proprio, proprio_mask, x, known)
+            return self.head(cond, cond_mask, time, proprio, proprio_mask, x, known, action_mask)
 
         return self.scheduler.sample(denoise, (B, T, A), generator, clamp, device=cond.device, dtype=cond.dtype)
 
