@@ -39,6 +39,7 @@ def test_vlm_flops_match_pytorch_flop_counter() -> None:
     ids[:, 1:9] = 63  # two images of 4 tokens
     measured = measured_forward_flops(lambda: model(input_ids=ids, images=torch.zeros(1, 2, 3, 16, 16)))
     assert model.flops_per_sample(12, num_images=2) == pytest.approx(3 * measured, rel=0.01)
+    assert model.flops_per_token(12) * 12 == model.flops_per_sample(12, num_images=1)
 
 
 def test_attention_term_grows_with_sequence_length() -> None:

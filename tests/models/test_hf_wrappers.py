@@ -63,6 +63,12 @@ def test_causal_lm_hidden_states_and_generation(hf_llama_dir: Path) -> None:
     assert torch.equal(new[:, 0], greedy)
 
 
+def test_causal_lm_flops_are_six_times_non_embedding_parameters(hf_llama_dir: Path) -> None:
+    model = create_model(TransformerHFParams(hf_pretrained=str(hf_llama_dir)))
+    non_embedding = sum(p.numel() for p in model.parameters()) - HF_VOCAB * 32  # untied: the LM head counts
+    assert model.flops_per_token(16) == 6 * non_embedding
+
+
 def test_unreachable_hub_name_fails_fast_with_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match=r"'no-such-org/no-such-model' is not a local directory .* hub is offline") as e:
@@ -114,6 +120,7 @@ def test_native_vlm_with_hf_vision_tower_and_hf_language_model(timm_vit_dir: Pat
     out = get_batch_handler(params).compute_loss(model, batch)
     assert out.num_tokens == 2 * 5
     assert torch.isfinite(out.loss)
+    assert [t.__name__ for t in fsdp_block_types(model)] == ["Block", "LlamaDecoderLayer"]
 
 
 def test_native_vlm_with_hf_tokenizer_image_id_outside_embedding_table() -> None:

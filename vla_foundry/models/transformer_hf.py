@@ -52,6 +52,12 @@ class HFCausalLM(nn.Module):
     def fsdp_block_types(self) -> tuple[type, ...]:
         return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """Approximate training FLOPs per token: 6 x parameters outside the input embeddings (no attention term)."""
+        from vla_foundry.models.flops import flops_per_sample
+
+        return flops_per_sample(self, seq_len) / seq_len
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)  # (B, T, D)
 

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from vla_foundry.models.language_modeling import next_token_loss, shift_for_next_token
-from vla_foundry.models.registry import BatchHandler, LossOutput, create_model, register_batch_handler, register_model
+from vla_foundry.models.registry import (
+    BatchHandler,
+    LossOutput,
+    create_model,
+    fsdp_block_types,
+    register_batch_handler,
+    register_model,
+)
 from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights
 from vla_foundry.params.model_params import ModelParams, VLMParams
 
@@ -135,6 +142,15 @@ class VLM(nn.Module):
         `sampling`: attention_mask, temperature, top_k, top_p, eos_token_id (see `TransformerLM.generate`)."""
         embeds = self.merge_embeddings(input_ids, self._as_image_stack(images))
         return self.language_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, **sampling)
+
+    def fsdp_block_types(self) -> tuple[type, ...]:
+        """The vision tower's and the language model's units (native blocks or HF layers)."""
+        found = set(fsdp_block_types(self.vision)) | set(fsdp_block_types(self.language_model))
+        return tuple(sorted(found, key=lambda t: t.__name__))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token for samples of `seq_len` tokens holding one image each (the caption case)."""
+        return self.flops_per_sample(seq_len, num_images=1) / seq_len
 
     def flops_per_sample(self, seq_len: int, num_images: int = 1) -> float:
         """Training FLOPs (forward + backward) for one sample of `seq_len` tokens holding `num_images` images."""
