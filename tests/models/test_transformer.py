@@ -37,6 +37,16 @@ def test_future_tokens_do_not_change_past_logits() -> None:
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+def test_non_causal_model_lets_future_tokens_change_past_logits() -> None:
+    model = create_model(tiny_lm_params(is_causal=False)).eval()
+    ids = torch.randint(0, 64, (1, 8))
+    changed = ids.clone()
+    changed[:, -1] = (ids[:, -1] + 1) % 64
+    assert not torch.allclose(model(input_ids=ids)[:, 0], model(input_ids=changed)[:, 0])
+    with pytest.raises(ValueError, match="causal"):
+        model.generate(ids, max_new_tokens=1)
+
+
 def test_inputs_embeds_path_equals_input_ids_path() -> None:
     model = create_model(tiny_lm_params()).eval()
     ids = torch.randint(0, 64, (2, 9))

@@ -111,6 +111,7 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, p.norm_eps) if p.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, p.norm_eps) if p.qk_norm else None
         self.dropout = p.dropout
+        self.is_causal = p.is_causal
 
     def forward(
         self,
@@ -138,7 +139,7 @@ class Attention(nn.Module):
             k,
             v,
             attn_mask=mask,
-            is_causal=mask is None,
+            is_causal=mask is None and self.is_causal,
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, hd)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
@@ -241,7 +242,11 @@ class TransformerLM(nn.Module):
         if offset + T > self.params.max_seq_len:
             raise ValueError(f"sequence of {offset + T} positions exceeds model.max_seq_len={self.params.max_seq_len}")
         rope = self.rope[:, offset : offset + T]  # (2, T, hd)
-        mask = attention_bias(T, offset + T, offset, attention_mask, h.device)
+        if self.params.is_causal:
+            mask = attention_bias(T, offset + T, offset, attention_mask, h.device)
+        else:
+            # Bidirectional: only padding keys are hidden.
+            mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
         kept: list[torch.Tensor] = []
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
@@ -312,6 +317,8 @@ class TransformerLM(nn.Module):
         `eos_token_id` keep emitting it; decoding stops when every row has. `use_cache=False` recomputes the whole
         sequence each step (a reference for testing the cache).
         """
+        if not self.params.is_causal:
+            raise ValueError("generate needs a causal model (model.is_causal=True)")
         prompt = self.embed(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T0, D)
         B, T0, _ = prompt.shape
         total = T0 + max_new_tokens
