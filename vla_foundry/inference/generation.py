@@ -1,0 +1,128 @@
+"""Text generation with a language-model run and image captioning with a VLM run.
+
+    run = load_run("experiments/my_llm")
+    generate_text(run, ["Once upon a time"], max_new_tokens=40, temperature=0.8, top_k=50, seed=0)
+    caption_image(load_run("experiments/my_vlm"), [image_uint8_hwc])
+
+The tokenizer and the image normalisation are the ones the run was trained with (read from its config.yaml;
+`tokenizer=` overrides).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_foundry.data.processors.tokenizers import Tokenizer, get_tokenizer
+from vla_foundry.inference.run_loading import LoadedRun
+from vla_foundry.params.base_params import ConfigError
+
+LANGUAGE_MODEL_TYPES = ("transformer", "transformer_hf")
+VISION_LANGUAGE_MODEL_TYPES = ("vlm",)
+
+
+def run_tokenizer(run: LoadedRun, tokenizer: str | None = None) -> Tokenizer:
+    """The tokenizer named by the run's data config (`data.tokenizer`), the byte tokenizer when none is named."""
+    if tokenizer is None:
+        data = run.experiment_config().get("data") or {}
+        tokenizer = data.get("tokenizer") or "byte"
+    return get_tokenizer(tokenizer)
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids (B, L) and attention mask: prompts end at the same position, so decoding continues all
+    rows together."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = True
+    return ids, mask
+
+
+def _decode(tok: Tokenizer, new_tokens: torch.Tensor) -> list[str]:
+    out = []
+    for row in new_tokens.tolist():
+        if tok.eos_token_id in row:
+            row = row[: row.index(tok.eos_token_id)]
+        out.append(tok.decode(row))
+    return out
+
+
+@torch.no_grad()
+def generate_text(
+    run: LoadedRun,
+    prompts: str | list[str],
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    tokenizer: str | None = None,
+) -> list[str]:
+    """Continue each prompt; greedy at temperature 0. Returns the generated text (prompt excluded) per prompt."""
+    if run.model_params.type not in LANGUAGE_MODEL_TYPES:
+        raise ConfigError(
+            f"generate_text needs a language-model run ({', '.join(LANGUAGE_MODEL_TYPES)}); {run.run_dir} holds a "
+            f"{run.model_params.type!r} model"
+        )
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    tok = run_tokenizer(run, tokenizer)
+    ids, mask = _left_pad([tok.encode(p, add_bos=True) for p in prompts], tok.pad_token_id)
+    generator = torch.Generator(run.device).manual_seed(seed) if seed is not None else None
+    new = run.model.generate(
+        input_ids=ids.to(run.device),
+        attention_mask=mask.to(run.device),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_token_id=tok.eos_token_id,
+        **({"generator": generator} if generator is not None else {}),
+    )
+    return _decode(tok, new)
+
+
+def _caption_image_tensor(image: np.ndarray, size: int, mean: tuple, std: tuple) -> torch.Tensor:
+    from vla_foundry.data.processors.images import normalize_image, resize_shorter_and_center_crop, to_float_tensor
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"images must be uint8 (H, W, 3); got shape {image.shape}")
+    return normalize_image(to_float_tensor(resize_shorter_and_center_crop(image.astype(np.uint8), size)), mean, std)
+
+
+@torch.no_grad()
+def caption_image(
+    run: LoadedRun,
+    images: np.ndarray | list[np.ndarray],
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    tokenizer: str | None = None,
+) -> list[str]:
+    """Caption raw images (uint8 (H, W, 3), any size: resized/cropped and normalised as in training)."""
+    if run.model_params.type not in VISION_LANGUAGE_MODEL_TYPES:
+        raise ConfigError(f"caption_image needs a vlm run; {run.run_dir} holds a {run.model_params.type!r} model")
+    images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    data: dict[str, Any] = run.experiment_config().get("data") or {}
+    params = run.model_params
+    mean = tuple(data.get("image_mean") or (0.5, 0.5, 0.5))
+    std = tuple(data.get("image_std") or (0.5, 0.5, 0.5))
+    pixels = torch.stack([_caption_image_tensor(im, params.vit.img_size, mean, std) for im in images])
+    tok = run_tokenizer(run, tokenizer)
+    prompt = [tok.image_token_id] * params.img_num_tokens + [tok.bos_token_id]
+    ids = torch.tensor([prompt] * len(images), dtype=torch.long)
+    generator = torch.Generator(run.device).manual_seed(seed) if seed is not None else None
+    new = run.model.generate(
+        input_ids=ids.to(run.device),
+        images=pixels[:, None].to(run.device),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        eos_token_id=tok.eos_token_id,
+        **({"generator": generator} if generator is not None else {}),
+    )
+    return _decode(tok, new)

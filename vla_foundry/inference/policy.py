@@ -1,0 +1,237 @@
+"""A robot policy from a diffusion-policy run: raw observations in, denormalised action chunks out.
+
+    policy = Policy.from_run("experiments/my_vla")            # local or s3://, EMA weights when saved
+    chunk = policy.predict({
+        "images": {"scene_left_0": frame_uint8_hwc, ...},    # any size: resized/cropped as in preprocessing
+        "proprioception": {"robot__actual__poses...": history},  # (past + 1, D) per field, oldest first
+        "instruction": "put the pepper in the bin",
+    })                                                         # (future + 1, action_dim), the anchor row first
+    chunks = policy.predict([obs_a, obs_b])                    # batched: (2, future + 1, action_dim)
+
+A camera may be given one frame (for a single image offset) or a list of frames, one per offset in
+`policy.image_indices`. `past_actions` ((past, action_dim), physical units) may be given: the policy then keeps
+those rows fixed while sampling, as in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_foundry import storage
+from vla_foundry.inference.run_loading import LoadedRun, load_run
+from vla_foundry.params.base_params import ConfigError
+
+Observation = dict[str, Any]
+
+
+class Policy:
+    """Wraps a loaded diffusion-policy run with its saved robotics processor (cameras, fields, normaliser)."""
+
+    def __init__(self, run: LoadedRun, processor: Any, seed: int = 0) -> None:
+        if run.model_params.type != "diffusion_policy":
+            raise ConfigError(f"Policy needs a diffusion_policy run; {run.run_dir} holds a {run.model_params.type!r}")
+        self.run = run
+        self.model = run.model
+        self.processor = processor
+        self.config = processor.config
+        self.normalizer = processor.normalizer
+        self.device = run.device
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self._check_model_matches_processor()
+
+    @classmethod
+    def from_run(
+        cls,
+        path: str,
+        checkpoint: int | str | None = None,
+        use_ema: bool = True,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> Policy:
+        """Load the model, the processor and normaliser configs and stats saved in the run directory."""
+        from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG
+        from vla_foundry.data.robotics.processor import PROCESSOR_CONFIG, STATS_NAME, RoboticsProcessor
+        from vla_foundry.inference.run_loading import split_run_path
+
+        run_dir, _ = split_run_path(path, checkpoint)
+        missing = [
+            name
+            for name in (PROCESSOR_CONFIG, NORMALIZER_CONFIG, STATS_NAME)
+            if not storage.exists(storage.join(run_dir, name))
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"run {run_dir} has no {', '.join(missing)}: a policy needs the processor and normaliser configs and "
+                "the statistics a robotics training run saves next to config_model.yaml"
+            )
+        processor = RoboticsProcessor.load(run_dir)
+        return cls(load_run(path, checkpoint, use_ema, device), processor, seed)
+
+    def _check_model_matches_processor(self) -> None:
+        p = self.run.model_params
+        c = self.config
+        expected = {
+            "action_dim": (p.action_dim, self.normalizer.config.action_dim),
+            "proprioception_dim": (p.proprioception_dim, self.normalizer.config.proprioception_dim),
+            "past_lowdim_steps": (p.past_lowdim_steps or 0, c.past_lowdim_steps),
+            "future_lowdim_steps": (p.future_lowdim_steps, c.future_lowdim_steps),
+        }
+        for name, (model_value, data_value) in expected.items():
+            if model_value != data_value:
+                raise ConfigError(
+                    f"run {self.run.run_dir}: model.{name}={model_value} but the saved processor has {data_value}; "
+                    "config_model.yaml and config_processor.yaml / config_normalizer.yaml come from different runs"
+                )
+
+    # -- what the robot must send ----------------------------------------------------------------------------------
+
+    @property
+    def camera_names(self) -> list[str]:
+        return list(self.config.camera_names)
+
+    @property
+    def image_indices(self) -> list[int]:
+        return list(self.config.image_indices)
+
+    @property
+    def proprioception_fields(self) -> dict[str, int]:
+        return {f.name: f.dim for f in self.normalizer.config.proprioception_fields}
+
+    @property
+    def action_fields(self) -> dict[str, int]:
+        return {f.name: f.dim for f in self.normalizer.config.action_fields}
+
+    @property
+    def chunk_length(self) -> int:
+        """Rows returned per observation: the anchor (current step) and the future steps."""
+        return self.config.future_lowdim_steps + 1
+
+    def metadata(self) -> dict[str, Any]:
+        """What a client needs to build observations and read actions (served at /metadata)."""
+        return {
+            "camera_names": self.camera_names,
+            "image_indices": self.image_indices,
+            "image_size": self.config.image_size,
+            "proprioception_fields": self.proprioception_fields,
+            "proprioception_rows": self.config.past_lowdim_steps + 1,
+            "action_fields": self.action_fields,
+            "chunk_length": self.chunk_length,
+            "past_lowdim_steps": self.config.past_lowdim_steps,
+            "run_dir": self.run.run_dir,
+            "checkpoint": self.run.checkpoint,
+            "used_ema": self.run.used_ema,
+        }
+
+    # -- observation checks -----------------------------------------------------------------------------------
+
+    def check_observation(self, obs: Observation, where: str = "observation") -> None:
+        """Raise ValueError naming the field and the expected shape for anything the processor cannot use."""
+        if not isinstance(obs, dict):
+            raise ValueError(f"{where} must be a dict with images, proprioception and instruction; got {type(obs)}")
+        images = obs.get("images")
+        if not isinstance(images, dict):
+            raise ValueError(
+                f"{where}['images'] must map camera name -> uint8 (H, W, 3) frames; cameras: {self.camera_names}"
+            )
+        n_frames = len(self.image_indices)
+        for cam in self.camera_names:
+            if cam not in images:
+                if self.config.missing_camera == "zero_pad":
+                    continue
+                raise ValueError(
+                    f"{where}['images'] lacks camera {cam!r}: expected uint8 (H, W, 3) frames for every camera of "
+                    f"{self.camera_names} ({n_frames} per camera, image offsets {self.image_indices})"
+                )
+            frames = images[cam]
+            frames = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
+            if len(frames) != n_frames:
+                raise ValueError(
+                    f"{where}['images'][{cam!r}] has {len(frames)} frames; expected {n_frames} (one per image offset "
+                    f"{self.image_indices})"
+                )
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.ndim != 3 or frame.shape[2] != 3:
+                    raise ValueError(f"{where}['images'][{cam!r}] has shape {frame.shape}; expected (H, W, 3) uint8")
+        proprio = obs.get("proprioception")
+        rows = self.config.past_lowdim_steps + 1
+        if not isinstance(proprio, dict):
+            raise ValueError(
+                f"{where}['proprioception'] must map field name -> array; fields: {self.proprioception_fields}"
+            )
+        for name, dim in self.proprioception_fields.items():
+            if name not in proprio:
+                raise ValueError(f"{where}['proprioception'] lacks field {name!r}: expected shape ({rows}, {dim})")
+            arr = np.asarray(proprio[name])
+            ok = arr.shape == (rows, dim) or (rows == 1 and arr.shape == (dim,))
+            if not ok:
+                raise ValueError(
+                    f"{where}['proprioception'][{name!r}] has shape {arr.shape}; expected ({rows}, {dim}) "
+                    "(past + 1 rows, oldest first)"
+                )
+        past = obs.get("past_actions")
+        if past is not None:
+            shape = (self.config.past_lowdim_steps, self.normalizer.config.action_dim)
+            if np.asarray(past).shape != shape:
+                raise ValueError(f"{where}['past_actions'] has shape {np.asarray(past).shape}; expected {shape}")
+        if not isinstance(obs.get("instruction", ""), str):
+            raise ValueError(f"{where}['instruction'] must be a string")
+
+    # -- prediction -------------------------------------------------------------------------------------------
+
+    def _batch(self, observations: Sequence[Observation]) -> tuple[dict[str, Any], torch.Tensor | None]:
+        items = []
+        for i, obs in enumerate(observations):
+            where = "observation" if len(observations) == 1 else f"observation {i}"
+            self.check_observation(obs, where)
+            item = self.processor.process_observation(obs["images"], obs["proprioception"], obs.get("instruction", ""))
+            item["metadata"] = [{"instruction": obs.get("instruction", "")}]
+            items.append(item)
+        batch = {k: torch.cat([it[k] for it in items]) for k in items[0] if k != "metadata"}
+        batch["metadata"] = [it["metadata"][0] for it in items]
+        known = None
+        if any(obs.get("past_actions") is not None for obs in observations):
+            if not all(obs.get("past_actions") is not None for obs in observations):
+                raise ValueError("give past_actions for every observation of a batch or for none")
+            T = self.config.window_length
+            A = self.normalizer.config.action_dim
+            window = np.zeros((len(observations), T, A))
+            window[:, : self.config.past_lowdim_steps] = np.stack([np.asarray(o["past_actions"]) for o in observations])
+            known = torch.as_tensor(
+                np.stack([self.normalizer.normalize_actions(w) for w in window]), dtype=torch.float32
+            )
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, known
+
+    @torch.no_grad()
+    def predict(self, observation: Observation | Sequence[Observation], seed: int | None = None) -> np.ndarray:
+        """Denormalised action chunk(s): (chunk_length, action_dim) for one observation, (B, chunk_length,
+        action_dim) for a list. With `seed` the noise is drawn from that seed (the same seed gives the same
+        actions); otherwise from the policy's own generator."""
+        single = isinstance(observation, dict)
+        observations = [observation] if single else list(observation)
+        if not observations:
+            raise ValueError("predict needs at least one observation")
+        batch, known = self._batch(observations)
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else self.generator
+        known_mask = None
+        if known is not None:
+            known = known.to(self.device)
+            known_mask = torch.zeros(known.shape[:2], dtype=torch.bool, device=self.device)
+            known_mask[:, : self.config.past_lowdim_steps] = True
+        window = self.model.generate_actions(batch, known_actions=known, known_mask=known_mask, generator=generator)
+        # Denormalise the whole window (per-timestep statistics are per row), then keep the anchor and future rows.
+        physical = np.asarray(self.normalizer.denormalize_actions(window.double().cpu().numpy()))  # (B, T, A)
+        actions = physical[:, self.config.past_lowdim_steps :]  # (B, future + 1, A)
+        return actions[0] if single else actions
+
+    def split_action_fields(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        """(..., action_dim) -> {field name: (..., field dim)} in the training order of `data.action_fields`."""
+        out, start = {}, 0
+        for name, dim in self.action_fields.items():
+            out[name] = actions[..., start : start + dim]
+            start += dim
+        return out

@@ -1,0 +1,95 @@
+"""Load a trained run (local or s3://) for inference: config_model.yaml -> model -> checkpoint weights.
+
+    run = load_run("experiments/my_vla")                       # latest checkpoint, EMA weights when saved
+    run = load_run("s3://bucket/runs/my_vla", checkpoint=3)    # checkpoint_3.pt
+    run = load_run("experiments/my_vla/checkpoints/checkpoint_2.pt", use_ema=False)
+
+Only the model config is needed (never the data config); the model is built without downloading pretrained
+weights (`create_model(..., load_pretrained=False)`: the checkpoint holds every weight), then the checkpoint — or,
+when the run kept an EMA (`ema_<n>.pt` next to it) and `use_ema` is on, the EMA weights — is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from vla_foundry import storage
+from vla_foundry.params.base_params import ConfigError
+
+MODEL_CONFIG = "config_model.yaml"
+EXPERIMENT_CONFIG = "config.yaml"
+
+
+@dataclass
+class LoadedRun:
+    """A model ready for inference and where it came from."""
+
+    run_dir: str
+    model_params: Any
+    model: nn.Module
+    checkpoint: str
+    used_ema: bool
+    device: torch.device
+
+    def experiment_config(self) -> dict:
+        """The run's whole config.yaml as a plain mapping ({} when absent): data-side settings such as the
+        tokenizer and image normalisation used in training."""
+        path = storage.join(self.run_dir, EXPERIMENT_CONFIG)
+        if not storage.exists(path):
+            return {}
+        return yaml.safe_load(storage.read_text(path)) or {}
+
+
+def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str, str]:
+    """(run dir, checkpoint path) for a run dir (latest / numbered checkpoint) or a checkpoint file."""
+    from vla_foundry.checkpoint import checkpoint_file, resolve_checkpoint
+
+    path = str(path).rstrip("/")
+    if path.endswith((".pt", ".safetensors")):
+        ref = resolve_checkpoint(path)
+        return ref.run_dir, ref.model_file
+    if not storage.exists(storage.join(path, MODEL_CONFIG)):
+        raise FileNotFoundError(
+            f"{path} is not a run directory: {storage.join(path, MODEL_CONFIG)} does not exist (give the directory a "
+            "training run wrote, or one of its checkpoints/checkpoint_<n>.pt files)"
+        )
+    if checkpoint is None:
+        return path, resolve_checkpoint(path).model_file
+    if isinstance(checkpoint, int) or str(checkpoint).isdigit():
+        file = checkpoint_file(path, int(checkpoint))
+        if not storage.exists(file):
+            raise FileNotFoundError(f"checkpoint {checkpoint} of run {path} does not exist: {file}")
+        return path, file
+    return path, resolve_checkpoint(str(checkpoint)).model_file
+
+
+def load_run(
+    path: str,
+    checkpoint: int | str | None = None,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
+) -> LoadedRun:
+    """Build the run's model and load its weights (EMA when present and `use_ema`); eval mode, on `device`."""
+    from vla_foundry.checkpoint import load_model_checkpoint, resolve_checkpoint
+    from vla_foundry.models.registry import create_model
+    from vla_foundry.params.model_params import ModelParams
+    from vla_foundry.params.parsing import load_params_from_yaml
+
+    run_dir, ckpt = split_run_path(path, checkpoint)
+    config_path = storage.join(run_dir, MODEL_CONFIG)
+    try:
+        model_params = load_params_from_yaml(ModelParams, config_path)
+    except ConfigError as e:
+        raise ConfigError(f"cannot read the model config of run {run_dir}: {e}") from None
+    model = create_model(model_params, load_pretrained=False)
+    ema_file = resolve_checkpoint(ckpt).sibling("ema")
+    used_ema = use_ema and storage.exists(ema_file)
+    load_model_checkpoint(model, ckpt, use_ema=used_ema)
+    device = torch.device(device)
+    model.to(device).eval()
+    return LoadedRun(run_dir, model_params, model, ckpt, used_ema, device)
