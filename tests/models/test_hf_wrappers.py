@@ -162,3 +162,35 @@ def test_image_text_to_text_freeze_vision(hf_paligemma_dir: Path) -> None:
     model = create_model(VLMHFParams(hf_pretrained=str(hf_paligemma_dir), freeze_vision=True))
     assert not any(p.requires_grad for p in model.vision_tower().parameters())
     assert any(p.requires_grad for p in model.parameters())
+
+
+def test_image_text_to_text_hidden_states_and_generation(hf_idefics3_dir: Path) -> None:
+    model = create_model(VLMHFParams(hf_pretrained=str(hf_idefics3_dir))).eval()
+    ids = torch.randint(0, 200, (2, 9))
+    ids[:, 1:5] = HF_IMAGE_TOKEN
+    images = torch.randn(2, 1, 3, 32, 32)
+    states = model.hidden_states(ids, images, num_layers=2)
+    assert [s.shape for s in states] == [(2, 9, 32)] * 2
+    new = model.generate(ids, images, max_new_tokens=3)
+    assert new.shape == (2, 3)
+    assert torch.equal(new[:, 0], model(input_ids=ids, images=images)[:, -1].argmax(-1))
+
+
+def test_native_vlm_with_hf_language_model_generates(hf_llama_dir: Path) -> None:
+    from tests.models.conftest import tiny_vlm_params
+
+    params = tiny_vlm_params(transformer=TransformerHFParams(hf_pretrained=str(hf_llama_dir)), image_token_id=299)
+    model = create_model(params).eval()
+    ids = torch.randint(0, 200, (1, 6))
+    ids[:, 1:5] = 299
+    images = torch.randn(1, 1, 3, 16, 16)
+    new = model.generate(ids, images, max_new_tokens=3)
+    assert new.shape == (1, 3)
+    assert int(new[0, 0]) == int(model(input_ids=ids, images=images)[0, -1].argmax())
+
+
+def test_hf_preset_without_the_weights_fails_with_one_message() -> None:
+    from tests.models.conftest import load_model_preset
+
+    with pytest.raises(OSError, match="'Qwen/Qwen2.5-0.5B' is not a local directory"):
+        create_model(load_model_preset("transformer_qwen2_5_0_5b"))
