@@ -120,39 +120,46 @@ def derive_data_values(params: TrainExperimentParams) -> None:
     if params.num_epochs is not None and params.total_train_samples is None:
         paths, _, _ = dataset_sources(params.data)
         dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
-    derive = _robotics_deriver()
-    if derive is not None and params.data.type == "robotics":
-        derive(params)
+    if params.data.type == "robotics":
+        from vla_foundry.data.robotics.processor import resolve_robotics_dims
+
+        # action / proprioception dims and the stored window come from the datasets (owner: data).
+        resolve_robotics_dims(params.data)
     init_shared_attributes(params, dataset_num_samples=dataset_num_samples)
 
 
-def _robotics_deriver() -> Any:
-    """The data side's function that fills robotics dims from dataset stats (None while it is not available)."""
-    try:
-        from vla_foundry.data.robotics import derive_robotics_attributes
-    except ImportError:
-        return None
-    return derive_robotics_attributes
-
-
 def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
-    """config.yaml, config_model.yaml and the data side's processor / normaliser files (rank 0)."""
+    """config.yaml, config_model.yaml and, for robotics, the processor / normaliser / stats and the first dataset's
+    preprocessing files (rank 0)."""
     os.makedirs(run_dir, exist_ok=True)
     save_params(params, os.path.join(run_dir, "config.yaml"))
     save_params(params.model, os.path.join(run_dir, "config_model.yaml"))
-    try:
-        from vla_foundry.data.robotics import save_run_data_configs
-    except ImportError:
+    if params.data.type != "robotics":
         return
-    if params.data.type == "robotics":
-        save_run_data_configs(params, run_dir)
+    from vla_foundry.data.manifest import dataset_paths
+    from vla_foundry.data.robotics.processor import RoboticsProcessor
+
+    RoboticsProcessor.from_data_params(params.data).save(run_dir)
+    first_dataset = dataset_paths(params.data.dataset_manifest[0])[0]
+    for name in ("preprocessing_config.yaml", "processing_metadata.json"):
+        source = storage.join(first_dataset, name)
+        if storage.exists(source):
+            storage.download_file(source, os.path.join(run_dir, name))
 
 
-def build_train_batches(params: TrainExperimentParams, plan: Any, ctx: DistributedContext, split: str = "train"):
-    """A loader over the plan's shards for this rank (the data side splits shards across ranks and workers)."""
-    from vla_foundry.data import build_dataloader
+def build_batches(params: TrainExperimentParams, plan: Any, ctx: DistributedContext, training: bool = True) -> Any:
+    """This rank's loader over the plan's shards (the data side splits shards across ranks and workers)."""
+    from vla_foundry.data.dataloader import build_dataloader
 
-    return build_dataloader(params, plan, rank=ctx.rank, world_size=ctx.world_size, split=split)
+    return build_dataloader(
+        params.data,
+        plan,
+        batch_size=params.hparams.per_gpu_batch_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        model_params=params.model,
+        training=training,
+    )
 
 
 def lr_multipliers(params: TrainExperimentParams) -> dict[str, float]:
@@ -252,12 +259,14 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
             plan = plan_checkpoint(params.data, window, params.samples_per_checkpoint, previous)
             if ctx.is_main:
                 log(ctx, str(plan))
-            batches = iter(build_train_batches(params, plan, ctx))
+            loader = build_batches(params, plan, ctx)
+            batches = iter(loader)
             window_result = train_one_checkpoint(
                 model, batch_handler, optimizer, scheduler, batches, state, params, ctx, logger,
                 ema=ema, scaler=scaler, flops_per_token=flops_fn, fsdp_mixed_precision=fsdp_mp,
             )  # fmt: skip
             result.losses.extend(window_result.losses)
+            report_data_quality(loader.stats, window, state.step, logger, ctx)
             state.windows_done = window + 1
             previous = plan.state
 
@@ -290,6 +299,28 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
 _KINDS = ("checkpoint", "optimizer", "ema", "trainer_state")
 
 
+def report_data_quality(stats: Any, window: int, step: int, logger: MetricsLogger, ctx: DistributedContext) -> None:
+    """Skipped samples and shard errors of the window, summed over ranks; logged and printed when non-zero."""
+    from vla_foundry.distributed import all_reduce_sum
+
+    bad, shard_errors, repeats, samples = all_reduce_sum(
+        [stats.bad_samples, stats.shard_errors, stats.repeated_passes, stats.samples], ctx.device
+    )
+    logger.log(
+        step,
+        {
+            "window": window,
+            "skipped_samples": int(bad),
+            "shard_errors": int(shard_errors),
+            "repeated_passes": int(repeats),
+            "window_samples_read": int(samples),
+        },
+    )
+    if bad and ctx.is_main:
+        listed = "\n  ".join(stats.bad[:10])
+        log(ctx, f"window {window}: {int(bad)} samples skipped ({int(shard_errors)} shard errors); rank 0:\n  {listed}")
+
+
 def _should_validate(params: TrainExperimentParams, windows_done: int) -> bool:
     return (
         params.val_every_n_checkpoints > 0
@@ -308,7 +339,7 @@ def validate(
     per_batch = params.hparams.per_gpu_batch_size * ctx.world_size
     num_batches = max(1, params.total_val_samples // per_batch)
     plan = plan_checkpoint(params.data, 0, num_batches * per_batch, split="val")
-    batches = iter(build_train_batches(params, plan, ctx, split="val"))
+    batches = iter(build_batches(params, plan, ctx, training=False))
     loss = evaluate(model, batch_handler, batches, num_batches, ctx, params.hparams.precision, fsdp_mp)
     log(ctx, f"validation after checkpoint {window}: loss {loss:.4f}")
     return loss

@@ -57,3 +57,45 @@ def cpu_ctx(monkeypatch: pytest.MonkeyPatch) -> DistributedContext:
     return DistributedContext(
         rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
     )
+
+
+def rank_micro_batches(
+    num_samples: int, global_batch: int, per_gpu: int, rank: int, world_size: int, seed: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's micro-batches when each global batch of the synthetic stream is split evenly over ranks."""
+    per_rank = global_batch // world_size
+    for batch in synthetic_batches(num_samples, global_batch, seed):
+        ids = batch["input_ids"][rank * per_rank : (rank + 1) * per_rank]
+        for i in range(0, per_rank, per_gpu):
+            yield {"input_ids": ids[i : i + per_gpu]}
+
+
+def train_single_process(
+    num_samples: int, global_batch: int, per_gpu: int, ema_decay: float | None = None, **hparams
+) -> tuple[list[float], torch.nn.Module, object]:
+    """Train the tiny transformer in this process on the synthetic stream; returns (losses, model, ema)."""
+    import dataclasses
+
+    from vla_foundry.metrics import MetricsLogger
+    from vla_foundry.models.ema import EMA
+    from vla_foundry.models.registry import create_model, get_batch_handler
+    from vla_foundry.optim import build_optimizer, build_scheduler
+    from vla_foundry.train import TrainState, train_one_checkpoint
+
+    ctx = DistributedContext(
+        rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
+    )
+    cfg = tiny_experiment(
+        total_train_samples=num_samples, per_gpu_batch_size=per_gpu, global_batch_size=global_batch, **hparams
+    )
+    torch.manual_seed(0)
+    model = create_model(cfg.model)
+    optimizer = build_optimizer(model, cfg.hparams)
+    scheduler = build_scheduler(optimizer, cfg.hparams, cfg.total_steps)
+    ema = EMA(model, dataclasses.replace(cfg.ema, enabled=True, decay=ema_decay)) if ema_decay else None
+    logger = MetricsLogger("unused", enabled=False, total_steps=cfg.total_steps, start_step=0)
+    batches = rank_micro_batches(num_samples, global_batch, per_gpu, 0, 1)
+    result = train_one_checkpoint(
+        model, get_batch_handler(cfg.model), optimizer, scheduler, batches, TrainState(), cfg, ctx, logger, ema=ema
+    )
+    return result.losses, model, ema

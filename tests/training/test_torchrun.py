@@ -1,0 +1,70 @@
+"""Real `torchrun --nproc_per_node 2` (gloo, CPU): FSDP2 and DDP match one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+from tests.training.conftest import tiny_lm_params, train_single_process
+from tests.training.distributed_driver import GLOBAL_BATCH, NUM_SAMPLES
+from vla_foundry.checkpoint import load_model_checkpoint
+from vla_foundry.models.registry import create_model
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def driver_output(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("torchrun")
+    torchrun(["tests/training/distributed_driver.py", str(out)])
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """One process, one micro-batch of the whole global batch per step."""
+    return train_single_process(NUM_SAMPLES, GLOBAL_BATCH, GLOBAL_BATCH, ema_decay=0.5, grad_clip_norm=0.5)
+
+
+def _losses(driver_output: str) -> dict[str, list[float]]:
+    with open(os.path.join(driver_output, "losses.json")) as f:
+        return json.load(f)
+
+
+def test_fsdp2_losses_match_single_process(driver_output, reference):
+    assert _losses(driver_output)["fsdp"] == pytest.approx(reference[0], rel=1e-5)
+
+
+def test_ddp_losses_match_single_process(driver_output, reference):
+    assert _losses(driver_output)["ddp"] == pytest.approx(reference[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["fsdp", "ddp"])
+def test_checkpoint_saved_under_wrapping_loads_in_plain_model(driver_output, reference, mode):
+    plain = load_model_checkpoint(create_model(tiny_lm_params()), os.path.join(driver_output, f"{mode}_run"))
+    for (name, p), q in zip(plain.named_parameters(), reference[1].parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_fsdp2_ema_on_local_shards_matches_single_process(driver_output, reference):
+    ema = torch.load(os.path.join(driver_output, "fsdp_run", "checkpoints", "ema_1.pt"), weights_only=True)
+    expected = reference[2].full_state_dict()
+    assert set(ema["shadow"]) == set(expected)
+    for name, value in expected.items():
+        assert torch.allclose(ema["shadow"][name], value, atol=1e-5), name
