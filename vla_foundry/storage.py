@@ -9,6 +9,7 @@ naming the URL.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shutil
 import tempfile
@@ -168,13 +169,60 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
 
 
 def open_read(path: str | os.PathLike) -> IO[bytes]:
-    """A binary stream: a local file, or a streaming S3 GET (the object is not downloaded first)."""
+    """A binary stream: a local file, or a streaming S3 GET (the object is not downloaded first).
+
+    An S3 stream that breaks part-way is reopened at the current offset (a ranged GET), with the same retries.
+    """
     path = str(path)
     if not is_s3(path):
         return open(path, "rb")
-    bucket, key = split_s3(path)
-    get = with_retries(path, "opening")(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"])
-    return get()
+    return S3StreamReader(path)
+
+
+class S3StreamReader(io.RawIOBase):
+    """Sequential reader over a streaming S3 GET that resumes with a ranged GET after a broken connection."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.bucket, self.key = split_s3(url)
+        self.offset = 0
+        self.body = self._open()
+
+    def _open(self) -> Any:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
+        if self.offset:
+            kwargs["Range"] = f"bytes={self.offset}-"
+        return with_retries(self.url, "opening")(lambda: s3_client().get_object(**kwargs)["Body"])()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        for attempt in range(S3_ATTEMPTS):
+            try:
+                data = self.body.read(None if size is None or size < 0 else size)
+                self.offset += len(data)
+                return data
+            except Exception as e:  # connection reset / read timeout part-way: reopen where we were
+                if attempt + 1 == S3_ATTEMPTS:
+                    raise StorageError(
+                        f"reading {self.url} at byte {self.offset} failed after {S3_ATTEMPTS} attempts: {e}"
+                    ) from e
+                time.sleep(S3_BACKOFF_S * 2**attempt)
+                self.body = self._open()
+        raise AssertionError("unreachable")
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        body = getattr(self, "body", None)
+        if body is not None:
+            body.close()
+        super().close()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -184,6 +232,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
+        # mkstemp creates owner-only files; written data and configs are meant to be shared like any other file.
+        os.chmod(tmp, 0o644)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -29,12 +29,11 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
 
     A tar error part-way raises `ShardReadError` after the complete samples before it were yielded.
     """
+    # Storage failures (after their retries) propagate as StorageError naming the URL: they are not data problems.
     try:
         stream = storage.open_read(url)
     except FileNotFoundError:
         raise FileNotFoundError(f"shard {url} does not exist") from None
-    except OSError as e:
-        raise ShardReadError(f"could not open shard {url}: {e}") from e
     sample: dict[str, Any] | None = None
     count = 0
     try:
@@ -56,6 +55,8 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
                 if sample is None:
                     sample = {"__key__": key, "__url__": url}
                 sample[ext] = data
+    except storage.StorageError:
+        raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         # The pending sample may be incomplete (its last member was cut): it is dropped with the error.
         raise ShardReadError(f"shard {url}: tar stream broke after {count} complete samples: {e}") from e

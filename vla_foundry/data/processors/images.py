@@ -101,10 +101,34 @@ def augment(image: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
         image = (image - gray) * draw.saturation + gray
     image = image.clamp(0.0, 1.0)
     if draw.hue != 0.0:
-        from torchvision.transforms.functional import adjust_hue
-
-        image = adjust_hue(image, draw.hue)
+        image = shift_hue(image, draw.hue)
     return image
+
+
+def shift_hue(image: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotate the hue of a (3, H, W) image in [0, 1] by `shift` turns of the colour wheel (via HSV)."""
+    r, g, b = image
+    maxc, minc = image.max(0).values, image.min(0).values  # (H, W)
+    delta = maxc - minc
+    safe = delta.clamp_min(1e-12)
+    sat = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    hue = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    hue = (hue + shift) % 1.0
+    sector = torch.floor(hue * 6.0)
+    f = hue * 6.0 - sector
+    v = maxc
+    p, q, t = v * (1 - sat), v * (1 - sat * f), v * (1 - sat * (1 - f))
+    sector = sector.long() % 6  # (H, W) in 0..5
+    choices = torch.stack(
+        [
+            torch.stack([v, q, p, p, t, v]),  # red channel per sector
+            torch.stack([t, v, v, q, p, p]),  # green
+            torch.stack([p, p, t, v, v, q]),  # blue
+        ]
+    )  # (3, 6, H, W)
+    return choices.gather(1, sector[None, None].expand(3, 1, *sector.shape)).squeeze(1)
 
 
 def _grayscale(image: torch.Tensor) -> torch.Tensor:
