@@ -20,12 +20,14 @@ from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 class EpisodeError(Exception):
     """An episode cannot be converted; the message names the episode, the file and what is wrong."""
 
-    def __init__(self, episode_id: str, reason: str, kind: str = "read_error") -> None:
+    def __init__(self, episode_id: str, reason: str, kind: str = "read_error", length: int | None = None) -> None:
         super().__init__(f"episode {episode_id}: {reason}")
         self.episode_id = episode_id
         self.reason = reason
         # Counted in processing_metadata.json under dropped[kind].
         self.kind = kind
+        # Episode length when known, so the samples it would have given are counted as dropped.
+        self.length = length
 
 
 @dataclass
@@ -61,6 +63,7 @@ class TaskFailure:
     episode_id: str
     reason: str
     kind: str = "read_error"
+    length: int | None = None
 
 
 class Converter(ABC):

@@ -264,7 +264,7 @@ class LeRobotConverter(Converter):
                 try:
                     yield self._episode(spec, table, episode_col, ep, eid, readers, cache)
                 except EpisodeError as e:
-                    yield TaskFailure(eid, e.reason, e.kind)
+                    yield TaskFailure(eid, e.reason, e.kind, e.length or ep["length"])
         finally:
             for reader in readers.values():
                 reader.close()

@@ -48,7 +48,7 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
     try:
         for item, eid in zip(converter.read_task(task), task.episode_ids):
             if isinstance(item, TaskFailure):
-                _record_failure(result, params, item, _known_length(eid, task))
+                _record_failure(result, params, item, item.length or _known_length(eid, task))
                 continue
             potential = count_potential_samples(item.length, params)
             result.potential += potential
@@ -70,7 +70,7 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
                 continue
             stats.merge(episode_stats)
             result.samples += written
-        result.counters = converter.stats()
+        result.counters.update(converter.stats())
         spool.extra_files[".stats.npz"] = _npz_bytes(stats.to_npz_dict())
         spool.commit(result)
     except BaseException:

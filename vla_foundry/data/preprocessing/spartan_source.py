@@ -118,7 +118,7 @@ class SpartanConverter(Converter):
         try:
             yield self._episode(eid, task.spec["dir"], task.spec["task"])
         except EpisodeError as e:
-            yield TaskFailure(eid, e.reason, e.kind)
+            yield TaskFailure(eid, e.reason, e.kind, e.length)
 
     def _load_npz(self, eid: str, directory: str, name: str, required: bool, cache: str) -> Any:
         path = storage.join(directory, name)
@@ -152,12 +152,16 @@ class SpartanConverter(Converter):
         intrinsics = self._load_npz(eid, directory, "intrinsics.npz", False, cache)
         extrinsics = self._load_npz(eid, directory, "extrinsics.npz", False, cache)
 
-        names = {params.camera_rename.get(name, name): cam_id for cam_id, name in id_to_name.items() if cam_id in obs}
-        cameras = select_cameras(eid, list(names), params)
         if "actions" not in actions:
             raise EpisodeError(eid, f"{directory}/actions.npz has no 'actions' array; has {list(actions.keys())}")
         action = np.asarray(actions["actions"], dtype=np.float32)
         length = len(action)
+        names = {params.camera_rename.get(name, name): cam_id for cam_id, name in id_to_name.items() if cam_id in obs}
+        try:
+            cameras = select_cameras(eid, list(names), params)
+        except EpisodeError as e:
+            e.length = length
+            raise
         lowdim: dict[str, np.ndarray] = {}
         discard = set(params.data_discard_keys)
         for key in obs.files:
