@@ -43,7 +43,7 @@ def iter_processed_samples(policy: Policy, dataset: str, limit: int):
     manifest = read_manifest(manifest_path)
     seen = 0
     for shard in manifest.shards:
-        for raw in iter_tar_samples(manifest.shard_url(shard.shard)):
+        for raw in iter_tar_samples(manifest.shard_url(shard.name)):
             if seen >= limit:
                 return
             try:
