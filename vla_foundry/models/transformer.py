@@ -130,10 +130,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, rope[0], rope[1]), apply_rope(k, rope[0], rope[1])
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S, hd), S = positions so far
-        if self.n_kv_heads != self.n_heads:
-            # Grouped-query attention: each key/value head serves n_heads / n_kv_heads query heads.
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)  # (B, H, S, hd)
+        # Grouped-query attention: each key/value head serves n_heads / n_kv_heads query heads; SDPA shares them
+        # without materialising repeated keys/values.
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -141,6 +139,7 @@ class Attention(nn.Module):
             attn_mask=mask,
             is_causal=mask is None and self.is_causal,
             dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_heads != self.n_heads,
         )  # (B, H, T, hd)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 

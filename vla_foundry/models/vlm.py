@@ -90,7 +90,8 @@ class VLM(nn.Module):
             raise ValueError(
                 f"sample {row} of the batch has {int(counts[row])} <image> placeholder tokens (id "
                 f"{self.image_token_id}) but {n_img} images x img_num_tokens {self.img_num_tokens} = {expected} "
-                "image embeddings: the text must hold img_num_tokens placeholders per image"
+                "image embeddings: the text must hold img_num_tokens placeholders per image, and model.image_token_id "
+                "must be the tokenizer's <image> id"
             )
         if n_img == 0:
             return embeds
