@@ -99,3 +99,58 @@ def train_single_process(
         model, get_batch_handler(cfg.model), optimizer, scheduler, batches, TrainState(), cfg, ctx, logger, ema=ema
     )
     return result.losses, model, ema
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory) -> dict[str, str]:
+    """Two text datasets (shards of 16 samples, so windows end mid-epoch) and an image-caption dataset."""
+    from vla_foundry.data.scripts.make_tiny_datasets import make_image_caption, make_text
+
+    root = tmp_path_factory.mktemp("datasets")
+    return {
+        "text_a": make_text(str(root / "text_a"), num_shards=4, samples_per_shard=16, seed=0),
+        "text_b": make_text(str(root / "text_b"), num_shards=3, samples_per_shard=16, seed=1),
+        "image_caption": make_image_caption(str(root / "image_caption"), num_shards=2, samples_per_shard=16),
+    }
+
+
+def lm_run_args(datasets: dict[str, str], save_path: str, name: str, *extra: str) -> list[str]:
+    """CLI flags of a small LLM run on two mixed text datasets (in-process loader, fp32, EMA on)."""
+    from tests.conftest import PRESETS
+
+    return [
+        "--model", f"include {PRESETS / 'models' / 'transformer_tiny.yaml'}",
+        "--hparams", f"include {PRESETS / 'hparams' / 'cpu_tiny.yaml'}",
+        "--data.type", "text",
+        "--data.seq_len", "32",
+        "--data.dataset_manifest", f"[{datasets['text_a']}, {datasets['text_b']}]",
+        "--data.dataset_weighting", "[0.6, 0.4]",
+        "--data.dataset_modality", "[text, text]",
+        "--data.num_workers", "0",
+        "--data.shuffle_buffer_size", "8",
+        "--hparams.per_gpu_batch_size", "8",
+        "--hparams.lr", "3e-3",
+        "--ema.enabled", "True",
+        "--ema.decay", "0.9",
+        "--total_train_samples", "192",
+        "--num_checkpoints", "2",
+        "--log_every_n_steps", "1",
+        "--save_path", save_path,
+        "--name", name,
+        *extra,
+    ]  # fmt: skip
+
+
+def run_main(args: list[str]):
+    """Parse and run a training job in this process; returns the RunResult."""
+    from vla_foundry.params import parse_train_params
+    from vla_foundry.training_run import run_training
+
+    return run_training(parse_train_params(args))
+
+
+@pytest.fixture(scope="session")
+def llm_run(tiny_datasets, tmp_path_factory):
+    """An uninterrupted 2-checkpoint LLM run shared by the tests that compare against it."""
+    save_path = str(tmp_path_factory.mktemp("runs"))
+    return run_main(lm_run_args(tiny_datasets, save_path, "llm"))

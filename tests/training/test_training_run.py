@@ -1,0 +1,162 @@
+"""Whole training runs in one process: loss goes down, run dir layout, exact resume, accumulation, errors, sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from tests.training.conftest import lm_run_args, run_main
+from vla_foundry import storage
+from vla_foundry.checkpoint import checkpoint_file
+from vla_foundry.main import main
+from vla_foundry.metrics import read_metrics
+from vla_foundry.params import ModelParams, load_params_from_yaml
+
+
+def _step_losses(run_dir: str) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r}
+
+
+def _assert_same_weights(a: str, b: str) -> None:
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def _copy_run_up_to_checkpoint(src: str, dst: str, n: int) -> None:
+    """What a run dir looks like when the job died after checkpoint n."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*(f"*_{k}.pt" for k in range(n + 1, 10))))
+
+
+def test_llm_training_decreases_loss(llm_run):
+    losses = llm_run.losses
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < losses[0] - 0.5
+
+
+def test_run_dir_holds_configs_metrics_and_checkpoints(llm_run):
+    run_dir = llm_run.run_dir
+    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "config_model.yaml", "metrics.jsonl"]
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == sorted(
+        f"{k}_{n}.pt" for n in (1, 2) for k in ("checkpoint", "optimizer", "ema", "trainer_state")
+    )
+    model_params = load_params_from_yaml(ModelParams, os.path.join(run_dir, "config_model.yaml"))
+    assert model_params.type == "transformer" and model_params.hidden_dim == 64
+    record = next(r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r)
+    for key in ("lr", "grad_norm", "samples_per_sec", "samples_per_sec_per_gpu", "tokens_per_sec",
+                "data_wait_fraction", "peak_memory_gib"):  # fmt: skip
+        assert isinstance(record[key], float), key
+    window_records = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "skipped_samples" in r]
+    assert [(r["window"], r["skipped_samples"]) for r in window_records] == [(0, 0), (1, 0)]
+    state = torch.load(checkpoint_file(run_dir, 2, "trainer_state"), weights_only=True)
+    assert (state["step"], state["samples_seen"], state["windows_done"]) == (24, 192, 2)
+
+
+def test_resume_after_checkpoint_is_bitwise_identical(llm_run, tmp_path, tiny_datasets):
+    """Windows of 96 samples over shards of 16 mixed 0.6/0.4: checkpoint 1 falls mid-epoch of both datasets."""
+    resumed_dir = str(tmp_path / "llm")
+    _copy_run_up_to_checkpoint(llm_run.run_dir, resumed_dir, 1)
+    resumed = run_main(
+        lm_run_args(tiny_datasets, str(tmp_path), "ignored", "--model.resume_from_checkpoint", resumed_dir)
+    )
+    assert resumed.run_dir == resumed_dir
+    assert resumed.losses == llm_run.losses[12:]
+    assert _step_losses(resumed_dir) == _step_losses(llm_run.run_dir)
+    _assert_same_weights(checkpoint_file(llm_run.run_dir, 2), checkpoint_file(resumed_dir, 2))
+    ema_a = torch.load(checkpoint_file(llm_run.run_dir, 2, "ema"), weights_only=True)["shadow"]
+    ema_b = torch.load(checkpoint_file(resumed_dir, 2, "ema"), weights_only=True)["shadow"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_gradient_accumulation_4x2_equals_batch_8(llm_run, tmp_path, tiny_datasets):
+    accumulated = run_main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "accum", "--hparams.per_gpu_batch_size", "2",
+            "--hparams.global_batch_size", "8",
+        )
+    )  # fmt: skip
+    assert accumulated.losses == pytest.approx(llm_run.losses, rel=1e-5)
+    a = torch.load(checkpoint_file(accumulated.run_dir, 2), weights_only=True)
+    b = torch.load(checkpoint_file(llm_run.run_dir, 2), weights_only=True)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_weights_only_resume_starts_a_new_run_from_the_weights(llm_run, tmp_path, tiny_datasets):
+    tuned = run_main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "finetune", "--num_checkpoints", "1", "--total_train_samples", "32",
+            "--model.resume_from_checkpoint", llm_run.run_dir, "--model.resume_weights_only", "True",
+        )
+    )  # fmt: skip
+    assert tuned.run_dir == str(tmp_path / "finetune")
+    assert tuned.state.step == 4
+    # Starts from the trained weights: far below the first loss of the run from scratch.
+    assert tuned.losses[0] < llm_run.losses[0] - 0.5
+
+
+def test_missing_resume_path_fails_before_building_anything(tmp_path, tiny_datasets, capsys):
+    missing = str(tmp_path / "gone" / "checkpoints" / "checkpoint_3.pt")
+    code = main(lm_run_args(tiny_datasets, str(tmp_path), "never", "--model.resume_from_checkpoint", missing))
+    assert code == 2
+    assert missing in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "never")
+
+
+def test_checkpoint_of_another_model_shape_names_mismatching_keys(llm_run, tmp_path, tiny_datasets, capsys):
+    code = main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "wider", "--model.hidden_dim", "96",
+            "--model.resume_from_checkpoint", llm_run.run_dir, "--model.resume_weights_only", "True",
+        )
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "layers.0.attention.wq.weight (checkpoint [64, 64] vs model [96, 96])" in err
+    assert "shape mismatch in" in err
+
+
+def test_remote_copy_equals_run_dir_and_resume_works_from_remote_only(llm_run, tmp_path, tiny_datasets, s3_bucket):
+    remote = f"{s3_bucket}/runs/llm"
+    partial = str(tmp_path / "partial")
+    _copy_run_up_to_checkpoint(llm_run.run_dir, partial, 1)
+    for path in storage.list_files(partial):
+        storage.upload_file(path, f"{remote}/{os.path.relpath(path, partial)}")
+    shutil.rmtree(partial)
+
+    local_root = tmp_path / "local"
+    resumed = run_main(
+        lm_run_args(
+            tiny_datasets, str(local_root), "llm", "--remote_sync", remote,
+            "--model.resume_from_checkpoint", f"{remote}/checkpoints/checkpoint_1.pt",
+        )
+    )  # fmt: skip
+    assert resumed.run_dir == str(local_root / "llm")
+    assert resumed.losses == llm_run.losses[12:]
+    _assert_same_weights(checkpoint_file(llm_run.run_dir, 2), checkpoint_file(resumed.run_dir, 2))
+    local = {os.path.relpath(p, resumed.run_dir): storage.read_bytes(p) for p in storage.list_files(resumed.run_dir)}
+    remote_files = {u[len(remote) + 1 :]: storage.read_bytes(u) for u in storage.list_files(remote)}
+    assert remote_files == local
+
+
+def test_amp_bf16_training_runs(tmp_path, tiny_datasets):
+    result = run_main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "bf16", "--hparams.precision", "amp_bf16", "--num_checkpoints", "1",
+            "--total_train_samples", "16",
+        )
+    )  # fmt: skip
+    assert len(result.losses) == 2 and all(0 < x < 10 for x in result.losses)
+
+
+def test_metrics_plot_command_writes_png(llm_run, tmp_path):
+    from vla_foundry.plot_metrics import main as plot_main
+
+    out = tmp_path / "plot.png"
+    assert plot_main([llm_run.run_dir, "--output", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(open(os.path.join(llm_run.run_dir, "metrics.jsonl")).readline())["step"] == 1
