@@ -155,3 +155,12 @@ def test_cli_include_of_a_block_replaces_that_block_of_the_yaml(tmp_path):
     params = parse_train_params(["--config_path", str(job), "--model.vit", f"include {hf_vit}"])
     assert isinstance(params.model.vit, ViTHFParams)
     assert params.model.transformer.hidden_dim == 64  # the rest of the job's model block is kept
+
+
+def test_cli_include_of_a_sub_block_replaces_that_part_of_a_cli_included_block(tmp_path):
+    hf_vit = write(tmp_path / "vit_hf.yaml", "hf_pretrained: vit_base_patch16_siglip_224\nimg_size: 224\n")
+    params = parse_train_params(
+        ["--model", f"include {PRESETS}/models/vlm_tiny.yaml", "--model.vit", f"include {hf_vit}", *BASE]
+    )
+    assert isinstance(params.model.vit, ViTHFParams)
+    assert params.model.transformer.hidden_dim == 64

@@ -166,7 +166,9 @@ def cli_to_dict(pairs: Sequence[tuple[str, str]]) -> dict:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        # A block loaded whole with `include` replaces what an outer include put there (it may be another kind);
+        # an inline mapping (`--model.vit "{n_layers: 3}"`) merges into it.
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict) and not raw.startswith(INCLUDE_PREFIX):
             node[parts[-1]] = deep_merge(node[parts[-1]], value)
         else:
             node[parts[-1]] = value
