@@ -1,0 +1,125 @@
+"""Download public LBM / Spartan tasks from the public S3 registry with unsigned requests (no credentials).
+
+    python vla_foundry/data/scripts/download_dataset.py --list
+    python vla_foundry/data/scripts/download_dataset.py --task BimanualPutRedBellPepperInBin --local_path /tmp/raw_data --raw
+    python vla_foundry/data/scripts/download_dataset.py --task BimanualPutRedBellPepperInBin --local_path /tmp/data
+
+Registry layout (under s3://<bucket>/<prefix>/): `raw/tasks/<Task>/...` holds Spartan episode folders, and
+`preprocessed/<Task>/...` training-ready shards. With --raw a task lands in <local_path>/tasks/<Task>/ (the
+layout `preprocess_robotics_to_tar.py --type spartan` reads); without it in <local_path>/<Task>/. Files already
+present with the right size are skipped, so an interrupted download resumes. The endpoint follows
+AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 (any S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+DEFAULT_BUCKET = "tri-ml-public"
+DEFAULT_PREFIX = "vla_foundry/lbm"
+
+
+class DownloadError(RuntimeError):
+    """A task cannot be found or a file cannot be downloaded; the message names it."""
+
+
+def _client():
+    from vla_foundry import storage
+
+    return storage.s3_client(unsigned=True)
+
+
+def _root(prefix: str, raw: bool) -> str:
+    return "/".join(p for p in (prefix.strip("/"), "raw/tasks" if raw else "preprocessed") if p) + "/"
+
+
+def list_tasks(bucket: str, prefix: str, raw: bool) -> list[str]:
+    """Task names available in the registry (the folders under its raw/ or preprocessed/ root)."""
+    client, root = _client(), _root(prefix, raw)
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root, Delimiter="/"):
+        names.extend(p["Prefix"][len(root) :].strip("/") for p in page.get("CommonPrefixes", []))
+    return sorted(names)
+
+
+def task_objects(bucket: str, prefix: str, task: str, raw: bool) -> list[tuple[str, int]]:
+    client, root = _client(), _root(prefix, raw) + task + "/"
+    objects: list[tuple[str, int]] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
+        objects.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []))
+    return objects
+
+
+def download_task(
+    task: str, local_path: str, raw: bool, bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX, workers: int = 8
+) -> list[str]:
+    """Download every file of `task`; returns the local paths (skipping files already complete)."""
+    objects = task_objects(bucket, prefix, task, raw)
+    if not objects:
+        available = list_tasks(bucket, prefix, raw)
+        kind = "raw" if raw else "preprocessed"
+        raise DownloadError(
+            f"no {kind} task {task!r} in s3://{bucket}/{_root(prefix, raw)}; available: {', '.join(available) or 'none'}"
+        )
+    strip = _root(prefix, raw)
+    base = os.path.join(local_path, "tasks") if raw else local_path
+    client = _client()
+
+    def fetch(item: tuple[str, int]) -> str:
+        key, size = item
+        local = os.path.join(base, *key[len(strip) :].split("/"))
+        if os.path.exists(local) and os.path.getsize(local) == size:
+            return local
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = f"{local}.part-{os.getpid()}"
+        try:
+            client.download_file(bucket, key, tmp)
+            if os.path.getsize(tmp) != size:
+                raise DownloadError(f"s3://{bucket}/{key}: got {os.path.getsize(tmp)} bytes, expected {size}")
+            os.replace(tmp, local)
+        except Exception as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, DownloadError):
+                raise
+            raise DownloadError(f"downloading s3://{bucket}/{key} failed: {e}") from e
+        return local
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(fetch, objects), total=len(objects), unit="file", desc=task))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", action="append", default=[], help="task name (repeatable)")
+    parser.add_argument("--local_path", help="where to put the files")
+    parser.add_argument("--raw", action="store_true", help="raw Spartan episodes instead of preprocessed shards")
+    parser.add_argument("--list", action="store_true", help="list the available tasks and exit")
+    parser.add_argument("--bucket", default=DEFAULT_BUCKET)
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        if args.list:
+            for name in list_tasks(args.bucket, args.prefix, args.raw):
+                print(name)
+            return 0
+        if not args.task or not args.local_path:
+            parser.error("--task and --local_path are required (or --list)")
+        for task in args.task:
+            files = download_task(task, args.local_path, args.raw, args.bucket, args.prefix, args.workers)
+            print(f"{task}: {len(files)} files under {args.local_path}")
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
