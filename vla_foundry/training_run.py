@@ -178,6 +178,27 @@ def run_training(params: TrainExperimentParams) -> RunResult:
         destroy_distributed()
 
 
+def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
+    """Sub-models' `resume_from_checkpoint` (a VLM's language model, ...) and a policy's `backbone_run` must exist
+    before anything is built; the error names the field and the path."""
+    from dataclasses import fields
+
+    from vla_foundry.checkpoint import CheckpointError
+    from vla_foundry.params.model_params import ModelParams
+
+    for f in fields(model_params):
+        child = getattr(model_params, f.name)
+        if isinstance(child, ModelParams):
+            if child.resume_from_checkpoint:
+                try:
+                    resolve_checkpoint(child.resume_from_checkpoint)
+                except CheckpointError as e:
+                    raise CheckpointError(f"{where}.{f.name}.resume_from_checkpoint: {e}") from None
+            check_nested_weight_paths(child, f"{where}.{f.name}")
+        elif f.name == "backbone_run" and child and not storage.exists(storage.join(child, "config_model.yaml")):
+            raise CheckpointError(f"{where}.backbone_run={child}: no config_model.yaml there (not a run directory)")
+
+
 def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     from vla_foundry.data.planner import DataPlanState, plan_checkpoint
     from vla_foundry.models.ema import EMA
@@ -189,6 +210,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     # Fail fast: the resume path must exist before anything heavy is built.
     resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
     full_resume = resume is not None and not params.model.resume_weights_only
+    check_nested_weight_paths(params.model)
     derive_data_values(params)
     if params.samples_per_checkpoint is None:
         raise ValueError("set a training budget: total_train_samples or num_epochs")

@@ -1,5 +1,6 @@
 """Run under `torchrun --nproc_per_node 2`: train the same tiny model with FSDP2 and with DDP on the same global
-batches, write the per-step losses and an FSDP checkpoint to OUT_DIR (argv[1]) for the tests to compare."""
+batches, write the per-step losses and an FSDP checkpoint to OUT_DIR (argv[1]) for the tests to compare; then, when
+argv[2] names a JSON list of training flags, run that whole training job (FSDP2) in the same launch."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def main() -> None:
     if int(os.environ["RANK"]) == 0:
         with open(os.path.join(out_dir, "losses.json"), "w") as f:
             json.dump(losses, f)
+    if len(sys.argv) > 2:
+        from vla_foundry.params import parse_train_params
+        from vla_foundry.training_run import run_training
+
+        with open(sys.argv[2]) as f:
+            run_training(parse_train_params(json.load(f)))
     destroy_distributed()
 
 

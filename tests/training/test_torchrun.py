@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
-from tests.training.conftest import tiny_lm_params, train_single_process
+from tests.training.conftest import lm_run_args, tiny_lm_params, train_single_process
 from tests.training.distributed_driver import GLOBAL_BATCH, NUM_SAMPLES
-from vla_foundry.checkpoint import load_model_checkpoint
+from vla_foundry.checkpoint import checkpoint_file, load_model_checkpoint
+from vla_foundry.metrics import read_metrics
 from vla_foundry.models.registry import create_model
 
 pytestmark = pytest.mark.slow
@@ -30,9 +32,12 @@ def torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def driver_output(tmp_path_factory) -> str:
+def driver_output(tmp_path_factory, tiny_datasets) -> str:
+    """One launch: the FSDP2/DDP equivalence runs, then a whole 2-checkpoint FSDP2 training job in `<out>/llm`."""
     out = tmp_path_factory.mktemp("torchrun")
-    torchrun(["tests/training/distributed_driver.py", str(out)])
+    args_file = out / "run_args.json"
+    args_file.write_text(json.dumps(lm_run_args(tiny_datasets, str(out), "llm")))
+    torchrun(["tests/training/distributed_driver.py", str(out), str(args_file)])
     return str(out)
 
 
@@ -40,6 +45,10 @@ def driver_output(tmp_path_factory) -> str:
 def reference():
     """One process, one micro-batch of the whole global batch per step."""
     return train_single_process(NUM_SAMPLES, GLOBAL_BATCH, GLOBAL_BATCH, ema_decay=0.5, grad_clip_norm=0.5)
+
+
+def _step_losses(run_dir: str) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r}
 
 
 def _losses(driver_output: str) -> dict[str, list[float]]:
@@ -68,3 +77,42 @@ def test_fsdp2_ema_on_local_shards_matches_single_process(driver_output, referen
     assert set(ema["shadow"]) == set(expected)
     for name, value in expected.items():
         assert torch.allclose(ema["shadow"][name], value, atol=1e-5), name
+
+
+def test_fsdp2_resume_after_checkpoint_is_bitwise_identical(driver_output, tiny_datasets, tmp_path):
+    """Interrupted after checkpoint 1 (a copy of the run dir without checkpoint 2), resumed with main.py under torchrun."""
+    uninterrupted = os.path.join(driver_output, "llm")
+    resumed = str(tmp_path / "llm")
+    shutil.copytree(uninterrupted, resumed, ignore=shutil.ignore_patterns("*_2.pt"))
+    torchrun(
+        [
+            "vla_foundry/main.py",
+            *lm_run_args(tiny_datasets, str(tmp_path), "llm", "--model.resume_from_checkpoint", resumed),
+        ]
+    )
+    assert _step_losses(resumed) == _step_losses(uninterrupted)
+    assert len(_step_losses(resumed)) == 12
+    for kind in ("checkpoint", "optimizer"):
+        a = torch.load(checkpoint_file(uninterrupted, 2, kind), weights_only=True)
+        b = torch.load(checkpoint_file(resumed, 2, kind), weights_only=True)
+        assert_equal_trees(a, b)
+    ema_a = torch.load(checkpoint_file(uninterrupted, 2, "ema"), weights_only=True)["shadow"]
+    ema_b = torch.load(checkpoint_file(resumed, 2, "ema"), weights_only=True)["shadow"]
+    assert_equal_trees(ema_a, ema_b)
+    state = torch.load(checkpoint_file(resumed, 2, "trainer_state"), weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def assert_equal_trees(a, b, path: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_equal_trees(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_trees(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path

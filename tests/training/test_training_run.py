@@ -158,3 +158,57 @@ def test_metrics_plot_command_writes_png(llm_run, tmp_path):
     out = tmp_path / "plot.png"
     assert plot_main([llm_run.run_dir, "--output", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vlm_initialised_from_llm_run_trains(llm_run, tmp_path, tiny_datasets):
+    from tests.conftest import PRESETS
+    from vla_foundry.models.registry import create_model
+
+    result = run_main(
+        [
+            "--model", f"include {PRESETS / 'models' / 'vlm_tiny.yaml'}",
+            "--model.transformer.resume_from_checkpoint", llm_run.run_dir,
+            "--hparams", f"include {PRESETS / 'hparams' / 'cpu_tiny.yaml'}",
+            "--hparams.lr", "3e-3",
+            "--data.type", "image_caption",
+            "--data.seq_len", "40",
+            "--data.dataset_manifest", f"[{tiny_datasets['image_caption']}]",
+            "--data.dataset_weighting", "[1.0]",
+            "--data.dataset_modality", "[image_caption]",
+            "--data.num_workers", "0",
+            "--total_train_samples", "96",
+            "--save_path", str(tmp_path),
+            "--name", "vlm",
+        ]
+    )  # fmt: skip
+    assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.3
+    # The saved model config rebuilds the VLM with the LLM run's weights in its language model.
+    vlm_params = load_params_from_yaml(ModelParams, os.path.join(result.run_dir, "config_model.yaml"))
+    assert vlm_params.transformer.resume_from_checkpoint == llm_run.run_dir
+    rebuilt = create_model(vlm_params)
+    llm_weights = torch.load(checkpoint_file(llm_run.run_dir, 2), weights_only=True)
+    for name, value in rebuilt.language_model.state_dict().items():
+        assert torch.equal(value, llm_weights[name]), name
+
+
+def test_missing_llm_run_of_a_vlm_fails_naming_the_field(tmp_path, tiny_datasets, capsys):
+    from tests.conftest import PRESETS
+
+    missing = str(tmp_path / "no_llm_run")
+    code = main(
+        [
+            "--model", f"include {PRESETS / 'models' / 'vlm_tiny.yaml'}",
+            "--model.transformer.resume_from_checkpoint", missing,
+            "--data.type", "image_caption",
+            "--data.dataset_manifest", f"[{tiny_datasets['image_caption']}]",
+            "--data.dataset_weighting", "[1.0]",
+            "--data.dataset_modality", "[image_caption]",
+            "--total_train_samples", "16",
+            "--save_path", str(tmp_path),
+            "--name", "vlm",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"model.transformer.resume_from_checkpoint: checkpoint path not found: {missing}" in err
+    assert not os.path.exists(tmp_path / "vlm")
