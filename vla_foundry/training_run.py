@@ -279,8 +279,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     try:
         for window in range(state.windows_done, params.num_checkpoints):
             plan = plan_checkpoint(params.data, window, params.samples_per_checkpoint, previous)
-            if ctx.is_main:
-                log(ctx, str(plan))
+            log(ctx, shorten_lines(str(plan)))
             loader = build_batches(params, plan, ctx)
             batches = iter(loader)
             window_result = train_one_checkpoint(
@@ -319,6 +318,11 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
 
 
 _KINDS = ("checkpoint", "optimizer", "ema", "trainer_state")
+
+
+def shorten_lines(text: str, width: int = 240) -> str:
+    """Long shard lists (many small shards, many epochs) are cut for the console; the full plan is in the checkpoint."""
+    return "\n".join(line if len(line) <= width else line[: width - 20] + " ... (cut)" for line in text.splitlines())
 
 
 def report_data_quality(stats: Any, window: int, step: int, logger: MetricsLogger, ctx: DistributedContext) -> None:
