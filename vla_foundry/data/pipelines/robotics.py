@@ -17,7 +17,8 @@ class RoboticsPipeline:
         self.training = training
 
     def process(self, raw: dict[str, Any], dataset_index: int, rng: np.random.Generator) -> list[dict]:
-        return [self.processor.process_sample(raw, self.dataset_dirs[dataset_index], rng, self.training)]
+        dataset_dir = self.dataset_dirs[dataset_index]
+        return [self.processor.process_sample(raw, dataset_dir, rng, self.training, defer_images=True)]
 
     def collate(self, items: list[dict]) -> dict[str, Any]:
         return self.processor.collate(items)

@@ -310,12 +310,37 @@ class RoboticsProcessor:
             mask.append(True)
         return torch.stack(tensors), torch.tensor(mask, dtype=torch.bool)
 
+    @staticmethod
+    def images_to_uint8(views: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views -> uint8 (N, 3, H, W) (zeros for None) and image_mask (N,), for batch-level float conversion."""
+        present = [v for v in views if v is not None]
+        if not present:
+            raise SampleError("no camera image present")
+        shape = present[0].shape
+        if any(v.shape != shape for v in present):
+            raise SampleError(f"camera images of one sample differ in size: {sorted({v.shape for v in present})}")
+        zeros = np.zeros(shape, dtype=np.uint8)
+        # Channels first while still uint8: the float conversion of the batch is then a contiguous copy.
+        stacked = np.stack([v if v is not None else zeros for v in views]).transpose(0, 3, 1, 2)  # (N, 3, H, W)
+        return torch.from_numpy(np.ascontiguousarray(stacked)), torch.tensor(
+            [v is not None for v in views], dtype=torch.bool
+        )
+
     # ---- training samples ------------------------------------------------------------------------------------
 
     def process_sample(
-        self, raw: dict[str, Any], dataset_dir: str, rng: np.random.Generator, training: bool = True
+        self,
+        raw: dict[str, Any],
+        dataset_dir: str,
+        rng: np.random.Generator | None,
+        training: bool = True,
+        defer_images: bool = False,
     ) -> dict[str, Any]:
-        """One raw tar sample (member extension -> bytes) -> per-sample tensors. Raises SampleError if unusable."""
+        """One raw tar sample (member extension -> bytes) -> per-sample tensors. Raises SampleError if unusable.
+
+        With `defer_images` (the loader's fast path) un-augmented images stay uint8 (N, 3, H, W) and `collate`
+        converts the whole batch to float at once; `collate` accepts both forms.
+        """
         cfg = self.config
         key = raw.get("__key__", "?")
         if "lowdim.npz" not in raw:
@@ -353,7 +378,11 @@ class RoboticsProcessor:
                     views.append(self.prepare_image(decode_image(data)))
                 except ValueError as e:
                     raise SampleError(f"{cam}_t{offset}: {e}") from None
-        images, image_mask = self.images_to_tensor(views, rng, training)
+        augmenting = training and self.augmentation.enabled and rng is not None
+        if defer_images and not augmenting:
+            images, image_mask = self.images_to_uint8(views)
+        else:
+            images, image_mask = self.images_to_tensor(views, rng, training)
 
         instruction = self._choose_instruction(raw, rng)
         input_ids, attention_mask = self.tokenize_instruction(instruction)
@@ -409,6 +438,11 @@ class RoboticsProcessor:
         for k in samples[0]:
             if k == "metadata":
                 batch[k] = [s[k] for s in samples]
+            elif k == "images" and samples[0][k].dtype == torch.uint8:
+                # (B, N, 3, H, W) uint8 -> float in [0, 1], converted once for the whole batch.
+                # numpy's uint8 -> float32 division is vectorised (several times faster than torch's on CPU).
+                stacked = np.stack([s[k].numpy() for s in samples])
+                batch[k] = torch.from_numpy(np.divide(stacked, np.float32(255.0), dtype=np.float32))
             else:
                 try:
                     batch[k] = torch.stack([s[k] for s in samples])

@@ -134,9 +134,22 @@ def make_image_caption(
     return out_dir
 
 
-def render_point(xy: np.ndarray, size: int, color: tuple[int, int, int], flip: bool = False) -> np.ndarray:
-    """A camera view: a coloured point at position xy (in [-1, 1]^2) on a dark background."""
-    img = np.full((size, size, 3), 30, dtype=np.uint8)
+def textured_background(size: int, seed: int) -> np.ndarray:
+    """A photo-like background (smooth colour blobs plus grain) whose JPEGs cost about as much to decode as photos."""
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, 99])
+    coarse = rng.integers(0, 256, size=(max(2, size // 16), max(2, size // 16), 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16)
+    grain = rng.integers(-24, 25, size=(size, size, 3), dtype=np.int16)
+    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
+
+
+def render_point(
+    xy: np.ndarray, size: int, color: tuple[int, int, int], flip: bool = False, background: np.ndarray | None = None
+) -> np.ndarray:
+    """A camera view: a coloured point at position xy (in [-1, 1]^2) on a dark (or the given) background."""
+    img = np.full((size, size, 3), 30, dtype=np.uint8) if background is None else background.copy()
     x, y = np.clip(xy, -1, 1)
     col = int((x + 1) / 2 * (size - 1))
     row = int((1 - y) / 2 * (size - 1))
@@ -159,13 +172,14 @@ def make_robotics(
     image_size: int = 32,
     seed: int = 0,
     jpeg_quality: int = 90,
+    textured: bool = False,
 ) -> str:
     """Robotics windows in the VLA Foundry layout: lowdim.npz, camera JPEGs, metadata, language instructions.
 
     style "lerobot": fields observation.state [4] (x, y, vx, vy) and action [4]; cameras front, wrist.
     style "spartan": fields robot__actual__poses__left::panda__xyz [3], robot__actual__poses__left::panda__rot_6d
     [6], robot__actual__grippers__left::panda_hand [1] and their robot__desired__* action counterparts; cameras
-    scene_left_0, wrist_left.
+    scene_left_0, wrist_left. `textured` draws photo-like backgrounds (for decode benchmarks) instead of flat ones.
     """
     if style not in ("lerobot", "spartan"):
         raise ValueError(f"style must be lerobot or spartan, got {style!r}")
@@ -202,7 +216,8 @@ def make_robotics(
                 for off in image_indices:
                     frame = int(np.clip(t + off, 0, episode_length - 1))
                     color = (240, 200, 40) if cam_i == 0 else (60, 220, 240)
-                    img = render_point(state_xy[frame], image_size, color, flip=cam_i == 1)
+                    background = textured_background(image_size, seed * 1000 + ep * 10 + cam_i) if textured else None
+                    img = render_point(state_xy[frame], image_size, color, flip=cam_i == 1, background=background)
                     members[f"{cam}_t{off}.jpg"] = encode_jpeg(img, jpeg_quality)
             buf = io.BytesIO()
             np.savez_compressed(buf, past_mask=past_mask, future_mask=future_mask, **npz)
