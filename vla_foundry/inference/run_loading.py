@@ -77,7 +77,7 @@ def load_run(
     """Build the run's model and load its weights (EMA when present and `use_ema`); eval mode, on `device`."""
     from vla_foundry.checkpoint import load_model_checkpoint, resolve_checkpoint
     from vla_foundry.models.registry import create_model
-    from vla_foundry.params.model_params import ModelParams
+    from vla_foundry.params.model_params import ModelParams, without_weight_sources
     from vla_foundry.params.parsing import load_params_from_yaml
 
     run_dir, ckpt = split_run_path(path, checkpoint)
@@ -86,7 +86,8 @@ def load_run(
         model_params = load_params_from_yaml(ModelParams, config_path)
     except ConfigError as e:
         raise ConfigError(f"cannot read the model config of run {run_dir}: {e}") from None
-    model = create_model(model_params, load_pretrained=False)
+    # Every weight comes from the checkpoint: the sources the run was initialised from need not be reachable.
+    model = create_model(without_weight_sources(model_params), load_pretrained=False)
     ema_file = resolve_checkpoint(ckpt).sibling("ema")
     used_ema = use_ema and storage.exists(ema_file)
     load_model_checkpoint(model, ckpt, use_ema=used_ema)
