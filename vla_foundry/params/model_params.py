@@ -345,10 +345,14 @@ class DiffusionPolicyParams(ModelParams):
                 f"model.backbone_run={self.backbone_run!r}: {config_path} holds a {run_params.type!r} model; "
                 f"a backbone run must hold one of: {', '.join(BACKBONE_TYPES)}"
             )
-        if self.backbone not in (VLMParams(), run_params):
+        # The run's weights supersede whatever it was itself initialised from.
+        run_params = without_weight_sources(run_params)
+        given = without_weight_sources(self.backbone)
+        if given not in (VLMParams(), run_params):
             raise ConfigError(
-                f"model.backbone contradicts the backbone run's {config_path} ({run_params.type}); "
-                "the backbone is taken from model.backbone_run: leave model.backbone unset"
+                f"model.backbone ({given.type}) differs from the backbone run's {config_path} ({run_params.type}); "
+                "the backbone is taken from model.backbone_run: leave model.backbone unset or give the same "
+                "architecture"
             )
         update_field(self, "backbone", run_params)
 
@@ -388,6 +392,21 @@ class DiffusionPolicyParams(ModelParams):
                 f"model.backbone.transformer.vocab_size={transformer.vocab_size} is smaller than data.tokenizer "
                 f"{tokenizer!r}'s {tok.vocab_size} ids (the instruction and the <action> token must be embeddable)"
             )
+
+
+def without_weight_sources(params):
+    """A copy of model params with every `resume_from_checkpoint` (at any depth) cleared: for building a model whose
+    weights all come from one checkpoint (inference, or a backbone loaded from a run)."""
+    import dataclasses
+
+    changes = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if isinstance(value, ModelParams):
+            changes[f.name] = without_weight_sources(value)
+    if isinstance(params, ModelParams):
+        changes["resume_from_checkpoint"] = None
+    return dataclasses.replace(params, **changes) if changes else params
 
 
 def backbone_run_config_path(backbone_run: str) -> str:
