@@ -97,8 +97,9 @@ def resolve_run_dir(params: TrainExperimentParams, resume: CheckpointRef | None,
 
 
 def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedContext) -> CheckpointRef:
-    """Copy checkpoint `ref` and the run's small files from s3 into the local run dir (rank 0 downloads)."""
-    if ctx.is_main:
+    """Copy checkpoint `ref` and the run's small files from s3 into the local run dir. The first process of every
+    node downloads (nodes need not share a file system)."""
+    if ctx.local_rank == 0:
         for name in RUN_DIR_FILES:
             url = storage.join(ref.run_dir, name)
             if storage.exists(url):

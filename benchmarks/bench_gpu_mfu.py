@@ -1,0 +1,153 @@
+"""Tokens/s and MFU of `transformer_1b` on one GPU: bf16, seq 2048, FSDP2, with and without torch.compile.
+
+    uv run python benchmarks/bench_gpu_mfu.py [--per_gpu_batch_size 8] [--steps 20] [--warmup_steps 5]
+        [--grad_checkpointing False] [--modes eager compile]
+
+The model is wrapped exactly as `vla_foundry/main.py` wraps it (`parallelize_model`: FSDP2 `fully_shard` per block
+and root, MixedPrecisionPolicy bf16 params / fp32 reduce, fp32 master weights) in a one-process process group, and
+trained with `train_one_checkpoint` on random tokens (no data loading). MFU = model training FLOPs per token x
+tokens/s / the GPU's dense bf16 peak (H100/H200: 989 TFLOP/s; override with VLA_FOUNDRY_PEAK_FLOPS).
+Target: MFU >= 45% on one H100/H200. Without CUDA it exits with a message and status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config_presets", "models")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per_gpu_batch_size", type=int, default=8)
+    parser.add_argument("--seq_len", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per mode")
+    parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first (compilation, allocator)")
+    parser.add_argument("--grad_checkpointing", type=lambda s: s.lower() == "true", default=False)
+    parser.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    parser.add_argument("--model_preset", default=os.path.join(PRESET, "transformer_1b.yaml"))
+    return parser.parse_args()
+
+
+def build_params(args: argparse.Namespace, compile_model: bool, steps: int):
+    from vla_foundry.params import TextDataParams, parse_params
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+
+    params = parse_params(
+        TrainExperimentParams,
+        [
+            "--model", f"include {args.model_preset}",
+            "--data.type", "text",
+            "--hparams.precision", "amp_bf16",
+            "--hparams.per_gpu_batch_size", str(args.per_gpu_batch_size),
+            "--hparams.torch_compile", str(compile_model),
+            "--hparams.grad_checkpointing", str(args.grad_checkpointing),
+            "--hparams.warmup", "0",
+            "--total_train_samples", str(steps * args.per_gpu_batch_size),
+            "--log_every_n_steps", str(steps),
+        ],
+    )  # fmt: skip
+    assert isinstance(params.data, TextDataParams)
+    init_shared_attributes(params)
+    return params
+
+
+def random_batches(n: int, batch_size: int, seq_len: int, vocab: int, device: torch.device):
+    for _ in range(n):
+        yield {"input_ids": torch.randint(0, vocab, (batch_size, seq_len + 1), device=device)}
+
+
+def run_mode(args: argparse.Namespace, compile_model: bool, ctx) -> dict:
+    from vla_foundry.distributed import parallelize_model
+    from vla_foundry.metrics import MetricsLogger, model_flops_per_token, peak_flops
+    from vla_foundry.models.registry import create_model, get_batch_handler
+    from vla_foundry.optim import build_optimizer, build_scheduler
+    from vla_foundry.train import TrainState, train_one_checkpoint
+
+    total_steps = args.warmup_steps + args.steps
+    params = build_params(args, compile_model, total_steps)
+    torch.manual_seed(0)
+    with torch.device(ctx.device):
+        model = create_model(params.model)
+    flops_per_token = model_flops_per_token(model, args.seq_len)
+    num_params = sum(p.numel() for p in model.parameters())
+    model = parallelize_model(model, ctx, params.distributed, params.hparams)
+    optimizer = build_optimizer(model, params.hparams)
+    scheduler = build_scheduler(optimizer, params.hparams, total_steps)
+    handler = get_batch_handler(params.model)
+    logger = MetricsLogger("unused", enabled=False, total_steps=total_steps, start_step=0)
+    vocab = params.model.vocab_size
+
+    def window(steps: int) -> float:
+        p = dataclasses.replace(params, samples_per_checkpoint=steps * args.per_gpu_batch_size)
+        batches = random_batches(steps, args.per_gpu_batch_size, args.seq_len, vocab, ctx.device)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_one_checkpoint(
+            model, handler, optimizer, scheduler, batches, TrainState(), p, ctx, logger, fsdp_mixed_precision=True
+        )
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    window(args.warmup_steps)
+    torch.cuda.reset_peak_memory_stats()
+    seconds = window(args.steps)
+    tokens_per_sec = args.steps * args.per_gpu_batch_size * args.seq_len / seconds
+    peak = peak_flops(ctx.device)
+    return {
+        "mode": "compile" if compile_model else "eager",
+        "params_m": num_params / 1e6,
+        "tokens_per_sec": tokens_per_sec,
+        "mfu": flops_per_token * tokens_per_sec / peak if peak else None,
+        "step_s": seconds / args.steps,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    if not torch.cuda.is_available():
+        print(
+            "bench_gpu_mfu: CUDA is not available on this machine; this benchmark measures GPU throughput and "
+            "reports nothing without a GPU.",
+            file=sys.stderr,
+        )
+        return 1
+    # A one-process group so that FSDP2 wraps the model exactly as in a multi-GPU run.
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    from vla_foundry.distributed import destroy_distributed, init_distributed
+    from vla_foundry.params import DistributedParams
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", device_id=torch.device("cuda", 0))
+    ctx = dataclasses.replace(init_distributed(DistributedParams()), wrapping="fsdp")
+    print(f"GPU: {torch.cuda.get_device_name(0)}; batch {args.per_gpu_batch_size} x seq {args.seq_len}; bf16 FSDP2")
+    results = []
+    for mode in args.modes:
+        result = run_mode(args, mode == "compile", ctx)
+        results.append(result)
+        mfu = f"{100 * result['mfu']:.1f}%" if result["mfu"] is not None else "n/a (unknown GPU peak)"
+        print(
+            f"{result['mode']:8s} {result['params_m']:.0f}M params: {result['tokens_per_sec']:,.0f} tokens/s, "
+            f"MFU {mfu}, {result['step_s'] * 1000:.0f} ms/step, peak memory {result['peak_mem_gib']:.1f} GiB",
+            flush=True,
+        )
+        torch.cuda.empty_cache()
+    destroy_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

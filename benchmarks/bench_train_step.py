@@ -1,0 +1,129 @@
+"""Overhead of the framework's training step against a bare PyTorch loop, measured in the same run (CPU).
+
+    uv run python benchmarks/bench_train_step.py [--steps 30] [--repeats 3] [--hidden_dim 128] [--seq_len 128]
+
+Both loops train the same tiny native transformer on the same in-memory batches with the same AdamW settings and
+gradient clipping:
+  bare       forward -> cross-entropy -> backward -> clip -> step -> zero_grad -> lr step;
+  framework  `train_one_checkpoint` (batch handler, token-weighted loss, accumulation bookkeeping, global loss
+             reduction, metrics to metrics.jsonl every 10 steps, EMA off).
+Each loop runs `--repeats` times, alternating, after one warm-up run each; the best run counts. The figure of merit
+is framework steps/s divided by bare steps/s (target >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+
+def make_batches(steps: int, batch_size: int, seq_len: int, vocab: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.randint(0, vocab, (batch_size, seq_len + 1), generator=gen)} for _ in range(steps)]
+
+
+def experiment(args: argparse.Namespace):
+    from vla_foundry.params import HyperParams, TextDataParams, TrainExperimentParams, TransformerParams
+    from vla_foundry.params.train_experiment_params import init_shared_attributes
+
+    params = TrainExperimentParams(
+        model=TransformerParams(
+            hidden_dim=args.hidden_dim, n_layers=args.n_layers, n_heads=4, vocab_size=args.vocab, max_seq_len=512
+        ),
+        data=TextDataParams(seq_len=args.seq_len),
+        hparams=HyperParams(
+            lr=1e-3, precision="fp32", per_gpu_batch_size=args.batch_size, lr_scheduler="cosine", warmup=2
+        ),
+        total_train_samples=args.steps * args.batch_size,
+        log_every_n_steps=10,
+    )
+    init_shared_attributes(params)
+    return params
+
+
+def build(params):
+    from vla_foundry.models.registry import create_model
+    from vla_foundry.optim import build_optimizer, build_scheduler
+
+    torch.manual_seed(0)
+    model = create_model(params.model)
+    optimizer = build_optimizer(model, params.hparams)
+    scheduler = build_scheduler(optimizer, params.hparams, params.total_steps)
+    return model, optimizer, scheduler
+
+
+def run_bare(params, batches) -> float:
+    model, optimizer, scheduler = build(params)
+    clip = params.hparams.grad_clip_norm
+    start = time.perf_counter()
+    for batch in batches:
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids[:, :-1])  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        loss.item()
+    return len(batches) / (time.perf_counter() - start)
+
+
+def run_framework(params, batches, run_dir: str) -> float:
+    from vla_foundry.distributed import DistributedContext
+    from vla_foundry.metrics import MetricsLogger
+    from vla_foundry.models.registry import get_batch_handler
+    from vla_foundry.train import TrainState, train_one_checkpoint
+
+    model, optimizer, scheduler = build(params)
+    ctx = DistributedContext(0, 1, 0, torch.device("cpu"), None, "none")
+    logger = MetricsLogger(run_dir, enabled=True, total_steps=params.total_steps, start_step=0, show_progress=False)
+    handler = get_batch_handler(params.model)
+    start = time.perf_counter()
+    train_one_checkpoint(model, handler, optimizer, scheduler, iter(batches), TrainState(), params, ctx, logger)
+    elapsed = time.perf_counter() - start
+    logger.close()
+    return len(batches) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--hidden_dim", type=int, default=128)
+    parser.add_argument("--n_layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=512)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    params = experiment(args)
+    batches = make_batches(args.steps, args.batch_size, args.seq_len, args.vocab)
+    bare, framework = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_bare(params, batches)
+        run_framework(params, batches, os.path.join(tmp, "warmup"))
+        for i in range(args.repeats):
+            bare.append(run_bare(params, batches))
+            framework.append(run_framework(params, batches, os.path.join(tmp, f"run{i}")))
+    best_bare, best_framework = max(bare), max(framework)
+    print(
+        f"model: transformer hidden {args.hidden_dim} x {args.n_layers} layers, batch {args.batch_size} x seq "
+        f"{args.seq_len}, {args.steps} steps, {torch.get_num_threads()} thread(s)"
+    )
+    print(f"bare PyTorch loop : {best_bare:8.2f} steps/s  (runs: {', '.join(f'{x:.2f}' for x in bare)})")
+    print(f"framework         : {best_framework:8.2f} steps/s  (runs: {', '.join(f'{x:.2f}' for x in framework)})")
+    print(f"ratio framework / bare: {best_framework / best_bare:.3f}  (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
