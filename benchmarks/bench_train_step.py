@@ -22,7 +22,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
 
 def make_batches(steps: int, batch_size: int, seq_len: int, vocab: int) -> list[dict[str, torch.Tensor]]:
