@@ -152,3 +152,49 @@ def test_hue_shift_of_a_third_turns_red_into_green():
 def test_decoded_images_are_writable_uint8_rgb():
     image = decode_image(encode_jpeg(np.zeros((5, 7, 3), dtype=np.uint8)))
     assert image.shape == (5, 7, 3) and image.dtype == np.uint8 and image.flags.writeable
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_processor(tmp_path_factory) -> str:
+    """A PaliGemma-class processor (byte-fallback tokenizer, 32 px SigLIP image processor) in a local directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PaliGemmaProcessor, PreTrainedTokenizerFast, SiglipImageProcessor
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<image>": 4}
+    vocab.update({f"<0x{i:02X}>": 5 + i for i in range(256)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True))
+    core.pre_tokenizer = pre_tokenizers.Metaspace()
+    core.decoder = decoders.ByteFallback()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )  # fmt: skip
+    processor = PaliGemmaProcessor(
+        image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}, image_seq_length=16), tokenizer=tokenizer
+    )
+    path = tmp_path_factory.mktemp("hf_processor")
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_hf_processor_writes_the_model_placeholders_and_pixels(tiny_data, tiny_hf_processor):
+    params = ImageCaptionDataParams(
+        dataset_manifest=[tiny_data["image_caption"]], dataset_weighting=[1.0], dataset_modality=["image_caption"],
+        seq_len=127, processor=tiny_hf_processor, num_workers=0, seed=0,
+    )  # fmt: skip
+    batch = next(iter(build_dataloader(params, plan_checkpoint(params, 0, 4), batch_size=4)))
+    assert batch["images"].shape == (4, 1, 3, 32, 32) and batch["input_ids"].shape == (4, 128)
+    ids, mask = batch["input_ids"][0].tolist(), batch["loss_mask"][0].tolist()
+    assert ids[:16] == [4] * 16 and ids[16] == 2  # 16 image placeholders, then BOS
+    assert mask[:16] == [False] * 16 and mask[16] is True  # as in the built-in pipeline, BOS onwards are targets
+    last = max(i for i, m in enumerate(mask) if m)
+    assert ids[last] == 1 and all(t == 0 for t in ids[last + 1 :])  # EOS ends the caption, then padding
+
+
+def test_hf_processor_needs_room_for_its_placeholders(tiny_data, tiny_hf_processor):
+    params = ImageCaptionDataParams(
+        dataset_manifest=[tiny_data["image_caption"]], dataset_weighting=[1.0], dataset_modality=["image_caption"],
+        seq_len=8, processor=tiny_hf_processor, num_workers=0, seed=0, max_bad_sample_fraction=1.0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="cannot hold the 16 image placeholder tokens"):
+        list(build_dataloader(params, plan_checkpoint(params, 0, 4), batch_size=4))

@@ -20,8 +20,10 @@ def build_pipeline(data_params: DataParams, plan: CheckpointPlan, training: bool
 
         return TextPipeline(data_params) if kind == "text" else UntokenizedTextPipeline(data_params)
     if kind == "image_caption":
-        from vla_foundry.data.pipelines.image_caption import ImageCaptionPipeline
+        from vla_foundry.data.pipelines.image_caption import HFImageCaptionPipeline, ImageCaptionPipeline
 
+        if data_params.processor is not None:
+            return HFImageCaptionPipeline(data_params)
         return ImageCaptionPipeline(data_params, model_params)
     if kind == "robotics":
         from vla_foundry.data.pipelines.robotics import RoboticsPipeline

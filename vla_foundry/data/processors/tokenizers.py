@@ -104,6 +104,20 @@ def load_hf_tokenizer(name_or_path: str) -> Any:
         ) from None
 
 
+def load_hf_processor(name_or_path: str) -> Any:
+    """`AutoProcessor` (tokenizer + image processor of a VLM) from a local directory or the hub, one clear error."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(name_or_path)
+    except Exception as e:
+        where = "local directory" if os.path.isdir(name_or_path) else "hub name (or cache)"
+        raise OSError(
+            f"could not load processor {name_or_path!r} as a {where}: {e.__class__.__name__}: {e}. "
+            "Give a local directory holding the processor files, or make the hub reachable."
+        ) from None
+
+
 def get_tokenizer(name_or_path: str = BYTE_TOKENIZER_NAME) -> Tokenizer:
     """`"byte"` for the built-in tokenizer, otherwise a transformers tokenizer name or local path."""
     if name_or_path == BYTE_TOKENIZER_NAME:

@@ -366,9 +366,8 @@ class RoboticsProcessor:
         views: list[np.ndarray | None] = []
         for cam in cfg.camera_names:
             for offset in cfg.image_indices:
+                # Only the JPEG is the colour image: a PNG of the same name holds depth (uint16, FORMATS.md §2).
                 data = raw.get(f"{cam}_t{offset}.jpg")
-                if data is None:
-                    data = raw.get(f"{cam}_t{offset}.png")
                 if data is None:
                     if cfg.missing_camera == "zero_pad":
                         views.append(None)
