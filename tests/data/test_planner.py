@@ -121,3 +121,22 @@ def test_plan_reads_real_manifests(tiny_data):
     plan = plan_checkpoint(params, 0, 20)
     assert plan.datasets[0].dataset_dir == tiny_data["text"]
     assert plan.datasets[0].available_samples == 32
+
+
+def test_validation_plan_uses_the_validation_datasets_with_their_own_order():
+    params = TextDataParams(
+        dataset_manifest=["/data/d0"], dataset_weighting=[1.0], dataset_modality=["text"],
+        val_dataset_manifest=["/data/d0"], seed=7,
+    )  # fmt: skip
+    train = plan_checkpoint(params, 0, 200, manifests=MANIFESTS[:1])
+    val = plan_checkpoint(params, 0, 200, split="val", manifests=MANIFESTS[:1])
+    assert val.split == "val" and val.datasets[0].weight == 1.0
+    assert (
+        sorted(val.datasets[0].shards) != sorted(train.datasets[0].shards)
+        or val.datasets[0].shards != train.datasets[0].shards
+    )
+
+
+def test_validation_plan_without_validation_datasets_is_an_error():
+    with pytest.raises(ConfigError, match="val_dataset_manifest is empty"):
+        plan_checkpoint(text_params(1, [1.0]), 0, 10, split="val", manifests=MANIFESTS[:1])
