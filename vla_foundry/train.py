@@ -2,14 +2,17 @@
 
 Loss scaling: each micro-batch loss is a mean over its contributing elements (tokens, action values). To make the
 step's gradient the mean over every contributing element of the GLOBAL batch -- whatever the split into ranks and
-micro-batches -- each micro-batch backpropagates `loss * num_tokens` (a sum), and before the optimizer step the
-gradients are multiplied by `world_size / total_tokens` (FSDP2 and DDP average gradients over ranks). Accumulating
-4 x 2 samples therefore gives the gradient of one batch of 8, and 2 ranks x 4 that of one process with 8.
+micro-batches -- each micro-batch backpropagates `loss * num_tokens / C` (a sum, divided by a power of two C of
+the size of a micro-batch's token count, which keeps fp16 gradients in range and is exact in floating point), and
+before the optimizer step the gradients are multiplied by `world_size * C / total_tokens` (FSDP2 and DDP average
+gradients over ranks). Accumulating 4 x 2 samples therefore gives the gradient of one batch of 8, and 2 ranks x 4
+that of one process with 8.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +81,12 @@ def _sequence_length(batch: dict[str, Any]) -> int | None:
     return int(ids.shape[1]) - 1 if isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
 
 
+def token_scale(cfg: TrainExperimentParams) -> float:
+    """C: the power of two nearest below the expected contributing elements of one micro-batch."""
+    expected = cfg.hparams.per_gpu_batch_size * (getattr(cfg.data, "seq_len", None) or 1)
+    return float(2 ** int(math.log2(max(expected, 1))))
+
+
 def _next_batch(batches: Iterator[dict[str, Any]], window: int, step: int) -> dict[str, Any]:
     try:
         return next(batches)
@@ -108,6 +117,7 @@ def train_one_checkpoint(
     accumulation = hp.accumulation_steps or 1
     params = [p for p in model.parameters() if p.requires_grad]
     peak = peak_flops(ctx.device)
+    scale = token_scale(cfg)
     result = WindowResult()
     model.train()
 
@@ -131,7 +141,7 @@ def train_one_checkpoint(
             with gradient_sync(model, enabled=micro == accumulation - 1):
                 with autocast_context(hp.precision, ctx.device, fsdp_mixed_precision):
                     out = batch_handler.compute_loss(model, batch)
-                summed = out.loss.float() * out.num_tokens  # a sum over contributing elements (see module doc)
+                summed = out.loss.float() * (out.num_tokens / scale)  # a (scaled) sum over contributing elements
                 if scaler is not None:
                     summed = scaler.scale(summed)
                 summed.backward()
@@ -146,7 +156,7 @@ def train_one_checkpoint(
             scaler.unscale_(optimizer)
         if global_tokens > 0:
             grads = [p.grad for p in params if p.grad is not None]
-            torch._foreach_mul_(grads, ctx.world_size / global_tokens)
+            torch._foreach_mul_(grads, ctx.world_size * scale / global_tokens)
         grad_norm = clip_grad_norm(params, hp.grad_clip_norm)
         if scaler is not None:
             scaler.step(optimizer)

@@ -142,14 +142,48 @@ def test_remote_copy_equals_run_dir_and_resume_works_from_remote_only(llm_run, t
     assert remote_files == local
 
 
-def test_amp_bf16_training_runs(tmp_path, tiny_datasets):
+@pytest.mark.parametrize("precision", ["amp_bf16", "pure_bf16", "fp16"])
+def test_low_precision_modes_train(tmp_path, tiny_datasets, precision):
     result = run_main(
         lm_run_args(
-            tiny_datasets, str(tmp_path), "bf16", "--hparams.precision", "amp_bf16", "--num_checkpoints", "1",
-            "--total_train_samples", "16",
+            tiny_datasets, str(tmp_path), precision, "--hparams.precision", precision, "--num_checkpoints", "1",
+            "--total_train_samples", "24", "--ema.enabled", "False",
         )
     )  # fmt: skip
-    assert len(result.losses) == 2 and all(0 < x < 10 for x in result.losses)
+    assert len(result.losses) == 3 and result.losses[-1] < result.losses[0]
+    weights = torch.load(checkpoint_file(result.run_dir, 1), weights_only=True)
+    expected = torch.bfloat16 if precision == "pure_bf16" else torch.float32
+    assert weights["tok_embeddings.weight"].dtype == expected
+
+
+def test_max_checkpoint_limit_prunes_local_and_remote(tmp_path, tiny_datasets, s3_bucket):
+    remote = f"{s3_bucket}/pruned"
+    result = run_main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "pruned", "--num_checkpoints", "3", "--total_train_samples", "48",
+            "--max_checkpoint_limit", "1", "--remote_sync", remote,
+        )
+    )  # fmt: skip
+    kept = sorted(f"{k}_3.pt" for k in ("checkpoint", "optimizer", "ema", "trainer_state"))
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == kept
+    assert sorted(storage.basename(u) for u in storage.list_files(f"{remote}/checkpoints")) == kept
+
+
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, tiny_datasets, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ["--wandb", "True", "--total_train_samples", "32", "--ema.enabled", "False"]
+    first = run_main(lm_run_args(tiny_datasets, str(tmp_path / "a"), "wb", *args))
+    run_id = torch.load(checkpoint_file(first.run_dir, 1, "trainer_state"), weights_only=True)["wandb_run_id"]
+    assert run_id
+    resumed_dir = str(tmp_path / "b" / "wb")
+    _copy_run_up_to_checkpoint(first.run_dir, resumed_dir, 1)
+    run_main(
+        lm_run_args(tiny_datasets, str(tmp_path / "b"), "wb", *args, "--model.resume_from_checkpoint", resumed_dir)
+    )
+    runs = [d for d in os.listdir(os.path.join(resumed_dir, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 2 and {d.rsplit("-", 1)[-1] for d in runs} == {run_id}
+    assert torch.load(checkpoint_file(resumed_dir, 2, "trainer_state"), weights_only=True)["wandb_run_id"] == run_id
 
 
 def test_metrics_plot_command_writes_png(llm_run, tmp_path):
