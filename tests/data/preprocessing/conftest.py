@@ -21,7 +21,8 @@ SIZE = 32
 
 
 def frame_colour(episode: int, t: int, camera: int) -> tuple[int, int, int]:
-    return 20 + 40 * episode, 4 + 8 * t, 50 + 100 * camera
+    # Ids wrap (episode mod 6, t mod 32) so larger benchmark datasets stay within uint8; tests stay below both.
+    return 20 + 40 * (episode % 6), 4 + 8 * (t % 32), 50 + 100 * camera
 
 
 def decode_colour(image: np.ndarray) -> tuple[int, int, int]:
@@ -160,6 +161,7 @@ def make_lerobot_v3(
     codec: str = "libx264",
     image_keys: list[str] = (),
     episode_meta_files: list[list[int]] = ([0, 1], [2, 3, 4]),
+    size: int = SIZE,
 ) -> Path:
     """A LeRobot v3.0 dataset whose data files, each camera's video files and metadata files split differently."""
     if video_files is None:
@@ -197,7 +199,7 @@ def make_lerobot_v3(
                         f"videos/{cam}/to_timestamp": start + lengths[e] / FPS,
                     }
                 )
-                frames.extend(make_frame(e, t, c) for t in range(lengths[e]))
+                frames.extend(make_frame(e, t, c, size) for t in range(lengths[e]))
                 start += lengths[e] / FPS
             write_video(
                 root / info["video_path"].format(video_key=cam, chunk_index=0, file_index=file_index), frames, codec

@@ -38,7 +38,11 @@ class ForwardVideoReader:
             self.stream = self.container.streams.video[0]
         except Exception as e:  # PyAV raises several error types for broken files
             raise VideoDecodeError(f"cannot open video {path}: {e}") from e
-        self.stream.thread_type = "AUTO"
+        # One reformatter per reader keeps its colour-conversion context across frames (frame.to_ndarray would
+        # build a new one per frame, which costs more than decoding a small frame).
+        from av.video.reformatter import VideoReformatter
+
+        self.reformatter = VideoReformatter()
         ForwardVideoReader.opens_total += 1
         self.opens, self.seeks, self.decoded = 1, 0, 0
         self._frames: Iterator | None = None
@@ -95,7 +99,7 @@ class ForwardVideoReader:
                 raise VideoDecodeError(
                     f"video {self.path} has no frame at t={target:.4f}s (nearest {self._current[0]:.4f}s)"
                 )
-            yield self._current[1].to_ndarray(format="rgb24")
+            yield self.reformatter.reformat(self._current[1], format="rgb24").to_ndarray()
 
 
 def open_video(path: str, fps: float, local_cache: str | None = None) -> ForwardVideoReader:
