@@ -46,19 +46,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         params = parse_train_params(args)
-        if params.resolve_configs or params.resolve_configs_path:
-            print(resolve_configs(params), end="")
-            return 0
-        from vla_foundry.checkpoint import CheckpointError
-        from vla_foundry.training_run import run_training
+    except (ConfigError, FileNotFoundError) as e:
+        return report_error(e, debug)
+    if params.resolve_configs or params.resolve_configs_path:
+        print(resolve_configs(params), end="")
+        return 0
 
+    from vla_foundry.checkpoint import CheckpointError
+    from vla_foundry.training_run import run_training
+
+    try:
         run_training(params)
     except (ConfigError, FileNotFoundError, CheckpointError) as e:
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e, debug)
     return 0
+
+
+def report_error(error: Exception, debug: bool) -> int:
+    """One line for the user (the full traceback with --debug); exit status 2."""
+    if debug:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
