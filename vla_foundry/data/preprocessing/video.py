@@ -43,6 +43,8 @@ class ForwardVideoReader:
         from av.video.reformatter import VideoReformatter
 
         self.reformatter = VideoReformatter()
+        # Seconds per pts tick as a float (Fraction arithmetic per frame costs more than decoding a small frame).
+        self.time_base = float(self.stream.time_base)
         ForwardVideoReader.opens_total += 1
         self.opens, self.seeks, self.decoded = 1, 0, 0
         self._frames: Iterator | None = None
@@ -59,7 +61,7 @@ class ForwardVideoReader:
 
     def _seek(self, t: float) -> None:
         # Seek to the keyframe at or before t (in stream time base), then decode forward from there.
-        offset = int(max(0.0, t - self.tolerance) / self.stream.time_base)
+        offset = int(max(0.0, t - self.tolerance) / self.time_base)
         self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
         self.seeks += 1
         self._frames = self.container.decode(self.stream)
@@ -74,7 +76,7 @@ class ForwardVideoReader:
         except Exception as e:
             raise VideoDecodeError(f"cannot decode video {self.path}: {e}") from e
         self.decoded += 1
-        return float(frame.pts * self.stream.time_base), frame
+        return frame.pts * self.time_base, frame
 
     def frames_at(self, times: Iterator[float] | list[float]) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 RGB frame for each target time (seconds, increasing within a call)."""
