@@ -134,7 +134,13 @@ class TaskSpool:
     def __init__(self, paths: JobPaths, task_id: str) -> None:
         self.paths = paths
         self.task_id = task_id
-        self.local_dir = tempfile.mkdtemp(prefix=f"vla_foundry_{task_id}_")
+        # Local output: spool inside _work so the final rename stays on one filesystem (atomic). S3 output: a
+        # local temp dir, uploaded on commit.
+        parent = None
+        if not storage.is_s3(paths.work):
+            parent = storage.join(paths.work, "tmp")
+            os.makedirs(parent, exist_ok=True)
+        self.local_dir = tempfile.mkdtemp(prefix=f"{task_id}_", dir=parent)
         self.writer = SpoolWriter(os.path.join(self.local_dir, "spool.tar"))
         self.extra_files: dict[str, bytes] = {}
 
