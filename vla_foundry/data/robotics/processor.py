@@ -319,12 +319,13 @@ class RoboticsProcessor:
         shape = present[0].shape
         if any(v.shape != shape for v in present):
             raise SampleError(f"camera images of one sample differ in size: {sorted({v.shape for v in present})}")
-        zeros = np.zeros(shape, dtype=np.uint8)
-        # Channels first while still uint8: the float conversion of the batch is then a contiguous copy.
-        stacked = np.stack([v if v is not None else zeros for v in views]).transpose(0, 3, 1, 2)  # (N, 3, H, W)
-        return torch.from_numpy(np.ascontiguousarray(stacked)), torch.tensor(
-            [v is not None for v in views], dtype=torch.bool
-        )
+        h, w, c = shape
+        # Channels first while still uint8 (one copy per view), so the batch's float conversion is contiguous.
+        out = np.zeros((len(views), c, h, w), dtype=np.uint8)  # (N, 3, H, W)
+        for i, view in enumerate(views):
+            if view is not None:
+                out[i] = view.transpose(2, 0, 1)
+        return torch.from_numpy(out), torch.tensor([v is not None for v in views], dtype=torch.bool)
 
     # ---- training samples ------------------------------------------------------------------------------------
 
@@ -438,10 +439,12 @@ class RoboticsProcessor:
             if k == "metadata":
                 batch[k] = [s[k] for s in samples]
             elif k == "images" and samples[0][k].dtype == torch.uint8:
-                # (B, N, 3, H, W) uint8 -> float in [0, 1], converted once for the whole batch.
-                # numpy's uint8 -> float32 division is vectorised (several times faster than torch's on CPU).
-                stacked = np.stack([s[k].numpy() for s in samples])
-                batch[k] = torch.from_numpy(np.divide(stacked, np.float32(255.0), dtype=np.float32))
+                # (B, N, 3, H, W) uint8 -> float in [0, 1]. numpy's uint8 -> float32 division is vectorised (several
+                # times faster than torch's on CPU) and writes each sample straight into the batch array.
+                out = np.empty((len(samples), *samples[0][k].shape), dtype=np.float32)
+                for i, sample in enumerate(samples):
+                    np.divide(sample[k].numpy(), np.float32(255.0), out=out[i])
+                batch[k] = torch.from_numpy(out)
             else:
                 try:
                     batch[k] = torch.stack([s[k] for s in samples])
