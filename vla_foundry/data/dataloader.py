@@ -138,7 +138,6 @@ class DatasetStream:
                     index += 1
                     if not keep:
                         continue
-                    sample["__dataset__"] = self.dataset_index
                     if len(buffer) < self.buffer_size:
                         buffer.append(sample)
                         continue
@@ -262,8 +261,16 @@ class WindowLoader:
     `start_batch` (what a checkpoint stores to resume mid-window); `stats` holds the counters of the batches yielded.
     """
 
-    def __init__(self, dataset: WindowDataset, num_workers: int, prefetch_factor: int, max_bad_fraction: float):
+    def __init__(
+        self,
+        dataset: WindowDataset,
+        num_workers: int,
+        prefetch_factor: int,
+        max_bad_fraction: float,
+        pin_memory: bool = False,
+    ) -> None:
         self.dataset = dataset
+        self.pin_memory = pin_memory
         self.num_workers = num_workers
         self.prefetch_factor = prefetch_factor
         self.max_bad_fraction = max_bad_fraction
@@ -299,6 +306,7 @@ class WindowLoader:
             num_workers=self.num_workers,
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             persistent_workers=False,
+            pin_memory=self.pin_memory,
         )
         # Workers deliver their batches round-robin; after a mid-window start their first batches are not in
         # global order, so a few are held until their turn.
@@ -345,12 +353,14 @@ def build_dataloader(
     model_params: Any = None,
     training: bool = True,
     check_shards: bool = True,
+    pin_memory: bool = False,
 ) -> WindowLoader:
     """The loader of `plan`'s window for one rank: `plan.samples_per_window / world_size / batch_size` batches.
 
     Checks, before any worker starts, that the window divides into whole batches on every rank, that every planned
     shard exists (one HEAD per shard on S3; `check_shards=False` skips it) and that the pipeline can be built
-    (tokenizer, stats, window). `num_workers` / `seed` default to data.num_workers / data.seed.
+    (tokenizer, stats, window). `num_workers` / `seed` default to data.num_workers / data.seed. `pin_memory=True`
+    puts batches in page-locked memory for faster, asynchronous host-to-GPU copies.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be within [0, world_size={world_size})")
@@ -378,4 +388,6 @@ def build_dataloader(
     )
     # Build one pipeline here so configuration errors surface in the caller, not inside a worker.
     build_pipeline(data_params, plan, training, model_params)
-    return WindowLoader(dataset, num_workers, data_params.prefetch_factor, data_params.max_bad_sample_fraction)
+    return WindowLoader(
+        dataset, num_workers, data_params.prefetch_factor, data_params.max_bad_sample_fraction, pin_memory
+    )
