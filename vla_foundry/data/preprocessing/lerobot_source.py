@@ -99,6 +99,16 @@ def load_episodes_v3(root: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["episode_index"])
 
 
+def column_array(column: Any, rows: int) -> np.ndarray:
+    """A parquet column of scalars or (fixed-size) lists -> float32 (rows, D) without going through Python lists."""
+    import pyarrow as pa
+
+    values = column.combine_chunks()
+    if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
+        values = values.flatten()
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows, -1)
+
+
 class LeRobotConverter(Converter):
     """LeRobot v3.0 (file-group read tasks) and v2.1 (one task per episode) datasets."""
 
@@ -292,8 +302,7 @@ class LeRobotConverter(Converter):
         timestamps = np.asarray(part.column("timestamp").to_numpy(), dtype=np.float64)
         lowdim = {}
         for name in spec["lowdim_fields"]:
-            values = np.asarray(part.column(name).to_pylist(), dtype=np.float32)
-            lowdim[name] = values.reshape(len(rows), -1)  # (L, D)
+            lowdim[name] = column_array(part.column(name), len(rows))  # (L, D)
         rename = self.params.camera_rename
         sources = {stored_camera_name(k, rename): k for k in spec["video_keys"] + spec["image_keys"]}
         cameras = select_cameras(eid, list(sources), self.params)
