@@ -126,16 +126,16 @@ def apply_activation_checkpointing(model: nn.Module, block_types: tuple[type, ..
     return count
 
 
-def compile_blocks(model: nn.Module, block_types: tuple[type, ...]) -> None:
+def compile_blocks(model: nn.Module, block_types: tuple[type, ...], backend: str = "inductor") -> None:
     """`torch.compile` each block in place (`nn.Module.compile` keeps parameter names free of `_orig_mod`).
 
     Compiling blocks rather than the whole model keeps compile time flat in depth: every block shares one graph.
     """
     blocks = [m for m in model.modules() if block_types and isinstance(m, block_types)]
     for block in blocks:
-        block.compile()
+        block.compile(backend=backend)
     if not blocks:
-        model.compile()
+        model.compile(backend=backend)
 
 
 def mixed_precision_dtypes(hparams: HyperParams, device: torch.device) -> tuple[torch.dtype | None, torch.dtype]:
