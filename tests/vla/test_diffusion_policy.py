@@ -224,3 +224,14 @@ def test_native_vocabulary_must_hold_the_tokenizer_ids():
 def test_future_window_flows_into_the_chunk_length():
     params = policy_params(TINY_VIT, past_lowdim_steps=0, future_lowdim_steps=FUTURE + 3)
     assert params.num_action_steps == FUTURE + 4
+
+
+def test_bf16_weights_train_and_sample_with_an_fp32_chunk():
+    params = policy_params(TINY_VLM)
+    model = create_model(params).to(torch.bfloat16)
+    batch = robotics_batch()
+    loss = get_batch_handler(params).compute_loss(model, batch).loss
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    chunk = model.generate_actions(batch, generator=torch.Generator().manual_seed(0))
+    assert chunk.dtype == torch.float32 and chunk.shape == (3, WINDOW, ACTION_DIM)

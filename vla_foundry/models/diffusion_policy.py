@@ -140,6 +140,9 @@ class ActionHead(nn.Module):
         x (B, T, A) noisy actions with known rows clean, known (B, T), action_mask (B, T) (False: a padded row,
         hidden from every token) -> prediction (B, T, A)."""
         B, k, N, _ = cond.shape
+        # Inputs arrive in fp32 (noise, targets) or the backbone's dtype; the head computes in its own dtype.
+        dtype = self.action_in.weight.dtype
+        cond, proprio, x = cond.to(dtype), proprio.to(dtype), x.to(dtype)
         c = self.cond_proj(cond) + self.cond_layer_embed[None, :, None, :].to(cond.dtype)  # (B, k, N, D)
         c = c.reshape(B, k * N, -1)  # (B, kN, D)
         c_mask = cond_mask.bool().repeat(1, k)  # (B, kN)
@@ -242,7 +245,7 @@ class DiffusionPolicy(nn.Module):
                 x.repeat_interleave(R, dim=0)
                 for x in (cond, cond_mask, proprio, proprio_mask, actions, past_mask, future_mask)
             )
-        actions = actions.to(cond.dtype)
+        actions = actions.float()  # noise, noisy chunk and target in fp32
         x_t, time, target = self.scheduler.training_example(actions, generator)
         known = past_mask & self.params.condition_on_past_actions  # (B*R, T)
         x_in = torch.where(known[..., None], actions, x_t)
@@ -250,7 +253,7 @@ class DiffusionPolicy(nn.Module):
             cond,
             cond_mask,
             self.scheduler.model_time(time),
-            proprio.to(cond.dtype),
+            proprio,
             proprio_mask,
             x_in,
             known,
@@ -290,17 +293,16 @@ class DiffusionPolicy(nn.Module):
         anchor_on = torch.zeros_like(past_mask, dtype=torch.bool)
         anchor_on[:, self.past_steps :] = True
         proprio, proprio_mask = self._proprio(batch.get("proprioception"), past_mask.bool() | anchor_on)
-        proprio = proprio.to(cond.dtype)
 
         if known_actions is None or not self.params.condition_on_past_actions:
             known = torch.zeros(B, T, dtype=torch.bool, device=cond.device)
-            clean = torch.zeros(B, T, A, dtype=cond.dtype, device=cond.device)
+            clean = torch.zeros(B, T, A, device=cond.device)
         else:
             self._check("known_actions", known_actions, (B, T, A))
             known = known_mask.bool() if known_mask is not None else past_mask.bool()
             self._check("known_mask", known, (B, T))
             known = known & ~anchor_on  # only rows before the anchor can be given
-            clean = known_actions.to(cond.dtype)
+            clean = known_actions.float()
 
         # Past rows take part only when their actions are known (as in training, where unknown past rows are
         # episode-start padding); every row from the anchor on is predicted.
@@ -310,9 +312,10 @@ class DiffusionPolicy(nn.Module):
             return torch.where(known[..., None], clean, x)
 
         def denoise(x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-            return self.head(cond, cond_mask, time, proprio, proprio_mask, x, known, action_mask)
+            return self.head(cond, cond_mask, time, proprio, proprio_mask, x, known, action_mask).float()
 
-        return self.scheduler.sample(denoise, (B, T, A), generator, clamp, device=cond.device, dtype=cond.dtype)
+        # The chunk is integrated in fp32 whatever the network's precision.
+        return self.scheduler.sample(denoise, (B, T, A), generator, clamp, device=cond.device, dtype=torch.float32)
 
     # -- training-side hooks ----------------------------------------------------------------------------------
 
