@@ -207,6 +207,7 @@ def save_checkpoint(
     ema: Any,
     trainer_state: dict[str, Any],
     ctx: DistributedContext,
+    scaler: Any = None,
 ) -> None:
     """Write checkpoint n. Collective: every rank calls it; rank 0 writes the files."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
@@ -219,9 +220,10 @@ def save_checkpoint(
     rngs = all_gather_objects(rng_state())
     if ctx.is_main:
         save_file(model_state, checkpoint_file(run_dir, n))
-        save_file(
-            {"optimizer": optim_state, "scheduler": scheduler.state_dict()}, checkpoint_file(run_dir, n, "optimizer")
-        )
+        optim_file = {"optimizer": optim_state, "scheduler": scheduler.state_dict()}
+        if scaler is not None:
+            optim_file["grad_scaler"] = scaler.state_dict()
+        save_file(optim_file, checkpoint_file(run_dir, n, "optimizer"))
         if ema_state is not None:
             save_file(ema_state, checkpoint_file(run_dir, n, "ema"))
         state = {**trainer_state, "checkpoint": n, "world_size": ctx.world_size, "rng": rngs}
@@ -237,6 +239,7 @@ def load_training_state(
     ema: Any,
     ctx: DistributedContext,
     warn: Callable[[str], None] = print,
+    scaler: Any = None,
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler, EMA and this rank's RNG from checkpoint `ref`; returns trainer state.
 
@@ -251,6 +254,8 @@ def load_training_state(
     optim_file = load_file(ref.sibling("optimizer"))
     set_optimizer_state_dict(model, optimizer, optim_file["optimizer"], options=StateDictOptions(full_state_dict=True))
     scheduler.load_state_dict(optim_file["scheduler"])
+    if scaler is not None and "grad_scaler" in optim_file:
+        scaler.load_state_dict(optim_file["grad_scaler"])
     if ema is not None:
         ema_file = ref.sibling("ema")
         if storage.exists(ema_file):

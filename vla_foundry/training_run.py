@@ -22,6 +22,7 @@ from vla_foundry import storage
 from vla_foundry.checkpoint import (
     CheckpointRef,
     checkpoint_file,
+    list_checkpoints,
     load_file,
     load_training_state,
     prune_checkpoints,
@@ -40,6 +41,7 @@ from vla_foundry.distributed import (
     unwrap_model,
 )
 from vla_foundry.metrics import MetricsLogger, model_flops_per_token, truncate_metrics
+from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import params_to_dict, save_params
 from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
 from vla_foundry.train import TrainState, evaluate, train_one_checkpoint
@@ -216,6 +218,11 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if params.samples_per_checkpoint is None:
         raise ValueError("set a training budget: total_train_samples or num_epochs")
     run_dir = resolve_run_dir(params, resume, ctx)
+    if not full_resume and list_checkpoints(run_dir, complete_only=False):
+        raise ConfigError(
+            f"run dir {run_dir} already holds checkpoints: continue it with --model.resume_from_checkpoint "
+            f"{run_dir}, or start a new run with another --name (or --save_path)"
+        )
     if full_resume and storage.is_s3(resume.run_dir):
         resume = fetch_remote_checkpoint(resume, run_dir, ctx)
     if ctx.is_main:
@@ -248,12 +255,16 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     data_state: dict | None = None
     wandb_run_id = None
     if full_resume:
-        saved = load_training_state(resume, model, optimizer, scheduler, ema, ctx, warn=lambda m: log(ctx, m))
+        saved = load_training_state(
+            resume, model, optimizer, scheduler, ema, ctx, warn=lambda m: log(ctx, m), scaler=scaler
+        )
         state = TrainState.from_dict(saved)
         data_state = saved.get("data_plan_state")
         wandb_run_id = saved.get("wandb_run_id")
-        if ctx.is_main:
-            truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
+    if ctx.is_main:
+        # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
+        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
+    if full_resume:
         log(ctx, f"resumed from {resume.model_file}: step {state.step}, {state.samples_seen} samples seen")
     # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
     if not full_resume:
@@ -298,7 +309,9 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
                 "wandb_run_id": logger.wandb_run_id,
                 "saved_at": time.time(),
             }
-            save_checkpoint(run_dir, state.windows_done, model, optimizer, scheduler, ema, trainer_state, ctx)
+            save_checkpoint(
+                run_dir, state.windows_done, model, optimizer, scheduler, ema, trainer_state, ctx, scaler=scaler
+            )
             removed = prune_checkpoints(run_dir, params.max_checkpoint_limit) if ctx.is_main else []
             barrier()
 

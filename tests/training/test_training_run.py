@@ -246,3 +246,38 @@ def test_missing_llm_run_of_a_vlm_fails_naming_the_field(tmp_path, tiny_datasets
     assert code == 2
     assert f"model.transformer.resume_from_checkpoint: checkpoint path not found: {missing}" in err
     assert not os.path.exists(tmp_path / "vlm")
+
+
+def test_validation_loss_after_each_checkpoint(tmp_path, tiny_datasets):
+    result = run_main(
+        lm_run_args(
+            tiny_datasets, str(tmp_path), "val", "--total_train_samples", "48", "--num_checkpoints", "2",
+            "--data.val_dataset_manifest", f"[{tiny_datasets['text_b']}]", "--total_val_samples", "16",
+        )
+    )  # fmt: skip
+    assert sorted(result.val_losses) == [1, 2]
+    assert all(0 < v < 10 for v in result.val_losses.values())
+    logged = [
+        (r["step"], r["val_loss"])
+        for r in read_metrics(os.path.join(result.run_dir, "metrics.jsonl"))
+        if "val_loss" in r
+    ]
+    assert logged == [(3, result.val_losses[1]), (6, result.val_losses[2])]
+
+
+def test_num_epochs_budget_counts_the_datasets_samples(tmp_path, tiny_datasets):
+    # text_a 64 + text_b 48 samples = 112 per epoch = 14 steps of 8.
+    args = _without_flag(lm_run_args(tiny_datasets, str(tmp_path), "epochs"), "--total_train_samples")
+    result = run_main([*args, "--num_epochs", "1", "--num_checkpoints", "1"])
+    assert result.state.samples_seen == 112 and result.state.step == 14
+
+
+def test_starting_a_new_run_over_an_existing_one_is_refused(llm_run, tiny_datasets, capsys):
+    save_path, name = os.path.split(llm_run.run_dir)
+    assert main(lm_run_args(tiny_datasets, save_path, name)) == 2
+    assert f"run dir {llm_run.run_dir} already holds checkpoints" in capsys.readouterr().err
+
+
+def _without_flag(args: list[str], flag: str) -> list[str]:
+    i = args.index(flag)
+    return args[:i] + args[i + 2 :]
