@@ -128,3 +128,21 @@ def test_spartan_action_fields_config_must_cover_the_action_width(tmp_path: Path
     argv = spartan_argv(task_dir, tmp_path / "out", {**spartan_configs, "fields": bad})
     with pytest.raises(ConfigError, match="end index of 'b'"):
         preprocess_robotics(argv)
+
+
+def test_spartan_corrupt_observations_fail_only_that_episode(tmp_path: Path, spartan_configs):
+    task_dir = make_spartan(tmp_path, lengths=(6, 7))
+    (task_dir / "episode_0" / "processed" / "observations.npz").write_bytes(b"PK\x03\x04 not a zip")
+    argv = spartan_argv(task_dir, tmp_path / "out", spartan_configs, "--max_failure_fraction", "0.5")
+    outcome = preprocess_robotics(argv)
+    (failure,) = outcome.metadata["failures"]
+    assert failure["id"] == "BimanualPutRedBellPepperInBin_episode_0" and failure["kind"] == "read_error"
+    assert "observations.npz" in failure["reason"]
+    assert outcome.metadata["samples"]["written"] == 7
+
+
+def test_spartan_preprocessing_config_records_the_action_slicing(spartan_output):
+    outcome, _ = spartan_output
+    config = yaml.safe_load((Path(outcome.dataset_dir) / "preprocessing_config.yaml").read_text())
+    assert config["action_fields"] == {"right::xyz": [0, 3], "right::rot_6d": [3, 9], "gripper": [9, 10]}
+    assert config["camera_names"] == ["wrist_left", "scene_left_0"]

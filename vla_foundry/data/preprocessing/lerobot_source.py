@@ -275,6 +275,8 @@ class LeRobotConverter(Converter):
                     yield self._episode(spec, table, episode_col, ep, eid, readers, cache)
                 except EpisodeError as e:
                     yield TaskFailure(eid, e.reason, e.kind, e.length or ep["length"])
+                except Exception as e:  # malformed rows of one episode: reported, the task goes on
+                    yield TaskFailure(eid, f"{type(e).__name__}: {e}", "read_error", ep["length"])
         finally:
             for reader in readers.values():
                 reader.close()

@@ -20,6 +20,7 @@ from vla_foundry.data.preprocessing.job import JobOutcome, JobPaths, TaskResult,
 from vla_foundry.data.preprocessing.sample_cutting import count_potential_samples, cut_samples
 from vla_foundry.data.preprocessing.video import VideoDecodeError
 from vla_foundry.data.preprocessing.window_statistics import WindowStats
+from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import params_to_yaml
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
@@ -60,11 +61,17 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
                     spool.writer.add(sample.key, sample.members)
                     episode_stats.add_sample(sample.lowdim, sample.valid)
                     written += 1
-            except (EpisodeError, VideoDecodeError) as e:
+            except ConfigError:
+                raise
+            except Exception as e:  # bad data of one episode (undecodable image, odd array...) must not end the job
                 # Undo the episode's partial output: an episode is in the dataset whole or not at all.
                 spool.writer.rollback(mark)
-                kind = e.kind if isinstance(e, EpisodeError) else "video_error"
-                reason = e.reason if isinstance(e, EpisodeError) else str(e)
+                if isinstance(e, EpisodeError):
+                    kind, reason = e.kind, e.reason
+                elif isinstance(e, VideoDecodeError):
+                    kind, reason = "video_error", str(e)
+                else:
+                    kind, reason = "read_error", f"{type(e).__name__}: {e}"
                 result.potential -= potential
                 _record_failure(result, params, TaskFailure(eid, reason, kind), item.length)
                 continue
@@ -128,6 +135,11 @@ def preprocessing_config(params: RoboticsPreprocessingParams, cameras: list[str]
     data = yaml.safe_load(params_to_yaml(params))
     data["camera_names"] = cameras
     data["window_length"] = params.window_length
+    if params.type == "spartan" and params.action_fields_config_path:
+        from vla_foundry.data.preprocessing.spartan_source import load_action_fields
+
+        # The slicing itself, so the dataset stays self-describing without the config file.
+        data["action_fields"] = {n: [a, b] for n, a, b in load_action_fields(params.action_fields_config_path)}
     return yaml.safe_dump(data, sort_keys=False)
 
 

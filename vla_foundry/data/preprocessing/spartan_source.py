@@ -88,6 +88,9 @@ class SpartanConverter(Converter):
     name = "spartan"
 
     def plan_read_tasks(self) -> list[ReadTask]:
+        # Check the config files now, before any episode is read (they raise ConfigError naming the file).
+        load_action_fields(self.params.action_fields_config_path)
+        load_language_annotations(self.params.language_annotations_path)
         tasks: list[ReadTask] = []
         seen: dict[str, str] = {}
         for root in self.params.source_episodes:
@@ -119,6 +122,10 @@ class SpartanConverter(Converter):
             yield self._episode(eid, task.spec["dir"], task.spec["task"])
         except EpisodeError as e:
             yield TaskFailure(eid, e.reason, e.kind, e.length)
+        except ConfigError:
+            raise
+        except Exception as e:  # malformed files of this episode (bad YAML, odd arrays): reported, not fatal
+            yield TaskFailure(eid, f"{type(e).__name__}: {e}", "read_error")
 
     def _load_npz(self, eid: str, directory: str, name: str, required: bool, cache: str) -> Any:
         path = storage.join(directory, name)
