@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import struct
 import threading
 import time
@@ -43,10 +44,10 @@ class WireFormatError(ValueError):
     """A message that is not in the policy server's format."""
 
 
-def encode_message(obj: Any) -> bytes:
-    """Nested dicts / lists / scalars / strings with numpy arrays -> bytes."""
+def encode_message(obj: Any) -> bytearray:
+    """Nested dicts / lists / scalars / strings with numpy arrays -> bytes (each array copied once, into place)."""
     arrays: list[dict] = []
-    chunks: list[bytes] = []
+    chunks: list[np.ndarray] = []
     offset = 0
 
     def walk(x: Any) -> Any:
@@ -55,10 +56,11 @@ def encode_message(obj: Any) -> bytes:
             data = np.ascontiguousarray(x)
             if data.dtype.name not in _ALLOWED_DTYPES:
                 raise WireFormatError(f"array dtype {data.dtype} cannot be sent; use one of {sorted(_ALLOWED_DTYPES)}")
-            raw = data.tobytes()
-            arrays.append({"dtype": data.dtype.name, "shape": list(data.shape), "offset": offset, "nbytes": len(raw)})
-            chunks.append(raw)
-            offset += len(raw)
+            arrays.append(
+                {"dtype": data.dtype.name, "shape": list(data.shape), "offset": offset, "nbytes": data.nbytes}
+            )
+            chunks.append(data)
+            offset += data.nbytes
             return {"__array__": len(arrays) - 1}
         if isinstance(x, dict):
             return {str(k): walk(v) for k, v in x.items()}
@@ -70,10 +72,18 @@ def encode_message(obj: Any) -> bytes:
 
     tree = walk(obj)
     header = json.dumps({"tree": tree, "arrays": arrays}).encode("utf-8")
-    return MAGIC + struct.pack("<I", len(header)) + header + b"".join(chunks)
+    start = 8 + len(header)
+    out = bytearray(start + offset)
+    out[:8] = MAGIC + struct.pack("<I", len(header))
+    out[8:start] = header
+    for spec, data in zip(arrays, chunks):
+        target = np.frombuffer(out, dtype=np.uint8, count=spec["nbytes"], offset=start + spec["offset"])
+        target[:] = data.reshape(-1).view(np.uint8)
+    return out
 
 
-def decode_message(data: bytes) -> Any:
+def decode_message(data: bytes | bytearray) -> Any:
+    """The inverse of `encode_message`. Arrays are views into `data` (no copy): writable when it is a bytearray."""
     if len(data) < 8 or data[:4] != MAGIC:
         raise WireFormatError("not a policy-server message (it must start with b'VLAF' and a header length)")
     (n,) = struct.unpack("<I", data[4:8])
@@ -89,8 +99,7 @@ def decode_message(data: bytes) -> Any:
         end = spec["offset"] + spec["nbytes"]
         if end > len(body):
             raise WireFormatError(f"array of {spec['nbytes']} bytes at offset {spec['offset']} runs past the message")
-        arr = np.frombuffer(body[spec["offset"] : end], dtype=spec["dtype"]).reshape(spec["shape"])
-        arrays.append(arr.copy())
+        arrays.append(np.frombuffer(body[spec["offset"] : end], dtype=spec["dtype"]).reshape(spec["shape"]))
 
     def walk(x: Any) -> Any:
         if isinstance(x, dict):
@@ -102,6 +111,19 @@ def decode_message(data: bytes) -> Any:
         return x
 
     return walk(header.get("tree"))
+
+
+def read_body(stream: Any, length: int) -> bytearray:
+    """Read exactly `length` bytes into one writable buffer (decoded arrays then view it without copies)."""
+    buf = bytearray(length)
+    view = memoryview(buf)
+    got = 0
+    while got < length:
+        n = stream.readinto(view[got:])
+        if not n:
+            raise WireFormatError(f"message cut short: {got} of {length} bytes received")
+        got += n
+    return buf
 
 
 def latency_summary(seconds: list[float]) -> dict[str, float]:
@@ -132,6 +154,12 @@ class PolicyServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the client's
+                # delayed ACK hold the body back for tens of milliseconds.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, format: str, *args: Any) -> None:  # quiet: a robot calls many times a second
                 return
 
@@ -158,7 +186,7 @@ class PolicyServer:
                     self._reply(404, {"error": f"unknown path {self.path}; POST /predict"})
                     return
                 try:
-                    request = decode_message(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    request = decode_message(read_body(self.rfile, int(self.headers.get("Content-Length", 0))))
                     observation = request["observation"]
                     start = time.perf_counter()
                     with server._lock:
@@ -217,7 +245,7 @@ class PolicyClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return decode_message(response.read())
+                return decode_message(read_body(response, int(response.headers.get("Content-Length", 0))))
         except urllib.error.HTTPError as e:
             body = e.read()
             try:
