@@ -181,6 +181,10 @@ def train_one_checkpoint(
 
         last_of_window = len(result.losses) == cfg.steps_per_checkpoint
         if state.step % cfg.log_every_n_steps == 0 or last_of_window:
+            # The batch handler's own terms (e.g. ce_loss), averaged over ranks like the loss.
+            names = sorted(handler_metrics)
+            averaged = all_reduce_sum([handler_metrics[k] for k in names], ctx.device) if names else []
+            handler_metrics = {k: v / ctx.world_size for k, v in zip(names, averaged)}
             now = time.perf_counter()
             elapsed = max(now - interval_start, 1e-9)
             tokens_per_sec = interval_tokens / elapsed
