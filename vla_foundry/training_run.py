@@ -165,12 +165,10 @@ def build_batches(params: TrainExperimentParams, plan: Any, ctx: DistributedCont
     )
 
 
-def lr_multipliers(params: TrainExperimentParams) -> dict[str, float]:
-    """Per-prefix learning-rate factors some model types declare (a VLA backbone trained slower)."""
-    factor = getattr(params.model, "backbone_lr_multiplier", None)
-    if factor is None or factor == 1.0:
-        return {}
-    return {"backbone.": factor}
+def lr_multipliers(model: Any) -> dict[str, float]:
+    """Per-prefix learning-rate factors a model declares (`lr_multipliers()`, e.g. a VLA backbone trained slower)."""
+    declared = getattr(model, "lr_multipliers", None)
+    return dict(declared()) if callable(declared) else {}
 
 
 def run_training(params: TrainExperimentParams) -> RunResult:
@@ -246,7 +244,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     fsdp_mp = ctx.wrapping == "fsdp" and mixed_precision_dtypes(hp, ctx.device)[0] is not None
     batch_handler = get_batch_handler(params.model)
 
-    optimizer = build_optimizer(unwrap_model(model), hp, lr_multipliers(params))
+    optimizer = build_optimizer(unwrap_model(model), hp, lr_multipliers(unwrap_model(model)))
     scheduler = build_scheduler(optimizer, hp, params.total_steps)
     ema = EMA(unwrap_model(model), params.ema) if params.ema.enabled else None
     scaler = torch.amp.GradScaler(ctx.device.type) if hp.precision == "fp16" else None
