@@ -111,3 +111,15 @@ def test_the_entry_point_prints_one_line_errors(capsys: pytest.CaptureFixture):
 
     assert main([*ROBOTICS, "--stride", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: stride=0 must be >= 1"
+
+
+@pytest.mark.parametrize(
+    "script", ["preprocess_robotics_to_tar", "preprocess_text_to_tar", "preprocess_captions_to_tar"]
+)
+def test_help_lists_every_flag(script: str, capsys: pytest.CaptureFixture):
+    import importlib
+
+    module = importlib.import_module(f"vla_foundry.data.preprocessing.{script}")
+    assert module.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--output_dir" in out and "--samples_per_shard" in out and "--seed" in out

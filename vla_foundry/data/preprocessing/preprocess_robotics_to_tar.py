@@ -20,11 +20,21 @@ from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        from vla_foundry.params.help_text import field_lines
+
+        print(
+            (__doc__ or "").strip()
+            + "\n\nFlags (field, type, default):\n"
+            + "\n".join(field_lines(RoboticsPreprocessingParams))
+        )
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from vla_foundry.data.preprocessing.job import JobError
 
     try:
-        params = parse_preprocessing_params(RoboticsPreprocessingParams, sys.argv[1:] if argv is None else argv)
+        params = parse_preprocessing_params(RoboticsPreprocessingParams, args)
         from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
 
         outcome = run_robotics_preprocessing(params)

@@ -19,11 +19,21 @@ from vla_foundry.params.preprocessing_params import TextPreprocessingParams, par
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        from vla_foundry.params.help_text import field_lines
+
+        print(
+            (__doc__ or "").strip()
+            + "\n\nFlags (field, type, default):\n"
+            + "\n".join(field_lines(TextPreprocessingParams))
+        )
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from vla_foundry.data.preprocessing.job import JobError
 
     try:
-        params = parse_preprocessing_params(TextPreprocessingParams, sys.argv[1:] if argv is None else argv)
+        params = parse_preprocessing_params(TextPreprocessingParams, args)
         from vla_foundry.data.preprocessing.text_sources import run_text_preprocessing
 
         outcome = run_text_preprocessing(params)
