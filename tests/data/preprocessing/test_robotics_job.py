@@ -187,3 +187,12 @@ def test_s3_source_and_output_give_the_same_shards_as_local(v3_run: Path, lerobo
             assert a == b
     manifest = client.get_object(Bucket=bucket, Key="out/shards/manifest.jsonl")["Body"].read()
     assert manifest == (v3_run / "manifest.jsonl").read_bytes()
+
+
+def test_two_sources_with_the_same_folder_name_are_refused_before_reading(lerobot_v3: Path, tmp_path: Path):
+    from vla_foundry.params.base_params import ConfigError
+
+    other = shutil.copytree(lerobot_v3, tmp_path / "elsewhere" / lerobot_v3.name)
+    with pytest.raises(ConfigError, match="toy_v3_episode_000000 comes from two read tasks"):
+        preprocess_robotics(robotics_argv([lerobot_v3, other], tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -155,6 +155,15 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
         len(params.source_episodes),
     )
     task_ids = [t.task_id for t in tasks]
+    seen: dict[str, str] = {}
+    for task in tasks:
+        for eid in task.episode_ids:
+            if eid in seen:
+                raise ConfigError(
+                    f"episode id {eid} comes from two read tasks ({seen[eid]} and {task.task_id}): two sources "
+                    f"share a folder name; give each source a distinct last path component"
+                )
+            seen[eid] = task.task_id
 
     def finalize(paths: JobPaths, results: list[TaskResult]) -> dict:
         stats = merge_task_stats(paths, task_ids, params.seed)
