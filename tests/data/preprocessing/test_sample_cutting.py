@@ -99,3 +99,16 @@ def test_relative_rot_6d_of_the_reference_itself_is_identity():
     r6 = np.array([[0.0, 1.0, 0.0, -1.0, 0.0, 0.0]])
     rel = relative_pose(r6, r6[0], "pose__rot_6d")
     np.testing.assert_allclose(rel, [[1, 0, 0, 0, 1, 0]], atol=1e-6)
+
+
+def test_per_timestep_constants_follow_the_window_and_fixed_ones_are_kept():
+    ep = episode()
+    ep.constants = {
+        "extrinsics__a": np.arange(8, dtype=np.float32)[:, None, None] * np.eye(4, dtype=np.float32),  # (L, 4, 4)
+        "intrinsics__a": np.eye(3, dtype=np.float32),  # (3, 3)
+    }
+    sample = next(s for s in cut_samples(ep, params()) if s.key.endswith("t000003"))
+    arrays = load_npz(sample.members["lowdim.npz"])
+    assert arrays["extrinsics__a"].shape == (6, 4, 4)
+    assert arrays["extrinsics__a"][:, 0, 0].tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal(arrays["intrinsics__a"], np.eye(3))
