@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vla_foundry import storage
-from vla_foundry.distributed import DistributedContext, all_gather_objects, barrier, unwrap_model
+from vla_foundry.distributed import DistributedContext, all_gather_objects, barrier, broadcast_object, unwrap_model
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.(pt|safetensors)$")
 SIBLING_PREFIXES = ("checkpoint", "optimizer", "ema", "trainer_state")
@@ -243,16 +243,40 @@ def load_training_state(
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler, EMA and this rank's RNG from checkpoint `ref`; returns trainer state.
 
-    Every rank reads the full files (sharding happens in place under FSDP2).
+    Under FSDP2 only rank 0 reads the model and optimizer files and broadcasts them while each rank keeps its shard
+    (host memory stays at one full copy per node's rank 0, not one per process); otherwise every rank reads them.
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     trainer_file = ref.sibling("trainer_state")
     if not storage.exists(trainer_file):
         raise CheckpointError(f"{ref.model_file} has no {storage.basename(trainer_file)}: it cannot be resumed")
-    set_full_model_state_dict(model, load_file(ref.model_file), ref.model_file)
-    optim_file = load_file(ref.sibling("optimizer"))
-    set_optimizer_state_dict(model, optimizer, optim_file["optimizer"], options=StateDictOptions(full_state_dict=True))
+    broadcast = ctx.wrapping == "fsdp"
+    reads = ctx.is_main or not broadcast
+    model_state = load_file(ref.model_file) if reads else {}
+    # Rank 0 checks the keys and shapes; every rank raises the same error instead of waiting in a broadcast.
+    error = None
+    if reads:
+        try:
+            check_state_dict_matches(model, model_state, ref.model_file)
+        except CheckpointError as e:
+            error = str(e)
+    error = broadcast_object(error) if broadcast else error
+    if error:
+        raise CheckpointError(error)
+    options = StateDictOptions(full_state_dict=True, strict=True, broadcast_from_rank0=broadcast)
+    set_model_state_dict(model, model_state, options=options)
+    del model_state
+    optim_file = load_file(ref.sibling("optimizer")) if reads else {"optimizer": {}}
+    set_optimizer_state_dict(model, optimizer, optim_file["optimizer"], options=options)
+    if not reads:
+        optim_file = broadcast_object(None)
+    elif broadcast:
+        broadcast_object({k: v for k, v in optim_file.items() if k != "optimizer"})
     scheduler.load_state_dict(optim_file["scheduler"])
     if scaler is not None and "grad_scaler" in optim_file:
         scaler.load_state_dict(optim_file["grad_scaler"])
