@@ -25,8 +25,6 @@ class VideoDecodeError(Exception):
 class ForwardVideoReader:
     """Sequential reader of one video file. Counters: `opens`, `seeks`, `decoded` frames."""
 
-    opens_total = 0  # process-wide count of container opens (benchmarks and tests read it)
-
     def __init__(self, path: str, fps: float) -> None:
         import av
 
@@ -45,7 +43,6 @@ class ForwardVideoReader:
         self.reformatter = VideoReformatter()
         # Seconds per pts tick as a float (Fraction arithmetic per frame costs more than decoding a small frame).
         self.time_base = float(self.stream.time_base)
-        ForwardVideoReader.opens_total += 1
         self.opens, self.seeks, self.decoded = 1, 0, 0
         self._frames: Iterator | None = None
         self._current: tuple[float, object] | None = None  # (time, av.VideoFrame)
