@@ -140,19 +140,24 @@ def plot_trajectories(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     P, R, V = result["_predicted"], result["_recorded"], result["_valid"]
     n = min(num_plots, P.shape[0])
+    # The samples with the longest valid horizon (episode ends have few valid rows), in dataset order.
+    chosen = sorted(np.argsort(-V.sum(axis=1), kind="stable")[:n].tolist())
     dims = P.shape[-1]
     fig, axes = plt.subplots(n, dims, figsize=(2.6 * dims, 2.0 * n), squeeze=False)
     steps = np.arange(P.shape[1])
-    for i in range(n):
+    for row, i in enumerate(chosen):
         ok = V[i].astype(bool)
         for d in range(dims):
-            ax = axes[i][d]
-            ax.plot(steps[ok], R[i, ok, d], "-", color="tab:blue", label="recorded")
-            ax.plot(steps[ok], P[i, ok, d], "--", color="tab:orange", label="predicted")
-            if i == 0:
+            ax = axes[row][d]
+            ax.plot(steps[ok], R[i, ok, d], "o-", ms=3, color="tab:blue", label="recorded")
+            ax.plot(steps[ok], P[i, ok, d], "x--", ms=3, color="tab:orange", label="predicted")
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if row == 0:
                 ax.set_title(dim_names[d] if dim_names else f"action[{d}]", fontsize=8)
             if d == 0:
                 ax.set_ylabel(f"sample {i}", fontsize=8)
