@@ -1,0 +1,79 @@
+"""The VLM -> VLA hand-off at parse time: the backbone comes from a run's config_model.yaml, clear errors otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from tests.vla.conftest import TINY_LM, TINY_VLM, policy_params
+from vla_foundry.params import ConfigError
+from vla_foundry.params.parsing import save_params
+
+ROBOTICS = ["--data.type", "robotics", "--data.action_fields", "[action]"]
+
+
+def write_run(run_dir, model_params) -> str:
+    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+    save_params(model_params, os.path.join(run_dir, "config_model.yaml"))
+    return str(run_dir)
+
+
+def test_backbone_is_taken_from_the_run_without_its_own_weight_sources(tmp_path):
+    from vla_foundry.params import parse_train_params
+
+    vlm = dataclasses.replace(TINY_VLM, transformer=dataclasses.replace(TINY_LM, resume_from_checkpoint="/llm/run"))
+    run = write_run(tmp_path / "vlm", vlm)
+    params = parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", run, *ROBOTICS])
+    assert params.model.backbone.transformer.hidden_dim == TINY_LM.hidden_dim
+    assert params.model.backbone.vit.img_size == TINY_VLM.vit.img_size
+    assert params.model.backbone.transformer.resume_from_checkpoint is None  # the VLM run's weights supersede it
+    assert params.data.image_size == TINY_VLM.vit.img_size  # shared on to the data side
+
+
+def test_a_checkpoint_file_names_its_run(tmp_path):
+    from vla_foundry.params import parse_train_params
+
+    run = write_run(tmp_path / "vlm", TINY_VLM)
+    ckpt = os.path.join(run, "checkpoints", "checkpoint_3.pt")
+    params = parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", ckpt, *ROBOTICS])
+    assert params.model.backbone == TINY_VLM
+
+
+def test_an_explicit_backbone_of_another_architecture_is_a_contradiction(tmp_path):
+    run = write_run(tmp_path / "vlm", TINY_VLM)
+    params = policy_params(dataclasses.replace(TINY_VLM, pixel_shuffle_factor=1), backbone_run=run)
+    with pytest.raises(
+        ConfigError, match="model.backbone .vlm. differs from the backbone run's .*leave model.backbone"
+    ):
+        params.resolve_backbone_run()
+
+
+def test_a_run_that_is_not_a_backbone_is_refused(tmp_path):
+    run = write_run(tmp_path / "llm", TINY_LM)
+    with pytest.raises(ConfigError, match="holds a 'transformer' model; a backbone run must hold one of: vlm, vlm_hf"):
+        policy_params(TINY_VLM, backbone_run=run).resolve_backbone_run()
+
+
+def test_a_missing_backbone_run_names_the_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"params file not found: .*nowhere/config_model.yaml"):
+        policy_params(TINY_VLM, backbone_run=str(tmp_path / "nowhere")).resolve_backbone_run()
+
+
+def test_building_for_training_loads_the_run_weights_and_inference_does_not(tmp_path):
+    from vla_foundry.checkpoint import checkpoint_file, save_file
+    from vla_foundry.models import create_model
+
+    run = write_run(tmp_path / "vlm", TINY_VLM)
+    torch.manual_seed(5)
+    vlm = create_model(TINY_VLM)
+    save_file(vlm.state_dict(), checkpoint_file(run, 1))
+    params = policy_params(TINY_VLM, backbone_run=run)
+    trained = create_model(params, load_pretrained=True)
+    for name, value in vlm.state_dict().items():
+        assert torch.equal(trained.backbone.model.state_dict()[name], value), name
+    fresh = create_model(params, load_pretrained=False)
+    weight = "language_model.tok_embeddings.weight"
+    assert not torch.equal(fresh.backbone.model.state_dict()[weight], vlm.state_dict()[weight])
