@@ -33,6 +33,7 @@ def corpus(tmp_path: Path) -> Path:
     (d / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in DOCS[:2]) + "\n")
     pq.write_table(pa.table({"text": DOCS[2:]}), str(d / "b.parquet"))
     (d / "c.txt").write_text("a whole file is one document")
+    (d / "d.jsonl.gz").write_bytes(gzip.compress(json.dumps({"text": "compressed lines too"}).encode()))
     return d
 
 
@@ -44,7 +45,7 @@ def test_untokenized_text_keeps_every_document_as_json(corpus: Path, tmp_path: P
     run_text_preprocessing(text_params("--source", f"[{corpus}]", "--output_dir", str(tmp_path / "out")))
     samples = read_dataset(tmp_path / "out" / "shards")
     texts = sorted(json.loads(s["json"])["text"] for s in samples.values())
-    assert texts == sorted([*DOCS, "a whole file is one document"])
+    assert texts == sorted([*DOCS, "a whole file is one document", "compressed lines too"])
 
 
 def test_tokenized_text_packs_documents_into_seq_len_plus_one_tokens(corpus: Path, tmp_path: Path):
@@ -127,6 +128,32 @@ def test_caption_images_are_reencoded_at_the_requested_size(captions: Path, tmp_
     run_caption_preprocessing(params)
     (sample,) = read_dataset(tmp_path / "o" / "shards").values()
     assert decode_jpeg(sample["jpg"]).shape == (16, 8, 3)
+
+
+def test_captions_from_jsonl_paths_and_parquet_image_bytes(tmp_path: Path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.fromarray(make_frame(1, 0, 0)).save(image)
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file": str(image), "text": "from jsonl"}) + "\n")
+    buf = io.BytesIO()
+    Image.fromarray(make_frame(2, 0, 0)).save(buf, format="PNG")
+    pq.write_table(
+        pa.table({"file": [{"bytes": buf.getvalue(), "path": None}], "text": ["from bytes"]}),
+        str(tmp_path / "t.parquet"),
+    )
+    params = caption_params(
+        *("--source", json.dumps([str(tmp_path / "t.jsonl"), str(tmp_path / "t.parquet")])),
+        *("--output_dir", str(tmp_path / "o"), "--image_key", "file", "--caption_key", "text"),
+    )
+    run_caption_preprocessing(params)
+    by_caption = {s["txt"].decode(): s for s in read_dataset(tmp_path / "o" / "shards").values()}
+    assert decode_jpeg(by_caption["from jsonl"]["png"])[0, 0].tolist() == [60, 4, 50]
+    assert decode_jpeg(by_caption["from bytes"]["png"])[0, 0].tolist() == [100, 4, 50]
 
 
 def test_text_from_s3_to_s3(s3_bucket: str, tmp_path: Path):
