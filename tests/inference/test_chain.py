@@ -76,9 +76,20 @@ def test_generate_text_and_caption_from_the_llm_and_vlm_runs(chain):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     again = generate_text(load_run(chain["llm"]), ["The ", "A "], max_new_tokens=8)
     assert texts == again  # greedy decoding is deterministic
+    sampled = [generate_text(load_run(chain["llm"]), "The ", max_new_tokens=8, temperature=1.0, seed=3) for _ in "ab"]
+    assert sampled[0] == sampled[1]  # sampling with a seed is reproducible
     image = np.full((50, 40, 3), 120, dtype=np.uint8)
     captions = caption_image(load_run(chain["vlm"]), [image, image], max_new_tokens=6)
     assert len(captions) == 2 and captions[0] == captions[1]
+
+
+def test_generation_refuses_a_run_of_another_kind(chain):
+    from vla_foundry.params import ConfigError
+
+    with pytest.raises(ConfigError, match="generate_text needs a language-model run .* holds a 'diffusion_policy'"):
+        generate_text(load_run(chain["vla"]), "hello")
+    with pytest.raises(ConfigError, match="caption_image needs a vlm run; .* holds a 'transformer' model"):
+        caption_image(load_run(chain["llm"]), np.zeros((8, 8, 3), dtype=np.uint8))
 
 
 def test_policy_predicts_denormalised_actions_with_the_dataset_scale(chain):

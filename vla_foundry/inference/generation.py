@@ -10,6 +10,8 @@ The tokenizer and the image normalisation are the ones the run was trained with 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,19 @@ def run_tokenizer(run: LoadedRun, tokenizer: str | None = None) -> Tokenizer:
         data = run.experiment_config().get("data") or {}
         tokenizer = data.get("tokenizer") or "byte"
     return get_tokenizer(tokenizer)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[torch.Generator | None]:
+    """A generator seeded with `seed` (native models sample from it); the global RNG is seeded too, inside a fork
+    that is restored afterwards (transformers models sample from the global RNG)."""
+    if seed is None:
+        yield None
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield torch.Generator(device).manual_seed(seed)
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,17 +87,17 @@ def generate_text(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     tok = run_tokenizer(run, tokenizer)
     ids, mask = _left_pad([tok.encode(p, add_bos=True) for p in prompts], tok.pad_token_id)
-    generator = torch.Generator(run.device).manual_seed(seed) if seed is not None else None
-    new = run.model.generate(
-        input_ids=ids.to(run.device),
-        attention_mask=mask.to(run.device),
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_token_id=tok.eos_token_id,
-        **({"generator": generator} if generator is not None else {}),
-    )
+    with seeded(seed, run.device) as generator:
+        new = run.model.generate(
+            input_ids=ids.to(run.device),
+            attention_mask=mask.to(run.device),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_token_id=tok.eos_token_id,
+            **({"generator": generator} if generator is not None else {}),
+        )
     return _decode(tok, new)
 
 
@@ -116,13 +131,13 @@ def caption_image(
     tok = run_tokenizer(run, tokenizer)
     prompt = [tok.image_token_id] * params.img_num_tokens + [tok.bos_token_id]
     ids = torch.tensor([prompt] * len(images), dtype=torch.long)
-    generator = torch.Generator(run.device).manual_seed(seed) if seed is not None else None
-    new = run.model.generate(
-        input_ids=ids.to(run.device),
-        images=pixels[:, None].to(run.device),
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        eos_token_id=tok.eos_token_id,
-        **({"generator": generator} if generator is not None else {}),
-    )
+    with seeded(seed, run.device) as generator:
+        new = run.model.generate(
+            input_ids=ids.to(run.device),
+            images=pixels[:, None].to(run.device),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            eos_token_id=tok.eos_token_id,
+            **({"generator": generator} if generator is not None else {}),
+        )
     return _decode(tok, new)
