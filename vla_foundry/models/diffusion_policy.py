@@ -360,8 +360,10 @@ def apply_freezing(policy: DiffusionPolicy) -> None:
             raise ConfigError(
                 f"model.backbone_trainable_layers={n} exceeds the backbone's {len(layers)} layers; valid: 0..{len(layers)}"
             )
-        keep = {id(param) for layer in layers[len(layers) - n :] for param in layer.parameters()}
-        keep |= {id(param) for module in backbone.trailing_modules() for param in module.parameters()} if n else set()
+        trained = layers[len(layers) - n :]
+        if n > 0:
+            trained += backbone.trailing_modules()  # the final norm reads the last layer's output
+        keep = {id(param) for module in trained for param in module.parameters()}
         for param in backbone.parameters():
             if id(param) not in keep:
                 param.requires_grad_(False)
