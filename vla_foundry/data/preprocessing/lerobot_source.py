@@ -42,6 +42,26 @@ def read_parquet(path: str) -> Any:
     return pq.read_table(io.BytesIO(storage.read_bytes(path)))
 
 
+def read_task_rows(path: str, columns: list[str], episodes: list[int]) -> Any:
+    """The rows of `episodes` in a data parquet, with only those of `columns` it has: a task holds neither other
+    episodes' rows nor unused columns (e.g. embedded images of cameras it does not store)."""
+    import pyarrow.parquet as pq
+
+    if storage.is_s3(path):
+        data = storage.read_bytes(path)
+        source: Any = io.BytesIO(data)
+    elif os.path.exists(path):
+        source = path
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    names = pq.read_schema(source).names
+    if not isinstance(source, str):
+        source.seek(0)
+    present = [c for c in columns if c in names]
+    filters = [("episode_index", "in", list(episodes))] if "episode_index" in names else None
+    return pq.read_table(source, columns=present, filters=filters)
+
+
 def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
 
@@ -249,8 +269,9 @@ class LeRobotConverter(Converter):
         spec = task.spec
         episodes = spec["episodes"]
         ids = task.episode_ids
+        needed = ["episode_index", "timestamp", "frame_index", *spec["lowdim_fields"], *spec["image_keys"]]
         try:
-            table = read_parquet(spec["data_file"])
+            table = read_task_rows(spec["data_file"], needed, [e["episode_index"] for e in episodes])
         except FileNotFoundError:
             for eid in ids:
                 yield TaskFailure(eid, f"data file {spec['data_file']} not found", "missing_file")
@@ -260,8 +281,7 @@ class LeRobotConverter(Converter):
                 yield TaskFailure(eid, f"data file {spec['data_file']} is unreadable: {e}", "read_error")
             return
         columns = set(table.column_names)
-        needed = ["episode_index", "timestamp", *spec["lowdim_fields"], *spec["image_keys"]]
-        absent = [c for c in needed if c not in columns]
+        absent = [c for c in needed if c not in columns and c != "frame_index"]
         if absent:
             for eid in ids:
                 yield TaskFailure(eid, f"data file {spec['data_file']} lacks columns {absent}", "read_error")
