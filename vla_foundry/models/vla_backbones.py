@@ -88,8 +88,11 @@ class BackboneAdapter(nn.Module):
         if mask is None:
             mask = torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
         B, n = images.shape[:2]
+        # Low-precision images were cast by FSDP's mixed-precision policy and stay so; fp32 images follow the
+        # weights (bf16 weights without FSDP).
+        dtype = images.dtype if images.dtype in (torch.bfloat16, torch.float16) else self.dtype
         flat = (images.flatten(0, 1).float() - self.image_mean) / self.image_std  # (B*n, 3, H, W)
-        return flat.view(B, n, *flat.shape[1:]).to(self.dtype), mask.bool()
+        return flat.view(B, n, *flat.shape[1:]).to(dtype), mask.bool()
 
     @property
     def dtype(self) -> torch.dtype:
