@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import torch
@@ -82,12 +83,16 @@ class MetricsLogger:
         self.enabled = enabled
         self.path = os.path.join(run_dir, "metrics.jsonl")
         self.bar = None
+        # Without a terminal (cluster logs) a bar redraw per step floods the log: print one line per record instead.
+        self.print_records = False
         self.wandb_run = None
         self.wandb_run_id = wandb_run_id
         if not enabled:
             return
         os.makedirs(run_dir, exist_ok=True)
-        if show_progress:
+        if show_progress and not sys.stderr.isatty():
+            self.print_records = True
+        elif show_progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
@@ -115,6 +120,15 @@ class MetricsLogger:
             f.write(json.dumps(record) + "\n")
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
+        if self.print_records and "loss" in record:
+            parts = [f"step {step}", f"loss {record['loss']:.4f}"]
+            if "lr" in record:
+                parts.append(f"lr {record['lr']:.2e}")
+            if "samples_per_sec" in record:
+                parts.append(f"{record['samples_per_sec']:.1f} samples/s")
+            if record.get("mfu") is not None:
+                parts.append(f"mfu {100 * record['mfu']:.1f}%")
+            print(" | ".join(parts), file=sys.stderr, flush=True)
         if self.bar is not None and "loss" in record:
             shown = {"loss": f"{record['loss']:.4f}"}
             if "lr" in record:

@@ -268,6 +268,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if not full_resume:
         seed_everything(hp.seed + 1 + ctx.rank)
 
+    log(ctx, f"model {params.model.type}: {num_params / 1e6:.2f}M parameters; {params.total_steps} steps")
     logger = MetricsLogger(
         run_dir,
         enabled=ctx.is_main,
@@ -280,8 +281,6 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         run_name=os.path.basename(run_dir),
         config=params_to_dict(params),
     )
-    if ctx.is_main:
-        log(ctx, f"model {params.model.type}: {num_params / 1e6:.2f}M parameters; {params.total_steps} steps")
     sync = RemoteSync(run_dir, params.remote_sync) if params.remote_sync and ctx.is_main else None
     result = RunResult(run_dir=run_dir, state=state)
     previous = DataPlanState.from_dict(data_state) if data_state else None

@@ -64,3 +64,10 @@ def test_step_metrics_include_throughput_and_mfu(tmp_path, cpu_ctx, monkeypatch)
     expected_mfu = model.flops_per_token(SEQ_LEN) * last["tokens_per_sec"] / 1e12
     assert math.isclose(last["mfu"], expected_mfu, rel_tol=1e-9)
     assert 0.0 <= last["data_wait_fraction"] < 1.0 and last["peak_memory_gib"] > 0
+
+
+def test_without_a_terminal_each_record_is_one_log_line(tmp_path, capsys):
+    logger = MetricsLogger(str(tmp_path), enabled=True, total_steps=3, start_step=0)
+    logger.log(1, {"loss": 2.5, "lr": 1e-3, "samples_per_sec": 12.0, "mfu": 0.25})
+    logger.close()
+    assert "step 1 | loss 2.5000 | lr 1.00e-03 | 12.0 samples/s | mfu 25.0%" in capsys.readouterr().err
