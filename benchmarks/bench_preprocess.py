@@ -11,6 +11,7 @@ different episodes) in a temporary directory, then measures:
   read      frames/s of the preprocessing read path (file-group read tasks, seek + forward decode, timestamp
             matching), decoding the same frames; figure of merit read / baseline (target >= 0.7);
   cut       samples/s of the whole task (read + window cutting + resize + JPEG + spool), one process;
+  ray_job   with --ray_cpus N: the whole job (Ray start, read tasks, shards, stats) on a local Ray of N CPUs;
   memory    peak RSS growth of a fresh process while it runs one read task (sampled every 2 ms), for this
             dataset and for one with 4x longer episodes (bounded memory: the ratio stays near 1).
 """
@@ -18,6 +19,7 @@ different episodes) in a temporary directory, then measures:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--codec", default="libx264", choices=["libx264", "libsvtav1", "mpeg4"])
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/read rounds (best of each)")
+    parser.add_argument("--ray_cpus", type=int, default=0, help="also run the whole job on a local Ray of N CPUs")
     args = parser.parse_args()
     import av
 
@@ -184,6 +187,21 @@ def main() -> None:
             read_s = min(read_s, seconds)
         samples, cut_s = cut_whole_tasks(params_for(source, tmp / "cut", args.size))
         video_files = len(list(source.glob("videos/**/*.mp4")))
+
+        ray_result = None
+        if args.ray_cpus:
+            from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
+
+            job = dataclasses.replace(params_for(source, tmp / "ray", args.size), num_cpus=args.ray_cpus)
+            start = time.perf_counter()
+            outcome = run_robotics_preprocessing(job)  # includes starting and stopping Ray
+            seconds = time.perf_counter() - start
+            written = outcome.metadata["samples"]["written"]
+            ray_result = {
+                "cpus": args.ray_cpus,
+                "seconds": round(seconds, 2),
+                "samples_per_s": round(written / seconds, 1),
+            }
 
         long_source = make_dataset(tmp / "long", args.episodes, 4 * args.length, args.size, args.codec)
         short_peak, short_samples, short_episodes = task_peak_rss_mib(source, tmp / "m1", args.size)
@@ -207,6 +225,7 @@ def main() -> None:
         "read_over_baseline_cached_reformatter": round(read_fps / strict_fps, 3),
         "frames_decoded": {"baseline": base_frames, "read": read_frames},
         "cut_samples_per_s": round(samples / cut_s, 1),
+        "ray_job": ray_result,
         "samples": samples,
         "task_peak_rss_growth_mib": {
             "first_task": round(short_peak, 1),
