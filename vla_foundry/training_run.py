@@ -318,13 +318,13 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
                 logger.log(state.step, {"val_loss": val_loss})
             if sync is not None:
                 sync.start(delete=[f"checkpoints/{k}_{n}.pt" for n in removed for k in _KINDS])
-        logger.close()
-        if sync is not None:
-            sync.finish()
-            log(ctx, f"remote copy complete: {params.remote_sync}")
     finally:
         logger.close()
     barrier()
+    if sync is not None:
+        # Only rank 0 uploads; the other ranks are done. An incomplete remote copy fails the run here.
+        sync.finish()
+        log(ctx, f"remote copy complete: {params.remote_sync}")
     return result
 
 
