@@ -127,7 +127,7 @@ class SpartanConverter(Converter):
         except Exception as e:  # malformed files of this episode (bad YAML, odd arrays): reported, not fatal
             yield TaskFailure(eid, f"{type(e).__name__}: {e}", "read_error")
 
-    def _load_npz(self, eid: str, directory: str, name: str, required: bool, cache: str) -> Any:
+    def _load_npz(self, eid: str, directory: str, name: str, required: bool, cache: str, opened: list) -> Any:
         path = storage.join(directory, name)
         if not storage.exists(path):
             if required:
@@ -138,26 +138,32 @@ class SpartanConverter(Converter):
             local = os.path.join(cache, name)
             storage.download_file(path, local)
         try:
-            return np.load(local, allow_pickle=False)
+            npz = np.load(local, allow_pickle=False)
         except Exception as e:
             raise EpisodeError(eid, f"{path} is unreadable: {e}", "read_error") from e
+        opened.append(npz)
+        return npz
 
     def _episode(self, eid: str, directory: str, task: str) -> Episode:
         cache = tempfile.mkdtemp(prefix="vla_foundry_spartan_")
+        opened: list = []
         try:
-            return self._read_episode(eid, directory, task, cache)
+            # Every array the episode needs is loaded by the time it returns, so the npz files can close.
+            return self._read_episode(eid, directory, task, cache, opened)
         finally:
+            for npz in opened:
+                npz.close()
             storage.remove(cache)
 
-    def _read_episode(self, eid: str, directory: str, task: str, cache: str) -> Episode:
+    def _read_episode(self, eid: str, directory: str, task: str, cache: str, opened: list) -> Episode:
         params = self.params
         meta_path = storage.join(directory, METADATA_FILE)
         meta = yaml.safe_load(storage.read_text(meta_path)) or {}
         id_to_name = {str(k): str(v) for k, v in (meta.get("camera_id_to_semantic_name") or {}).items()}
-        obs = self._load_npz(eid, directory, "observations.npz", True, cache)
-        actions = self._load_npz(eid, directory, "actions.npz", True, cache)
-        intrinsics = self._load_npz(eid, directory, "intrinsics.npz", False, cache)
-        extrinsics = self._load_npz(eid, directory, "extrinsics.npz", False, cache)
+        obs = self._load_npz(eid, directory, "observations.npz", True, cache, opened)
+        actions = self._load_npz(eid, directory, "actions.npz", True, cache, opened)
+        intrinsics = self._load_npz(eid, directory, "intrinsics.npz", False, cache, opened)
+        extrinsics = self._load_npz(eid, directory, "extrinsics.npz", False, cache, opened)
 
         if "actions" not in actions:
             raise EpisodeError(eid, f"{directory}/actions.npz has no 'actions' array; has {list(actions.keys())}")
