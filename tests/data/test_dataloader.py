@@ -217,7 +217,19 @@ def test_truncated_shard_counts_a_shard_error_and_keeps_its_complete_samples(tin
     assert len(list(loader)) == 8
     # Every pass over the broken shard reports it (the window needed a second pass to fill its 32 samples).
     assert loader.stats.shard_errors == len(loader.stats.bad) >= 1
-    assert all("shard_000000.tar: ended after" in e and "manifest.jsonl says 16" in e for e in loader.stats.bad)
+    assert all("shard_000000.tar: tar stream broke after" in e and "truncated" in e for e in loader.stats.bad)
+
+
+def test_shard_shorter_than_its_manifest_entry_is_a_shard_error(tiny_data, tmp_path):
+    data = shutil.copytree(tiny_data["text"], tmp_path / "t")
+    shard = str(data / "shard_000000.tar")
+    samples = list(iter_tar_samples(shard))[:10]
+    write_tar_shard(shard, [(s["__key__"], {"json.gz": s["json.gz"]}) for s in samples])
+    params = text_params([str(data)], [1.0], max_bad_sample_fraction=0.5)
+    loader = build_dataloader(params, plan_checkpoint(params, 0, 16), batch_size=4)
+    assert len(list(loader)) == 4
+    assert loader.stats.shard_errors >= 1
+    assert all("shard_000000.tar: ended after 10 samples, manifest.jsonl says 16" in e for e in loader.stats.bad)
 
 
 def test_text_batches_have_the_agreed_keys_and_shapes(tiny_data):
@@ -244,3 +256,39 @@ def test_tar_members_group_into_samples_by_key(tmp_path):
         ("b", ["x.json"]),
     ]
     assert json.loads(samples[1]["x.json"]) == 3
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_long_member_names_of_every_tar_format_are_read(tmp_path, fmt):
+    import io
+
+    # Longer than the 100-byte name field: ustar splits it into prefix + name, PAX and GNU write long-name records.
+    key = "d" * 80 + "/" + "k" * 70
+    names = [f"{key}.scene_right_0_t-1.jpg", f"{key}.lowdim.npz", "b.txt"]
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for i, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            info.size = i + 1
+            tar.addfile(info, io.BytesIO(b"x" * (i + 1)))
+    samples = list(iter_tar_samples(str(path)))
+    assert [s["__key__"] for s in samples] == [key, "b"]
+    assert samples[0]["scene_right_0_t-1.jpg"] == b"x" and samples[0]["lowdim.npz"] == b"xx"
+
+
+def test_gzip_compressed_shards_are_read(tiny_data, tmp_path):
+    import gzip
+
+    src = os.path.join(tiny_data["text"], "shard_000000.tar")
+    with open(src, "rb") as f:
+        (tmp_path / "s.tar").write_bytes(gzip.compress(f.read()))
+    plain = [s["json.gz"] for s in iter_tar_samples(src)]
+    assert [s["json.gz"] for s in iter_tar_samples(str(tmp_path / "s.tar"))] == plain
+
+
+def test_bytes_that_are_not_a_tar_are_a_shard_error(tmp_path):
+    from vla_foundry.data.tar_stream import ShardReadError
+
+    (tmp_path / "s.tar").write_bytes(b"this is not a tar archive at all" * 40)
+    with pytest.raises(ShardReadError, match="bad header checksum"):
+        list(iter_tar_samples(str(tmp_path / "s.tar")))

@@ -254,6 +254,11 @@ class WindowDataset(IterableDataset):
             yield batch
 
 
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    """Batches leave the workers already collated (torch's default conversion would walk them again)."""
+    return batch
+
+
 class WindowLoader:
     """Iterable over one rank's batches of a checkpoint window, with resume state and data-quality counters.
 
@@ -303,6 +308,7 @@ class WindowLoader:
         loader = DataLoader(
             self.dataset,
             batch_size=None,
+            collate_fn=_as_is,
             num_workers=self.num_workers,
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             persistent_workers=False,

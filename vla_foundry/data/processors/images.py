@@ -34,11 +34,20 @@ def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
         return image
     from PIL import Image
 
+    return np.asarray(_resize_crop_pil(Image.fromarray(image), size))
+
+
+def _resize_crop_pil(img, size: int):
+    """PIL form of `resize_shorter_and_center_crop` (same pixels)."""
+    from PIL import Image
+
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
     scale = size / min(h, w)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC))
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return resized[top : top + size, left : left + size]
+    return img.resize((new_w, new_h), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
 
 
 def to_float_tensor(image: np.ndarray) -> torch.Tensor:

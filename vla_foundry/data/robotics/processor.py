@@ -311,21 +311,15 @@ class RoboticsProcessor:
         return torch.stack(tensors), torch.tensor(mask, dtype=torch.bool)
 
     @staticmethod
-    def images_to_uint8(views: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views -> uint8 (N, 3, H, W) (zeros for None) and image_mask (N,), for batch-level float conversion."""
+    def deferred_views(views: list[np.ndarray | None]) -> tuple[list[np.ndarray | None], torch.Tensor]:
+        """uint8 (H, W, 3) views kept as decoded (no per-sample copy) and image_mask (N,); `collate` converts them
+        straight into the batch's channel-first float array."""
         present = [v for v in views if v is not None]
         if not present:
             raise SampleError("no camera image present")
-        shape = present[0].shape
-        if any(v.shape != shape for v in present):
+        if any(v.shape != present[0].shape for v in present):
             raise SampleError(f"camera images of one sample differ in size: {sorted({v.shape for v in present})}")
-        h, w, c = shape
-        # Channels first while still uint8 (one copy per view), so the batch's float conversion is contiguous.
-        out = np.zeros((len(views), c, h, w), dtype=np.uint8)  # (N, 3, H, W)
-        for i, view in enumerate(views):
-            if view is not None:
-                out[i] = view.transpose(2, 0, 1)
-        return torch.from_numpy(out), torch.tensor([v is not None for v in views], dtype=torch.bool)
+        return views, torch.tensor([v is not None for v in views], dtype=torch.bool)
 
     # ---- training samples ------------------------------------------------------------------------------------
 
@@ -339,8 +333,8 @@ class RoboticsProcessor:
     ) -> dict[str, Any]:
         """One raw tar sample (member extension -> bytes) -> per-sample tensors. Raises SampleError if unusable.
 
-        With `defer_images` (the loader's fast path) un-augmented images stay uint8 (N, 3, H, W) and `collate`
-        converts the whole batch to float at once; `collate` accepts both forms.
+        With `defer_images` (the loader's fast path) un-augmented images stay a list of uint8 (H, W, 3) views and
+        `collate` converts them straight into the batch's float array; `collate` accepts both forms.
         """
         cfg = self.config
         key = raw.get("__key__", "?")
@@ -364,6 +358,8 @@ class RoboticsProcessor:
         if len(past_mask) != cfg.window_length or len(actions) != cfg.window_length:
             raise SampleError(f"lowdim.npz window has {len(actions)} rows after cropping, expected {cfg.window_length}")
 
+        augmenting = training and self.augmentation.enabled and rng is not None
+        deferred = defer_images and not augmenting
         views: list[np.ndarray | None] = []
         for cam in cfg.camera_names:
             for offset in cfg.image_indices:
@@ -375,12 +371,11 @@ class RoboticsProcessor:
                         continue
                     raise SampleError(f"missing camera image {cam}_t{offset}.jpg")
                 try:
-                    views.append(self.prepare_image(decode_image(data)))
+                    views.append(self.prepare_image(decode_image(data)))  # (S, S, 3)
                 except ValueError as e:
                     raise SampleError(f"{cam}_t{offset}: {e}") from None
-        augmenting = training and self.augmentation.enabled and rng is not None
-        if defer_images and not augmenting:
-            images, image_mask = self.images_to_uint8(views)
+        if deferred:
+            images, image_mask = self.deferred_views(views)
         else:
             images, image_mask = self.images_to_tensor(views, rng, training)
 
@@ -438,13 +433,8 @@ class RoboticsProcessor:
         for k in samples[0]:
             if k == "metadata":
                 batch[k] = [s[k] for s in samples]
-            elif k == "images" and samples[0][k].dtype == torch.uint8:
-                # (B, N, 3, H, W) uint8 -> float in [0, 1]. numpy's uint8 -> float32 division is vectorised (several
-                # times faster than torch's on CPU) and writes each sample straight into the batch array.
-                out = np.empty((len(samples), *samples[0][k].shape), dtype=np.float32)
-                for i, sample in enumerate(samples):
-                    np.divide(sample[k].numpy(), np.float32(255.0), out=out[i])
-                batch[k] = torch.from_numpy(out)
+            elif k == "images" and isinstance(samples[0][k], list):
+                batch[k] = self._collate_views([s[k] for s in samples])
             else:
                 try:
                     batch[k] = torch.stack([s[k] for s in samples])
@@ -454,6 +444,29 @@ class RoboticsProcessor:
                         "dataset's images are resized to one size"
                     ) from None
         return batch
+
+    @staticmethod
+    def _collate_views(views: list[list[np.ndarray | None]]) -> torch.Tensor:
+        """Per-sample lists of uint8 (H, W, 3) views -> (B, N, 3, H, W) float32 in [0, 1], zeros for missing views.
+
+        numpy's uint8 -> float32 division is vectorised (several times faster than torch's on CPU) and writes each
+        view, channels first, straight into the batch array, so every pixel is copied once.
+        """
+        shape = next(v.shape for sample in views for v in sample if v is not None)
+        h, w, c = shape
+        out = np.empty((len(views), len(views[0]), c, h, w), dtype=np.float32)
+        for b, sample in enumerate(views):
+            for n, view in enumerate(sample):
+                if view is None:
+                    out[b, n] = 0.0
+                elif view.shape != shape:
+                    raise ValueError(
+                        f"cannot batch images of shapes {view.shape} and {shape}; set data.image_size so every "
+                        "dataset's images are resized to one size"
+                    )
+                else:
+                    np.divide(view.transpose(2, 0, 1), np.float32(255.0), out=out[b, n])
+        return torch.from_numpy(out)
 
     # ---- inference -------------------------------------------------------------------------------------------
 
