@@ -77,6 +77,37 @@ def load_language_annotations(path: str | None) -> dict[str, dict[str, list[str]
     return out
 
 
+def iter_npz_rows(path: str, key: str) -> tuple[tuple[int, ...], Iterator[np.ndarray]]:
+    """Shape of array `key` of a local .npz and an iterator over its rows, read one at a time from the zip.
+
+    The member is opened before returning, so the iterator keeps working if the file is unlinked meanwhile.
+    """
+    import zipfile
+
+    archive = zipfile.ZipFile(path)
+    member = archive.open(f"{key}.npy")
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+    else:
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+    if fortran_order or dtype.hasobject:
+        member.close()
+        archive.close()
+        with np.load(path, allow_pickle=False) as npz:
+            whole = npz[key]
+        return tuple(whole.shape), iter(whole)
+    row_shape = tuple(shape[1:])
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+
+    def rows() -> Iterator[np.ndarray]:
+        with archive, member:
+            for _ in range(shape[0]):
+                yield np.frombuffer(member.read(row_bytes), dtype).reshape(row_shape)
+
+    return tuple(shape), rows()
+
+
 def _words(task: str) -> str:
     """`BimanualPutRedBellPepperInBin` -> `bimanual put red bell pepper in bin` (fallback instruction)."""
     return " ".join(re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", task)).lower()
@@ -206,14 +237,16 @@ class SpartanConverter(Converter):
             for cam in cameras:
                 if names[cam] in arrays:
                     constants[f"{prefix}__{cam}"] = np.asarray(arrays[names[cam]], dtype=np.float32)
-        images = {}
+        streams = {}
         for cam in cameras:
-            frames = np.asarray(obs[names[cam]])  # (L, H, W, 3) uint8
-            if frames.ndim != 4 or len(frames) != length:
+            # Frames stream from the zip one at a time (stored or deflated members alike): memory holds the
+            # frames sample cutting keeps, not the whole (L, H, W, 3) array.
+            shape, rows = iter_npz_rows(obs.zip.filename, names[cam])
+            if len(shape) != 4 or shape[0] != length:
                 raise EpisodeError(
-                    eid, f"camera {cam}: images have shape {frames.shape}, expected ({length}, H, W, 3)", "read_error"
+                    eid, f"camera {cam}: images have shape {shape}, expected ({length}, H, W, 3)", "read_error"
                 )
-            images[cam] = frames
+            streams[cam] = rows
         annotations = load_language_annotations(params.language_annotations_path)
         language = annotations.get(task) or {"original": [_words(task)]}
         return Episode(
@@ -222,7 +255,7 @@ class SpartanConverter(Converter):
             lowdim=lowdim,
             language=language,
             cameras=cameras,
-            frames=((t, {cam: images[cam][t] for cam in cameras}) for t in range(length)),
+            frames=((t, {cam: next(streams[cam]) for cam in cameras}) for t in range(length)),
             constants=constants,
             metadata={"source": directory, "task_name": task},
         )
