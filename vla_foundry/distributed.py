@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.distributed_params import DistributedParams
 from vla_foundry.params.hyper_params import HyperParams
 
@@ -152,6 +153,11 @@ def parallelize_model(
     """Move the model to its device and apply checkpointing, compilation and FSDP2 / DDP as configured."""
     from vla_foundry.models.registry import fsdp_block_types
 
+    if dparams.cpu_offload and ctx.wrapping == "fsdp" and ctx.device.type != "cuda":
+        raise ConfigError(
+            "distributed.cpu_offload=True needs GPUs: it keeps FSDP2 shards in host memory between their uses on the "
+            "GPU; on CPU the parameters are in host memory already, so leave it False"
+        )
     block_types = fsdp_block_types(model)
     if hparams.precision == "pure_bf16":
         model = model.to(dtype=torch.bfloat16)

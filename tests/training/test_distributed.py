@@ -71,3 +71,19 @@ def test_pure_bf16_casts_the_weights(cpu_ctx):
         create_model(tiny_lm_params()), cpu_ctx, DistributedParams(), HyperParams(precision="pure_bf16")
     )
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_cpu_offload_without_gpus_is_a_config_error():
+    import dataclasses
+
+    from vla_foundry.distributed import DistributedContext
+    from vla_foundry.params import ConfigError
+
+    ctx = DistributedContext(0, 2, 0, torch.device("cpu"), "gloo", "fsdp")
+    with pytest.raises(ConfigError, match="distributed.cpu_offload=True needs GPUs"):
+        parallelize_model(
+            create_model(tiny_lm_params()),
+            ctx,
+            dataclasses.replace(DistributedParams(), cpu_offload=True),
+            HyperParams(),
+        )
