@@ -69,6 +69,7 @@ class TaskFailure:
 class Converter(ABC):
     """Base of robotics source converters: discover episodes, plan read tasks, read them."""
 
+    # The --type value selecting this converter.
     name: ClassVar[str] = ""
 
     def __init__(self, params: RoboticsPreprocessingParams) -> None:

@@ -35,7 +35,8 @@ def make_converter(params: RoboticsPreprocessingParams) -> Converter:
     from vla_foundry.data.preprocessing.lerobot_source import LeRobotConverter
     from vla_foundry.data.preprocessing.spartan_source import SpartanConverter
 
-    converters: dict[str, type[Converter]] = {"lerobot": LeRobotConverter, "spartan": SpartanConverter}
+    # A new source is one Converter subclass with its `name` (the value of --type) added here.
+    converters: dict[str, type[Converter]] = {c.name: c for c in (LeRobotConverter, SpartanConverter)}
     return converters[params.type](params)
 
 
