@@ -310,9 +310,10 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """One local Ray for the whole session (jobs reuse an initialised Ray instead of starting their own)."""
+    # Workers share this interpreter's environment; Ray must not rebuild it under `uv run` (read at import).
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     import ray
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
