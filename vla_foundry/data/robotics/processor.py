@@ -14,7 +14,6 @@ Output per sample (T = past + 1 + future):
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from vla_foundry.data.processors.images import (
 )
 from vla_foundry.data.processors.tokenizers import get_tokenizer
 from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG, FieldSpec, Normalizer, NormalizerConfig
+from vla_foundry.data.robotics.npz import NpzArrays
 from vla_foundry.data.robotics.stats import Stats, StatsError, crop_stats_window, field_dim, load_stats, merge_stats
 from vla_foundry.params.base_params import ConfigError, update_field
 from vla_foundry.params.data_params import AugmentationParams, RoboticsDataParams
@@ -341,7 +341,7 @@ class RoboticsProcessor:
         if "lowdim.npz" not in raw:
             raise SampleError("missing member lowdim.npz")
         try:
-            npz = np.load(io.BytesIO(raw["lowdim.npz"]), allow_pickle=False)
+            npz = NpzArrays(raw["lowdim.npz"])
         except Exception as e:
             raise SampleError(f"lowdim.npz unreadable: {e}") from None
         stored_past = self.layout(dataset_dir).past_lowdim_steps
@@ -391,8 +391,8 @@ class RoboticsProcessor:
         return {
             "actions": torch.from_numpy(self.normalizer.normalize_actions(actions)).float(),
             "proprioception": torch.from_numpy(self.normalizer.normalize_proprioception(proprio)).float(),
-            "past_mask": torch.from_numpy(past_mask),
-            "future_mask": torch.from_numpy(future_mask),
+            "past_mask": torch.from_numpy(past_mask.copy()),  # npz arrays are read-only views of the member
+            "future_mask": torch.from_numpy(future_mask.copy()),
             "images": images,
             "image_mask": image_mask,
             "input_ids": input_ids,
