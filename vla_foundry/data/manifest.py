@@ -89,14 +89,3 @@ def read_manifest(path: str) -> Manifest:
         ) from None
     return Manifest(dataset_dir, manifest_path, tuple(parse_manifest(text, manifest_path)))
 
-
-def check_shards_exist(manifest: Manifest, names: list[str] | None = None) -> None:
-    """Raise FileNotFoundError for the first listed shard whose tar is absent (all of them when `names` is None)."""
-    wanted = names if names is not None else [s.name for s in manifest.shards]
-    missing = [n for n in wanted if not storage.exists(manifest.shard_url(n))]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} shard(s) listed in {manifest.path} do not exist: "
-            + ", ".join(manifest.shard_url(n) for n in missing[:10])
-            + (" ..." if len(missing) > 10 else "")
-        )
