@@ -137,3 +137,13 @@ def test_validation_plan_uses_the_validation_datasets_with_their_own_order():
 def test_validation_plan_without_validation_datasets_is_an_error():
     with pytest.raises(ConfigError, match="val_dataset_manifest is empty"):
         plan_checkpoint(text_params(1, [1.0]), 0, 10, split="val", manifests=MANIFESTS[:1])
+
+
+def test_planner_command_prints_consecutive_windows(tiny_data, capsys):
+    from vla_foundry.data.planner import main
+
+    main(["--dataset_manifest", f"[{tiny_data['text']}]", "--dataset_weighting", "[1.0]", "--dataset_modality",
+          "[text]", "--type", "text", "--windows", "2", "--samples_per_window", "16"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "window 0: 16 samples" in out and "window 1: 16 samples" in out
+    assert f"{tiny_data['text']}/{{shard_" in out

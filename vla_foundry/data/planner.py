@@ -320,3 +320,36 @@ def _plan_dataset(
         start=start,
         end=DatasetCursor(epoch, cursor),
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the plan of some windows: `python -m vla_foundry.data.planner --config_path data.yaml --windows 3
+    --samples_per_window 1024 [--data flags, e.g. --seed 1]` (data flags as in a data preset, without `data.`)."""
+    import sys
+
+    from vla_foundry.params.parsing import parse_params
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    own = {"--windows": 1, "--samples_per_window": None, "--split": "train"}
+    rest = []
+    i = 0
+    while i < len(args):
+        if args[i] in own and i + 1 < len(args):
+            own[args[i]] = args[i + 1]
+            i += 2
+        else:
+            rest.append(args[i])
+            i += 1
+    if own["--samples_per_window"] is None:
+        raise SystemExit("give --samples_per_window N (and optionally --windows K, --split val)")
+    params = parse_params(DataParams, rest)
+    state = None
+    for k in range(int(own["--windows"])):
+        plan = plan_checkpoint(params, k, int(own["--samples_per_window"]), state, split=str(own["--split"]))
+        print(plan)
+        state = plan.state
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

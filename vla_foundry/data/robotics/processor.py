@@ -241,7 +241,9 @@ class RoboticsProcessor:
         self._layouts: dict[str, DatasetLayout] = {}
 
     @classmethod
-    def from_data_params(cls, data_params: RoboticsDataParams, dataset_dirs: list[str] | None = None):
+    def from_data_params(
+        cls, data_params: RoboticsDataParams, dataset_dirs: list[str] | None = None
+    ) -> RoboticsProcessor:
         pc, nc, stats = resolve_robotics_config(data_params, dataset_dirs)
         return cls(pc, Normalizer(nc, stats))
 
