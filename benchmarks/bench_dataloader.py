@@ -8,7 +8,9 @@ directory, then measures:
   loader   the full robotics loader in one process (num_workers=0): tar streaming, shuffle buffer, npz, decode,
            normalisation, tokenization, collation;
   workers  the loader with --workers worker processes (total and per worker).
-The figure of merit is loader samples/s per worker divided by decode samples/s (target >= 0.8).
+The figure of merit is loader samples/s per worker divided by decode samples/s (target >= 0.8). Both single-process
+measurements use the CPU time of the process (robust to other load on a shared machine); the multi-worker one is
+wall time.
 """
 
 from __future__ import annotations
@@ -34,30 +36,32 @@ def decode_baseline(dataset_dir: str, cameras: list[str], offsets: list[int]) ->
         if name.endswith(".tar"):
             for sample in iter_tar_samples(os.path.join(dataset_dir, name)):
                 jpegs.append([sample[f"{c}_t{o}.jpg"] for c in cameras for o in offsets])
-    start = time.perf_counter()
+    start = time.process_time()
     for views in jpegs:
         for data in views:
             with Image.open(io.BytesIO(data)) as img:
                 np.asarray(img.convert("RGB"))
-    return len(jpegs), time.perf_counter() - start
+    return len(jpegs), time.process_time() - start
 
 
 def time_loader(params, samples: int, batch_size: int, workers: int) -> float:
-    """Steady-state samples/s: timed from the first batch of every worker on (worker start-up excluded)."""
+    """Steady-state samples/s, timed from the first batch of every worker on (worker start-up excluded): CPU time of
+    this process when the loader runs in it (workers=0), wall time otherwise."""
     from vla_foundry.data.dataloader import build_dataloader
     from vla_foundry.data.planner import plan_checkpoint
 
     plan = plan_checkpoint(params, 0, samples)
     loader = build_dataloader(params, plan, batch_size=batch_size, num_workers=workers)
+    clock = time.process_time if workers == 0 else time.perf_counter
     warm = max(1, workers)
     n, timed, start = 0, 0, 0.0
     for i, batch in enumerate(loader):
         n += len(batch["metadata"])
         if i + 1 == warm:
-            start = time.perf_counter()
+            start = clock()
         elif i + 1 > warm:
             timed += len(batch["metadata"])
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     assert n == samples and loader.stats.bad_samples == 0
     return timed / elapsed
 

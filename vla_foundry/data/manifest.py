@@ -88,4 +88,3 @@ def read_manifest(path: str) -> Manifest:
             f"{manifest_path} does not exist; a dataset directory must hold {MANIFEST_NAME} (FORMATS.md §1)"
         ) from None
     return Manifest(dataset_dir, manifest_path, tuple(parse_manifest(text, manifest_path)))
-
