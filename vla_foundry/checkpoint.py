@@ -65,7 +65,8 @@ class CheckpointRef:
 
 
 def resolve_checkpoint(path: str) -> CheckpointRef:
-    """Accept a `checkpoint_<n>.pt` file, a run's `checkpoints/` dir or a run dir (latest complete checkpoint).
+    """Accept a `checkpoint_<n>.pt` file, a run's `checkpoints/` dir, a run dir (latest complete checkpoint), or
+    any .pt / .safetensors weights file (exported weights; number -1).
 
     Raises `CheckpointError` naming the path when nothing is there; cheap (listing only), so it runs before any
     model is built.
@@ -83,6 +84,9 @@ def resolve_checkpoint(path: str) -> CheckpointRef:
         raise CheckpointError(
             f"checkpoint path not found: {path} (give a checkpoint_<n>.pt file, a run's checkpoints/ dir or a run dir)"
         )
+    if name.endswith((".pt", ".safetensors")):
+        # A weights file under another name (e.g. an exported model.safetensors): weights only, no training state.
+        return CheckpointRef(storage.dirname(path), -1, path)
     run_dir = storage.dirname(path) if name == "checkpoints" else path
     numbers = list_checkpoints(run_dir)
     if not numbers:
@@ -308,3 +312,53 @@ def prune_checkpoints(run_dir: str, limit: int | None) -> list[int]:
         for kind in SIBLING_PREFIXES:
             storage.remove(checkpoint_file(run_dir, n, kind))
     return removed
+
+
+def export_weights(path: str, output: str, use_ema: bool = False) -> str:
+    """Write a checkpoint's consolidated weights (or its EMA weights) as one file: `.safetensors` or `.pt`.
+
+    Tensors that share memory (tied embeddings) are stored once each, as safetensors requires.
+    """
+    ref = resolve_checkpoint(path)
+    state = load_file(ref.model_file)
+    if use_ema:
+        ema_file = ref.sibling("ema")
+        if not storage.exists(ema_file):
+            raise CheckpointError(f"no EMA weights next to {ref.model_file} ({ema_file} does not exist)")
+        state = {**state, **{k: v.to(state[k].dtype) for k, v in load_file(ema_file)["shadow"].items()}}
+    state = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    if output.endswith(".safetensors"):
+        from safetensors.torch import save_file as save_safetensors
+
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        tmp = f"{output}.tmp"
+        save_safetensors(state, tmp)
+        os.replace(tmp, output)
+    elif output.endswith(".pt"):
+        save_file(state, output)
+    else:
+        raise ValueError(f"--output {output!r} must end with .safetensors or .pt")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vla_foundry.checkpoint RUN_OR_CHECKPOINT --output model.safetensors [--ema]`"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Export a checkpoint's consolidated weights to one file.")
+    parser.add_argument("checkpoint", help="checkpoint_<n>.pt, checkpoints/ dir or run dir (local or s3://)")
+    parser.add_argument("--output", required=True, help="a .safetensors or .pt file")
+    parser.add_argument("--ema", action="store_true", help="export the EMA weights")
+    args = parser.parse_args(argv)
+    try:
+        out = export_weights(args.checkpoint, args.output, use_ema=args.ema)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -127,3 +127,24 @@ def test_prune_keeps_newest_checkpoints_with_all_their_files(tmp_path, cpu_ctx):
         f"{k}_{n}.pt" for n in (2, 3) for k in ("checkpoint", "optimizer", "ema", "trainer_state")
     )
     assert prune_checkpoints(str(tmp_path), None) == []
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_exported_weights_load_into_a_plain_model(tmp_path, cpu_ctx, suffix):
+    from vla_foundry.checkpoint import main as export_main
+
+    model, opt, sched, ema = _trained()
+    _save(tmp_path / "run", 1, model, opt, sched, ema, cpu_ctx)
+    out = str(tmp_path / f"model{suffix}")
+    assert export_main([str(tmp_path / "run"), "--output", out, "--ema"]) == 0
+    loaded = load_model_checkpoint(create_model(tiny_lm_params()), out)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), ema.shadow))
+
+
+def test_export_without_ema_weights_names_the_missing_file(tmp_path, cpu_ctx, capsys):
+    from vla_foundry.checkpoint import main as export_main
+
+    model, opt, sched, _ = _trained()
+    _save(tmp_path, 1, model, opt, sched, None, cpu_ctx)
+    assert export_main([str(tmp_path), "--output", str(tmp_path / "m.safetensors"), "--ema"]) == 2
+    assert "ema_1.pt does not exist" in capsys.readouterr().err
