@@ -343,3 +343,14 @@ def test_corrupt_lowdim_is_a_counted_bad_sample(tiny_data, tmp_path):
     list(loader)
     assert loader.stats.bad_samples >= 1
     assert all(f"key {samples[0]['__key__']}: lowdim.npz unreadable" in e for e in loader.stats.bad)
+
+
+def test_inference_frames_are_brought_to_the_stored_size_when_image_size_is_unset(tiny_data):
+    processor = RoboticsProcessor.from_data_params(robotics_params([tiny_data["robotics_lerobot"]]))
+    assert processor.config.image_size is None and processor.config.stored_image_size == [32, 32]
+    frame = np.zeros((48, 80, 3), dtype=np.uint8)
+    frame[:, 24:56] = 255  # the centre 48 x 32 band: after cover-resizing to 32 x 53 and cropping, the middle stays
+    obs = processor.process_observation({"front": [frame, frame], "wrist": [frame, frame]},
+                                        {"observation.state": np.zeros((2, 4))}, "move up")  # fmt: skip
+    assert obs["images"].shape == (1, 4, 3, 32, 32)
+    assert float(obs["images"][0, 0, :, :, 16].mean()) > 0.95 and float(obs["images"][0, 0, :, :, 0].mean()) < 0.05

@@ -37,17 +37,28 @@ def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(_resize_crop_pil(Image.fromarray(image), size))
 
 
-def _resize_crop_pil(img, size: int):
-    """PIL form of `resize_shorter_and_center_crop` (same pixels)."""
+def resize_cover_and_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale (bicubic) so the image covers `height` x `width`, then crop the centre: the `center_crop` resize of
+    preprocessing, for raw camera frames of any size at inference."""
+    if image.shape[:2] == (height, width):
+        return image
     from PIL import Image
 
+    return np.asarray(_resize_crop_pil(Image.fromarray(image), height, width))
+
+
+def _resize_crop_pil(img, height: int, width: int | None = None):
+    """Scale to cover (height, width) (square when width is None), then crop the centre."""
+    from PIL import Image
+
+    width = height if width is None else width
     w, h = img.size
-    if (w, h) == (size, size):
+    if (w, h) == (width, height):
         return img
-    scale = size / min(h, w)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return img.resize((new_w, new_h), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
+    scale = max(height / h, width / w)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return img.resize((new_w, new_h), Image.Resampling.BICUBIC).crop((left, top, left + width, top + height))
 
 
 def to_float_tensor(image: np.ndarray) -> torch.Tensor:

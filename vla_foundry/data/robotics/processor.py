@@ -27,6 +27,7 @@ from vla_foundry.data.processors.images import (
     augment,
     decode_image,
     draw_augmentation,
+    resize_cover_and_center_crop,
     resize_shorter_and_center_crop,
     to_float_tensor,
 )
@@ -55,6 +56,8 @@ class DatasetLayout:
     future_lowdim_steps: int
     camera_names: list[str]
     image_indices: list[int]
+    # Stored [height, width] of the camera images (None when preprocessing kept the source size).
+    image_size: list[int] | None = None
 
 
 def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
@@ -73,6 +76,7 @@ def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
         future_lowdim_steps=int(cfg["future_lowdim_steps"]),
         camera_names=list(cfg.get("camera_names") or []),
         image_indices=[int(i) for i in cfg["image_indices"]],
+        image_size=[int(x) for x in cfg["image_size"]] if cfg.get("image_size") else None,
     )
 
 
@@ -92,6 +96,9 @@ class ProcessorConfig:
     max_instruction_tokens: int = 64
     missing_camera: str = "error"
     augmentation: dict[str, Any] = field(default_factory=lambda: asdict(AugmentationParams()))
+    # [height, width] the training images were stored at; raw frames at inference are brought to it when
+    # image_size is unset.
+    stored_image_size: list[int] | None = None
 
     @property
     def window_length(self) -> int:
@@ -199,6 +206,7 @@ def resolve_robotics_config(
         max_instruction_tokens=data_params.max_instruction_tokens,
         missing_camera=data_params.missing_camera,
         augmentation=asdict(data_params.augmentation),
+        stored_image_size=layouts[0].image_size,
     )
     return processor_config, normalizer_config, merged
 
@@ -284,11 +292,15 @@ class RoboticsProcessor:
         return input_ids, mask
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Raw camera image uint8 (H, W, 3) of any size -> (S, S, 3) as preprocessing would store it resized."""
+        """Camera image uint8 (H, W, 3) of any size -> the training size: (S, S, 3) for data.image_size S, else the
+        stored size of the training data (the same cover-and-centre-crop resize as preprocessing)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"camera images must be (H, W, 3) uint8, got shape {image.shape}")
-        size = self.config.image_size
-        return resize_shorter_and_center_crop(image, size) if size else image
+        if self.config.image_size:
+            return resize_shorter_and_center_crop(image, self.config.image_size)
+        if self.config.stored_image_size:
+            return resize_cover_and_center_crop(image, *self.config.stored_image_size)
+        return image
 
     def images_to_tensor(
         self, views: list[np.ndarray | None], rng: np.random.Generator | None, training: bool
