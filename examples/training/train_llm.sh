@@ -3,6 +3,7 @@
 # Single process:      bash examples/training/train_llm.sh
 # Several processes:   NPROC=2 bash examples/training/train_llm.sh        (torchrun, FSDP2; gloo on CPU, nccl on GPU)
 # Extra flags are passed on:  bash examples/training/train_llm.sh --hparams.lr 1e-3
+# The run goes to experiments/llm_tiny; a second run there is refused (pass --name NEW, or resume with resume.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
