@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train a tiny VLA on the bundled robotics data (about a minute on 2 CPU cores), then run the policy on recorded
+# Train a tiny VLA on the bundled robotics data (about 35 s on 2 CPU cores), then run the policy on recorded
 # samples: raw camera frames + proprioception + instruction in, denormalised action chunk out.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
