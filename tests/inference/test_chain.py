@@ -88,7 +88,7 @@ def test_generation_refuses_a_run_of_another_kind(chain):
 
     with pytest.raises(ConfigError, match="generate_text needs a language-model run .* holds a 'diffusion_policy'"):
         generate_text(load_run(chain["vla"]), "hello")
-    with pytest.raises(ConfigError, match="caption_image needs a vlm run; .* holds a 'transformer' model"):
+    with pytest.raises(ConfigError, match="caption_image needs a vision-language run .* holds a 'transformer' model"):
         caption_image(load_run(chain["llm"]), np.zeros((8, 8, 3), dtype=np.uint8))
 
 

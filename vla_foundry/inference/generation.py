@@ -22,7 +22,7 @@ from vla_foundry.inference.run_loading import LoadedRun
 from vla_foundry.params.base_params import ConfigError
 
 LANGUAGE_MODEL_TYPES = ("transformer", "transformer_hf")
-VISION_LANGUAGE_MODEL_TYPES = ("vlm",)
+VISION_LANGUAGE_MODEL_TYPES = ("vlm", "vlm_hf")
 
 
 def run_tokenizer(run: LoadedRun, tokenizer: str | None = None) -> Tokenizer:
@@ -118,11 +118,24 @@ def caption_image(
     temperature: float = 0.0,
     seed: int | None = None,
     tokenizer: str | None = None,
+    prompt: str = "",
 ) -> list[str]:
-    """Caption raw images (uint8 (H, W, 3), any size: resized/cropped and normalised as in training)."""
+    """Caption raw images (uint8 (H, W, 3), any size: resized/cropped and normalised as in training).
+
+    A native `vlm` is prompted as it was trained (image placeholders, then BOS). A `vlm_hf` model goes through its
+    own processor with `prompt` as the text (e.g. "caption en" for PaliGemma; its chat template when it has one).
+    """
     if run.model_params.type not in VISION_LANGUAGE_MODEL_TYPES:
-        raise ConfigError(f"caption_image needs a vlm run; {run.run_dir} holds a {run.model_params.type!r} model")
+        raise ConfigError(
+            f"caption_image needs a vision-language run ({', '.join(VISION_LANGUAGE_MODEL_TYPES)}); {run.run_dir} "
+            f"holds a {run.model_params.type!r} model"
+        )
     images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    for im in images:
+        if np.asarray(im).ndim != 3 or np.asarray(im).shape[2] != 3:
+            raise ValueError(f"images must be uint8 (H, W, 3); got shape {np.asarray(im).shape}")
+    if run.model_params.type == "vlm_hf":
+        return _caption_with_hf_processor(run, images, prompt, max_new_tokens, temperature, seed)
     data: dict[str, Any] = run.experiment_config().get("data") or {}
     params = run.model_params
     mean = tuple(data.get("image_mean") or (0.5, 0.5, 0.5))
@@ -141,3 +154,42 @@ def caption_image(
             **({"generator": generator} if generator is not None else {}),
         )
     return _decode(tok, new)
+
+
+def _caption_with_hf_processor(
+    run: LoadedRun, images: list[np.ndarray], prompt: str, max_new_tokens: int, temperature: float, seed: int | None
+) -> list[str]:
+    from transformers import AutoProcessor
+
+    from vla_foundry.models.hf_loading import load_from_hf
+
+    name = run.model_params.hf_pretrained
+    processor = load_from_hf(
+        name,
+        "VLM processor",
+        lambda n, local_files_only: AutoProcessor.from_pretrained(n, local_files_only=local_files_only),
+    )
+    if getattr(processor, "chat_template", None):
+        content = [{"type": "image"}, {"type": "text", "text": prompt}]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    else:
+        text = (getattr(processor, "image_token", None) or "<image>") + prompt
+    inputs = processor(
+        text=[text] * len(images),
+        images=[[np.asarray(im, dtype=np.uint8)] for im in images],
+        return_tensors="pt",
+        padding=True,
+    )
+    pixels = inputs["pixel_values"]
+    pixels = pixels.view(len(images), -1, *pixels.shape[-3:]) if pixels.dim() == 4 else pixels  # (B, n, 3, H, W)
+    tok = processor.tokenizer
+    with seeded(seed, run.device):
+        new = run.model.generate(
+            input_ids=inputs["input_ids"].to(run.device),
+            images=pixels.to(run.device),
+            attention_mask=inputs["attention_mask"].to(run.device),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            eos_token_id=tok.eos_token_id,
+        )
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
