@@ -123,3 +123,11 @@ def test_policy_loads_from_an_s3_run_directory(s3_bucket, policy_run):
     assert remote.run.checkpoint == f"{s3_bucket}/runs/vla/checkpoints/checkpoint_2.pt"
     obs = observation(np.random.default_rng(4))
     np.testing.assert_array_equal(remote.predict(obs, seed=1), local.predict(obs, seed=1))
+
+
+def test_camera_frames_must_be_uint8_rgb(policy_run):
+    policy = Policy.from_run(policy_run)
+    obs = observation(np.random.default_rng(0))
+    obs["images"]["front"] = [np.zeros((32, 32, 3), dtype=np.float32)] * 2
+    with pytest.raises(ValueError, match=r"\['front'\] is float32 of shape \(32, 32, 3\); expected uint8 \(H, W, 3\)"):
+        policy.predict(obs)

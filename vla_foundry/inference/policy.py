@@ -155,8 +155,10 @@ class Policy:
                 )
             for frame in frames:
                 frame = np.asarray(frame)
-                if frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(f"{where}['images'][{cam!r}] has shape {frame.shape}; expected (H, W, 3) uint8")
+                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                    raise ValueError(
+                        f"{where}['images'][{cam!r}] is {frame.dtype} of shape {frame.shape}; expected uint8 (H, W, 3)"
+                    )
         proprio = obs.get("proprioception")
         rows = self.config.past_lowdim_steps + 1
         if not isinstance(proprio, dict):
