@@ -3,6 +3,7 @@ instruction; its open-loop MSE (sampled chunk vs truth, normalised units) drops 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.vla.conftest import ACTION_DIM, IMG, N_IMAGES, PAST, PROPRIO_DIM, TINY_VLM, WINDOW, policy_params
@@ -53,9 +54,18 @@ def synthetic_task(batch_size: int, g: torch.Generator) -> dict:
     }
 
 
-def test_tiny_vla_open_loop_mse_drops_below_threshold():
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"objective": "flow_matching", "num_flow_steps": 10},
+        # DDPM predicting the clean chunk, sampled with 10 deterministic DDIM steps.
+        {"objective": "ddpm", "prediction_type": "sample", "num_train_timesteps": 100, "clip_sample": 3.0},
+    ],
+    ids=["flow_matching", "ddpm_ddim"],
+)
+def test_tiny_vla_open_loop_mse_drops_below_threshold(objective):
     torch.manual_seed(0)
-    params = policy_params(TINY_VLM, num_flow_steps=10, num_action_head_repeats=2)
+    params = policy_params(TINY_VLM, num_inference_steps=10, num_action_head_repeats=2, **objective)
     assert ACTION_DIM == 3
     model = create_model(params)
     handler = get_batch_handler(params)
