@@ -10,5 +10,16 @@ uv run python -m vla_foundry.inference.policy_server serve --run_dir "$RUN" --po
 SERVER=$!
 trap 'kill -TERM $SERVER; wait $SERVER' EXIT   # SIGTERM (or Ctrl-C in the foreground) stops the server
 
-until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 1; done
+# Wait until the model is loaded and the server answers /health.
+uv run python -c "
+import time
+from vla_foundry.inference import PolicyClient
+client = PolicyClient('http://127.0.0.1:$PORT', timeout_s=2)
+for _ in range(600):
+    try:
+        client.health()
+        break
+    except OSError:
+        time.sleep(0.5)
+"
 uv run python -m vla_foundry.inference.policy_server latency --url "http://127.0.0.1:$PORT" --n 50
