@@ -147,6 +147,58 @@ def tiny_paligemma_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_idefics3_dir(tmp_path_factory) -> str:
+    """A SmolVLM-class (Idefics3) model + processor with a chat template, 32 px images (4 image tokens each)."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    tokenizer = _byte_fallback_tokenizer()
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]}
+    )
+    config = Idefics3Config(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=IMG,
+            patch_size=8,
+        ),
+        text_config=dict(
+            model_type="llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+    )
+    template = (
+        "{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n"
+        "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+    image_processor = Idefics3ImageProcessor(
+        do_image_splitting=False, size={"longest_edge": IMG}, max_image_size={"longest_edge": IMG}
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_idefics3")
+    Idefics3ForConditionalGeneration(config).save_pretrained(path)
+    Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4, chat_template=template
+    ).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> str:
     """A CLIP dual encoder + image processor + tokenizer, 32px images, saved to a local directory."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -206,9 +258,10 @@ def tiny_timm_dir(tmp_path_factory) -> str:
     return str(path)
 
 
-def hf_backbones(paligemma: str, clip: str, timm_dir: str) -> dict:
+def hf_backbones(paligemma: str, clip: str, timm_dir: str, idefics3: str | None = None) -> dict:
     return {
         "vlm_hf": VLMHFParams(hf_pretrained=paligemma),
+        **({"vlm_hf_idefics3": VLMHFParams(hf_pretrained=idefics3)} if idefics3 else {}),
         "clip": CLIPBackboneParams(clip_pretrained=clip, img_size=IMG),
         "vit_hf": ViTHFParams(hf_pretrained=timm_dir, img_size=IMG, patch_size=8),
     }

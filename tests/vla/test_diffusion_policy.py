@@ -26,11 +26,14 @@ SUPERVISED_ROWS = WINDOW - PAST  # the anchor and the future rows
 
 
 @pytest.fixture(scope="module")
-def backbones(tiny_paligemma_dir, tiny_clip_dir, tiny_timm_dir) -> dict:
-    return {"vlm": TINY_VLM, "vit": TINY_VIT, **hf_backbones(tiny_paligemma_dir, tiny_clip_dir, tiny_timm_dir)}
+def backbones(tiny_paligemma_dir, tiny_clip_dir, tiny_timm_dir, tiny_idefics3_dir) -> dict:
+    hf = hf_backbones(tiny_paligemma_dir, tiny_clip_dir, tiny_timm_dir, tiny_idefics3_dir)
+    return {"vlm": TINY_VLM, "vit": TINY_VIT, **hf}
 
 
-@pytest.mark.parametrize("kind", ["vlm", "vit", "vlm_hf", "clip", "vit_hf"])
+# vlm_hf: PaliGemma-class (image tokens prepended by the processor); vlm_hf_idefics3: SmolVLM-class (chat template,
+# per-sample image stacks).
+@pytest.mark.parametrize("kind", ["vlm", "vit", "vlm_hf", "vlm_hf_idefics3", "clip", "vit_hf"])
 def test_loss_and_sampled_chunk_shapes_for_every_backbone_kind(backbones, kind):
     params = policy_params(backbones[kind])
     model = create_model(params)
