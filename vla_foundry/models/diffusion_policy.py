@@ -222,8 +222,8 @@ class DiffusionPolicy(nn.Module):
         batch: dict[str, Any],
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training loss on a robotics batch. Returns {"loss", "num_elements", "action_mse"} (tensors only, so that
-        FSDP's hooks see them)."""
+        """Masked denoising loss on a robotics batch. Returns {"loss", "num_elements"} (supervised action elements
+        per noise draw): a dict of tensors, so that FSDP's hooks see them."""
         actions = batch.get("actions")
         future_mask = batch.get("future_mask")
         B = actions.shape[0] if actions is not None else None
