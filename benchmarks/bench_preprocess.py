@@ -33,17 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_dataset(root: Path, episodes: int, length: int, size: int, codec: str) -> Path:
-    from tests.data.preprocessing.conftest import make_lerobot_v3
+    from vla_foundry.data.scripts.make_synthetic_lerobot import CAMERAS, file_groups, make_lerobot_v3
 
-    ids = list(range(episodes))
     # Data files every 5 episodes, cam_high files every 4, cam_wrist files every 6: boundaries do not line up.
-    data = [ids[i : i + 5] for i in range(0, episodes, 5)]
-    video = {
-        "observation.images.cam_high": [ids[i : i + 4] for i in range(0, episodes, 4)],
-        "observation.images.cam_wrist": [ids[i : i + 6] for i in range(0, episodes, 6)],
-    }
-    meta = [ids[i : i + 10] for i in range(0, episodes, 10)]
-    return make_lerobot_v3(root, [length] * episodes, data, video, codec, (), meta, size)
+    data = file_groups(episodes, 5)
+    video = {CAMERAS[0]: file_groups(episodes, 4), CAMERAS[1]: file_groups(episodes, 6)}
+    return make_lerobot_v3(root, [length] * episodes, data, video, codec, (), file_groups(episodes, 10), size)
 
 
 def params_for(source: Path, output: Path, size: int):

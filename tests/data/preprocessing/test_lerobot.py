@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.preprocessing.conftest import (
-    check_frames_and_rows,
-    make_lerobot_v3,
-    make_lerobot_v21,
-    preprocess_robotics,
-    read_dataset,
-    robotics_argv,
-)
+from tests.data.preprocessing.conftest import check_frames_and_rows, preprocess_robotics, read_dataset, robotics_argv
 from vla_foundry.data.preprocessing.lerobot_source import LeRobotConverter
 from vla_foundry.data.preprocessing.sample_cutting import plan_anchors
+from vla_foundry.data.scripts.make_synthetic_lerobot import make_lerobot_v3, make_lerobot_v21
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from tests.data.preprocessing.conftest import decode_colour, decode_jpeg, load_npz, make_frame, state_rows
+from tests.data.preprocessing.conftest import decode_jpeg, load_npz
 from vla_foundry.data.preprocessing.episodes import Episode, EpisodeError
 from vla_foundry.data.preprocessing.sample_cutting import cut_samples, plan_anchors, relative_pose
+from vla_foundry.data.scripts.make_synthetic_lerobot import decode_colour, make_frame, state_rows
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.preprocessing.conftest import decode_jpeg, make_frame, read_dataset
+from tests.data.preprocessing.conftest import decode_jpeg, read_dataset
 from vla_foundry.data.preprocessing.job import JobError
 from vla_foundry.data.preprocessing.text_sources import run_caption_preprocessing, run_text_preprocessing
 from vla_foundry.data.processors.tokenizers import get_tokenizer
+from vla_foundry.data.scripts.make_synthetic_lerobot import make_frame
 from vla_foundry.params.preprocessing_params import (
     CaptionPreprocessingParams,
     TextPreprocessingParams,

@@ -56,8 +56,8 @@ def test_robotics_shards_stream_through_the_training_loader_with_their_own_value
 def test_text_and_caption_shards_pass_the_validator(tmp_path: Path):
     from PIL import Image
 
-    from tests.data.preprocessing.conftest import make_frame
     from vla_foundry.data.preprocessing.text_sources import run_caption_preprocessing, run_text_preprocessing
+    from vla_foundry.data.scripts.make_synthetic_lerobot import make_frame
     from vla_foundry.params.preprocessing_params import (
         CaptionPreprocessingParams,
         TextPreprocessingParams,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.data.preprocessing.conftest import FPS, decode_colour, make_frame, write_video
 from vla_foundry.data.preprocessing.video import ForwardVideoReader, VideoDecodeError
+from vla_foundry.data.scripts.make_synthetic_lerobot import FPS, decode_colour, make_frame, write_video
 
 
 @pytest.mark.parametrize("codec", ["libsvtav1", "libx264", "mpeg4"])

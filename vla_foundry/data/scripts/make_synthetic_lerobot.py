@@ -1,0 +1,332 @@
+"""Write a tiny synthetic LeRobot dataset (v3.0 or v2.1) to try the robotics preprocessing without downloads.
+
+    python -m vla_foundry.data.scripts.make_synthetic_lerobot --output_dir /tmp/toy_lerobot \\
+        [--version v3.0|v2.1] [--episodes 5] [--length 12] [--size 32] [--codec h264|libsvtav1]
+
+Two cameras (`observation.images.cam_high`, `observation.images.cam_wrist`) recorded at 10 fps, low-dim features
+`observation.state` (3) and `action` (2), two tasks ("pick the red cube", "stack the blue cup") alternating by
+episode. In v3.0 the data parquets roll over every 3 episodes, cam_high's MP4s every 2, cam_wrist's every 4 and
+the episode metadata every 2, so data and video file boundaries do not line up (what real v3.0 datasets do).
+
+Every value encodes where it came from, so a preprocessed sample can be checked by eye or by code. A frame is one
+flat colour that survives video and JPEG compression: R = 20 + 40 * (episode mod 6), G = 4 + 8 * (t mod 32),
+B = 50 + 100 * camera (`decode_colour` reads it back). `observation.state[t] = [episode, t, 0.5 t]` and
+`action[t] = [100 episode + t, -t]`. The same arguments give the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FPS = 10
+SIZE = 32
+TASKS = ["pick the red cube", "stack the blue cup"]
+CAMERAS = ("observation.images.cam_high", "observation.images.cam_wrist")
+# Episode lengths the generator cycles through when no fixed length is given (uneven on purpose).
+DEFAULT_LENGTHS = (12, 9, 15, 10, 11)
+# Command-line codec names -> PyAV encoder names.
+CODECS = {"h264": "libx264", "libx264": "libx264", "av1": "libsvtav1", "libsvtav1": "libsvtav1"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Values that encode (episode, t, camera)
+
+
+def frame_colour(episode: int, t: int, camera: int) -> tuple[int, int, int]:
+    # Ids wrap (episode mod 6, t mod 32) so larger datasets stay within uint8; tests stay below both.
+    return 20 + 40 * (episode % 6), 4 + 8 * (t % 32), 50 + 100 * camera
+
+
+def decode_colour(image: np.ndarray) -> tuple[int, int, int]:
+    """(episode, t, camera) back from a decoded frame (mean over the flat image, rounded)."""
+    r, g, b = image.reshape(-1, 3).mean(axis=0)
+    return round((r - 20) / 40), round((g - 4) / 8), round((b - 50) / 100)
+
+
+def make_frame(episode: int, t: int, camera: int, size: int = SIZE) -> np.ndarray:
+    """A (size, size, 3) uint8 frame of one flat colour."""
+    return np.broadcast_to(np.array(frame_colour(episode, t, camera), np.uint8), (size, size, 3)).copy()
+
+
+def state_rows(episode: int, length: int) -> np.ndarray:
+    """(length, 3) float32: [episode, t, 0.5 t]."""
+    t = np.arange(length, dtype=np.float32)
+    return np.stack([np.full(length, episode, np.float32), t, 0.5 * t], axis=1)
+
+
+def action_rows(episode: int, length: int) -> np.ndarray:
+    """(length, 2) float32: [100 episode + t, -t]."""
+    t = np.arange(length, dtype=np.float32)
+    return np.stack([100 * episode + t, -t], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264") -> None:
+    """Encode RGB frames into an MP4 at FPS with PyAV (`libx264` or `libsvtav1`)."""
+    import av
+
+    av.logging.set_level(av.logging.ERROR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libsvtav1":
+            stream.options = {"g": "2", "preset": "12"}  # LeRobot's AV1 settings: a keyframe every 2 frames
+        elif codec == "libx264":
+            stream.options = {"g": "4", "crf": "10"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_parquet(path: Path, columns: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), str(path))
+
+
+def fixed_list(rows: np.ndarray) -> Any:
+    """(N, D) array -> a pyarrow fixed-size list column (how LeRobot stores vector features)."""
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1).astype(np.float32)), rows.shape[1])
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def info_json(
+    version: str, cameras: list[str], image_keys: list[str], episodes: int, frames: int, size: int = SIZE
+) -> dict:
+    """meta/info.json: the features and the path templates of a v3.0 or v2.1 dataset."""
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [3], "names": ["episode", "t", "half_t"]},
+        "action": {"dtype": "float32", "shape": [2], "names": ["id", "minus_t"]},
+        "timestamp": {"dtype": "float32", "shape": [1]},
+        "frame_index": {"dtype": "int64", "shape": [1]},
+        "episode_index": {"dtype": "int64", "shape": [1]},
+        "index": {"dtype": "int64", "shape": [1]},
+        "task_index": {"dtype": "int64", "shape": [1]},
+    }
+    for cam in cameras:
+        features[cam] = {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
+    for key in image_keys:
+        features[key] = {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channels"]}
+    info = {"codebase_version": version, "fps": FPS, "features": features, "total_episodes": episodes}
+    info["total_frames"] = frames
+    if version == "v3.0":
+        info.update(
+            data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+            chunks_size=1000,
+            data_files_size_in_mb=100,
+            video_files_size_in_mb=200,
+        )
+    else:
+        info.update(
+            data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+            video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+            chunks_size=1000,
+            total_chunks=1,
+            total_videos=episodes * len(cameras),
+        )
+    return info
+
+
+def data_columns(episodes: list[int], lengths: dict[int, int], start_index: int, image_keys: list[str]) -> dict:
+    """The rows of `episodes` in one data parquet; global frame `index` starts at `start_index`."""
+    state = np.concatenate([state_rows(e, lengths[e]) for e in episodes])
+    action = np.concatenate([action_rows(e, lengths[e]) for e in episodes])
+    frame_index = np.concatenate([np.arange(lengths[e]) for e in episodes])
+    columns = {
+        "observation.state": fixed_list(state),
+        "action": fixed_list(action),
+        "timestamp": (frame_index / FPS).astype(np.float32),
+        "frame_index": frame_index,
+        "episode_index": np.concatenate([np.full(lengths[e], e) for e in episodes]),
+        "index": start_index + np.arange(len(frame_index)),
+        "task_index": np.concatenate([np.full(lengths[e], e % 2) for e in episodes]),
+    }
+    # Image features use camera ids 2, 3, ... (B = 250 for the first: at most one fits the colour code).
+    for k, key in enumerate(image_keys):
+        cells = [
+            {"bytes": encode_png(make_frame(e, t, 2 + k)), "path": None} for e in episodes for t in range(lengths[e])
+        ]
+        columns[key] = cells
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+def file_groups(num_episodes: int, episodes_per_file: int) -> list[list[int]]:
+    """Episode ids 0..num_episodes-1 in consecutive files of `episodes_per_file` (the last may hold fewer)."""
+    ids = list(range(num_episodes))
+    return [ids[i : i + episodes_per_file] for i in range(0, num_episodes, episodes_per_file)]
+
+
+def make_lerobot_v3(
+    root: Path,
+    lengths: Sequence[int] = DEFAULT_LENGTHS,
+    data_files: Sequence[Sequence[int]] = ([0, 1, 2], [3, 4]),
+    video_files: dict[str, Sequence[Sequence[int]]] | None = None,
+    codec: str = "libx264",
+    image_keys: Sequence[str] = (),
+    episode_meta_files: Sequence[Sequence[int]] = ([0, 1], [2, 3, 4]),
+    size: int = SIZE,
+) -> Path:
+    """A LeRobot v3.0 dataset whose data files, each camera's video files and metadata files split differently.
+
+    `data_files`, each camera's entry of `video_files` and `episode_meta_files` list the episode ids of each file,
+    in order. Returns `root`.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if video_files is None:
+        video_files = {CAMERAS[0]: [[0, 1], [2, 3, 4]], CAMERAS[1]: [[0, 1, 2, 3], [4]]}
+    lengths = dict(enumerate(lengths))
+    cameras = list(video_files)
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    info = info_json("v3.0", cameras, list(image_keys), len(lengths), sum(lengths.values()), size)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    pq.write_table(pa.table({"task_index": [0, 1], "__index_level_0__": TASKS}), str(root / "meta" / "tasks.parquet"))
+    rows = {e: {"episode_index": e, "tasks": [TASKS[e % 2]], "length": n} for e, n in lengths.items()}
+    index = 0
+    for file_index, eps in enumerate(data_files):
+        path = root / info["data_path"].format(chunk_index=0, file_index=file_index)
+        write_parquet(path, data_columns(list(eps), lengths, index, list(image_keys)))
+        for e in eps:
+            rows[e].update({"data/chunk_index": 0, "data/file_index": file_index})
+            rows[e].update({"dataset_from_index": index, "dataset_to_index": index + lengths[e]})
+            index += lengths[e]
+    for c, (cam, files) in enumerate(video_files.items()):
+        for file_index, eps in enumerate(files):
+            # Episodes follow each other in the file; each records where its frames start and end.
+            frames, start = [], 0.0
+            for e in eps:
+                rows[e].update(
+                    {
+                        f"videos/{cam}/chunk_index": 0,
+                        f"videos/{cam}/file_index": file_index,
+                        f"videos/{cam}/from_timestamp": start,
+                        f"videos/{cam}/to_timestamp": start + lengths[e] / FPS,
+                    }
+                )
+                frames.extend(make_frame(e, t, c, size) for t in range(lengths[e]))
+                start += lengths[e] / FPS
+            path = root / info["video_path"].format(video_key=cam, chunk_index=0, file_index=file_index)
+            write_video(path, frames, codec)
+    for file_index, eps in enumerate(episode_meta_files):
+        path = root / "meta" / "episodes" / "chunk-000" / f"file-{file_index:03d}.parquet"
+        table = [rows[e] for e in eps]
+        write_parquet(path, {k: [r[k] for r in table] for k in table[0]})
+    return root
+
+
+def make_lerobot_v21(
+    root: Path,
+    lengths: Sequence[int] = (8, 11, 6),
+    cameras: Sequence[str] = ("observation.images.top",),
+    codec: str = "libx264",
+    size: int = SIZE,
+) -> Path:
+    """A LeRobot v2.1 dataset: one data parquet and one MP4 per camera per episode. Returns `root`."""
+    lengths = dict(enumerate(lengths))
+    info = info_json("v2.1", list(cameras), [], len(lengths), sum(lengths.values()), size)
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    episodes = [{"episode_index": e, "tasks": [TASKS[e % 2]], "length": n} for e, n in lengths.items()]
+    (root / "meta" / "episodes.jsonl").write_text("\n".join(json.dumps(e) for e in episodes) + "\n")
+    tasks = [{"task_index": i, "task": t} for i, t in enumerate(TASKS)]
+    (root / "meta" / "tasks.jsonl").write_text("\n".join(json.dumps(t) for t in tasks) + "\n")
+    index = 0
+    for e, n in lengths.items():
+        path = root / info["data_path"].format(episode_chunk=0, episode_index=e)
+        write_parquet(path, data_columns([e], lengths, index, []))
+        index += n
+        for c, cam in enumerate(cameras):
+            path = root / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e)
+            write_video(path, [make_frame(e, t, c, size) for t in range(n)], codec)
+    return root
+
+
+def make_synthetic_lerobot(
+    output_dir: str | Path,
+    version: str = "v3.0",
+    episodes: int = 5,
+    length: int | None = None,
+    size: int = SIZE,
+    codec: str = "h264",
+) -> Path:
+    """The dataset the command line writes: two cameras, `episodes` episodes of `length` frames (None: cycling
+    through 12, 9, 15, 10, 11), v3.0 files rolling over as the module docstring says. Refuses a non-empty
+    `output_dir` (ValueError) so two datasets never mix."""
+    if version not in ("v3.0", "v2.1"):
+        raise ValueError(f"version {version!r} is not valid; valid: v3.0, v2.1")
+    if codec not in CODECS:
+        raise ValueError(f"codec {codec!r} is not valid; valid: {', '.join(CODECS)}")
+    if episodes < 1 or (length is not None and length < 1) or size < 2:
+        raise ValueError(f"episodes ({episodes}) and length ({length}) must be >= 1 and size ({size}) >= 2")
+    root = Path(output_dir)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"output_dir {root} is not empty; choose a new directory or remove it")
+    lengths = [length or DEFAULT_LENGTHS[e % len(DEFAULT_LENGTHS)] for e in range(episodes)]
+    if version == "v2.1":
+        return make_lerobot_v21(root, lengths, CAMERAS, CODECS[codec], size)
+    video_files = {CAMERAS[0]: file_groups(episodes, 2), CAMERAS[1]: file_groups(episodes, 4)}
+    return make_lerobot_v3(
+        root, lengths, file_groups(episodes, 3), video_files, CODECS[codec], (), file_groups(episodes, 2), size
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vla_foundry.data.scripts.make_synthetic_lerobot",
+        description=(__doc__ or "").split("\n\n")[0],
+    )
+    parser.add_argument("--output_dir", required=True, help="new or empty local directory")
+    parser.add_argument("--version", default="v3.0", choices=["v3.0", "v2.1"], help="LeRobot format version")
+    parser.add_argument("--episodes", type=int, default=5, help="number of episodes")
+    parser.add_argument("--length", type=int, default=None, help="frames per episode (default: 12, 9, 15, 10, 11, ...)")
+    parser.add_argument("--size", type=int, default=SIZE, help="frame height and width in pixels")
+    parser.add_argument("--codec", default="h264", choices=sorted(CODECS), help="video codec of the MP4s")
+    args = parser.parse_args(argv)
+    try:
+        root = make_synthetic_lerobot(args.output_dir, args.version, args.episodes, args.length, args.size, args.codec)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = json.loads((root / "meta" / "info.json").read_text())
+    videos = len(list(root.glob("videos/**/*.mp4")))
+    print(
+        f"LeRobot {info['codebase_version']} dataset: {info['total_episodes']} episodes, {info['total_frames']} "
+        f"frames, {len(CAMERAS)} cameras, {videos} video files -> {root}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
