@@ -87,16 +87,17 @@ class Converter(ABC):
         """Counters worth reporting (e.g. video container opens)."""
         return {}
 
-
-def select_cameras(episode_id: str, available: list[str], params: RoboticsPreprocessingParams) -> list[str]:
-    """The cameras to store, in order; raises EpisodeError(kind="missing_camera") when a requested one is absent."""
-    if params.camera_names is None:
-        return list(available)
-    missing = [c for c in params.camera_names if c not in available]
-    if missing:
-        raise EpisodeError(
-            episode_id,
-            f"missing camera(s) {missing}; the episode has {available}",
-            kind="missing_camera",
-        )
-    return list(params.camera_names)
+    def select_cameras(self, episode_id: str, available: list[str], length: int | None = None) -> list[str]:
+        """The cameras to store, in order; raises EpisodeError(kind="missing_camera") when a requested one is
+        absent (`length`, when known, counts the episode's samples as dropped)."""
+        if self.params.camera_names is None:
+            return list(available)
+        missing = [c for c in self.params.camera_names if c not in available]
+        if missing:
+            raise EpisodeError(
+                episode_id,
+                f"missing camera(s) {missing}; the episode has {available}",
+                kind="missing_camera",
+                length=length,
+            )
+        return list(self.params.camera_names)

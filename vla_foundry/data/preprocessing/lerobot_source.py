@@ -20,14 +20,7 @@ import numpy as np
 
 from vla_foundry import storage
 from vla_foundry.data.preprocessing.encoding import decode_image
-from vla_foundry.data.preprocessing.episodes import (
-    Converter,
-    Episode,
-    EpisodeError,
-    ReadTask,
-    TaskFailure,
-    select_cameras,
-)
+from vla_foundry.data.preprocessing.episodes import Converter, Episode, EpisodeError, ReadTask, TaskFailure
 from vla_foundry.data.preprocessing.video import ForwardVideoReader, VideoDecodeError, open_video
 from vla_foundry.params.base_params import ConfigError
 
@@ -327,7 +320,7 @@ class LeRobotConverter(Converter):
             lowdim[name] = column_array(part.column(name), len(rows))  # (L, D)
         rename = self.params.camera_rename
         sources = {stored_camera_name(k, rename): k for k in spec["video_keys"] + spec["image_keys"]}
-        cameras = select_cameras(eid, list(sources), self.params)
+        cameras = self.select_cameras(eid, list(sources))
         streams: dict[str, Iterator[np.ndarray]] = {}
         for cam in cameras:
             key = sources[cam]

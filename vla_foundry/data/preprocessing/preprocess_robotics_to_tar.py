@@ -11,44 +11,17 @@ processing_metadata.json). Every field of RoboticsPreprocessingParams is a flag;
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
+from vla_foundry.data.preprocessing.command_line import run_preprocessing_command
+from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        from vla_foundry.params.help_text import field_lines
+    from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
 
-        print(
-            (__doc__ or "").strip()
-            + "\n\nFlags (field, type, default):\n"
-            + "\n".join(field_lines(RoboticsPreprocessingParams))
-        )
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from vla_foundry.data.preprocessing.job import JobError
-
-    try:
-        params = parse_preprocessing_params(RoboticsPreprocessingParams, args)
-        from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
-
-        outcome = run_robotics_preprocessing(params)
-    except (ConfigError, JobError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    samples = outcome.metadata.get("samples", {})
-    print(
-        f"{outcome.dataset_dir}: {len(outcome.shard_counts)} shards, {samples.get('written')} samples "
-        f"(potential {samples.get('potential')}, dropped {samples.get('dropped')}), "
-        f"{outcome.metadata.get('inputs_failed', 0)} failed episodes"
-        + (" (already complete)" if outcome.already_complete else "")
-    )
-    return 0
+    return run_preprocessing_command(__doc__, RoboticsPreprocessingParams, run_robotics_preprocessing, "episodes", argv)
 
 
 if __name__ == "__main__":

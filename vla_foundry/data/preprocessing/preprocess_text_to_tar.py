@@ -10,38 +10,17 @@ The dataset lands in <output_dir>/shards/ (manifest.jsonl, shard_*.tar, processi
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.preprocessing_params import TextPreprocessingParams, parse_preprocessing_params
+from vla_foundry.data.preprocessing.command_line import run_preprocessing_command
+from vla_foundry.params.preprocessing_params import TextPreprocessingParams
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        from vla_foundry.params.help_text import field_lines
+    from vla_foundry.data.preprocessing.text_sources import run_text_preprocessing
 
-        print(
-            (__doc__ or "").strip()
-            + "\n\nFlags (field, type, default):\n"
-            + "\n".join(field_lines(TextPreprocessingParams))
-        )
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from vla_foundry.data.preprocessing.job import JobError
-
-    try:
-        params = parse_preprocessing_params(TextPreprocessingParams, args)
-        from vla_foundry.data.preprocessing.text_sources import run_text_preprocessing
-
-        outcome = run_text_preprocessing(params)
-    except (ConfigError, JobError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{outcome.dataset_dir}: {len(outcome.shard_counts)} shards, {sum(outcome.shard_counts)} samples")
-    return 0
+    return run_preprocessing_command(__doc__, TextPreprocessingParams, run_text_preprocessing, "files", argv)
 
 
 if __name__ == "__main__":

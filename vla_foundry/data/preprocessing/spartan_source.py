@@ -18,14 +18,7 @@ import numpy as np
 import yaml
 
 from vla_foundry import storage
-from vla_foundry.data.preprocessing.episodes import (
-    Converter,
-    Episode,
-    EpisodeError,
-    ReadTask,
-    TaskFailure,
-    select_cameras,
-)
+from vla_foundry.data.preprocessing.episodes import Converter, Episode, EpisodeError, ReadTask, TaskFailure
 from vla_foundry.params.base_params import ConfigError
 
 METADATA_FILE = "metadata.yaml"
@@ -201,11 +194,7 @@ class SpartanConverter(Converter):
         action = np.asarray(actions["actions"], dtype=np.float32)
         length = len(action)
         names = {params.camera_rename.get(name, name): cam_id for cam_id, name in id_to_name.items() if cam_id in obs}
-        try:
-            cameras = select_cameras(eid, list(names), params)
-        except EpisodeError as e:
-            e.length = length
-            raise
+        cameras = self.select_cameras(eid, list(names), length)
         lowdim: dict[str, np.ndarray] = {}
         discard = set(params.data_discard_keys)
         for key in obs.files:

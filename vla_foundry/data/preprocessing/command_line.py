@@ -1,0 +1,61 @@
+"""What the preprocessing entry points (preprocess_{robotics,text,captions}_to_tar.py) share on the command line:
+`--help` built from the params dataclass, draccus parsing, running the job, a one-line summary, and bad flags or
+inputs reported as one `error: ...` line with exit status 2 (before Ray starts, for flags)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.preprocessing_params import parse_preprocessing_params
+
+
+def help_text(doc: str | None, params_class: type) -> str:
+    """The entry point's docstring followed by one line per flag (field, type, default)."""
+    from vla_foundry.params.help_text import field_lines
+
+    return (doc or "").strip() + "\n\nFlags (field, type, default):\n" + "\n".join(field_lines(params_class))
+
+
+def outcome_summary(outcome: Any, inputs_name: str) -> str:
+    """One line: where the dataset is, shards, samples written / potential / dropped by reason, failed inputs."""
+    samples = outcome.metadata.get("samples", {})
+    dropped = samples.get("dropped") or {}
+    dropped_text = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()) if n) or "none"
+    line = (
+        f"{outcome.dataset_dir}: {len(outcome.shard_counts)} shards, {sum(outcome.shard_counts)} samples "
+        f"(potential {samples.get('potential')}, dropped: {dropped_text}), "
+        f"{outcome.metadata.get('inputs_failed', 0)} failed {inputs_name}"
+    )
+    return line + (" (already complete)" if outcome.already_complete else "")
+
+
+def run_preprocessing_command(
+    doc: str | None,
+    params_class: type,
+    run_job: Callable[[Any], Any],
+    inputs_name: str,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse `argv` (default: sys.argv[1:]) into `params_class`, run `run_job(params)` and print its summary.
+
+    Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(help_text(doc, params_class))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from vla_foundry.data.preprocessing.job import JobError
+
+    try:
+        params = parse_preprocessing_params(params_class, args)
+        outcome = run_job(params)
+    except (ConfigError, JobError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(outcome_summary(outcome, inputs_name))
+    return 0
