@@ -1,5 +1,5 @@
 """Fixtures for the model tests: tiny params, presets by name, and tiny Hugging Face / timm models saved to
-temporary directories (built from configs; nothing is downloaded)."""
+temporary directories (built from configs by `tests.hf_models`; nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import pytest
 import torch
 
 from tests.conftest import PRESETS
+from tests.hf_models import (
+    save_causal_lm,
+    save_idefics3,
+    save_paligemma,
+    save_siglip_vision,
+    save_timm_vit,
+)
 from vla_foundry.params import ModelParams, TransformerParams, ViTParams, VLMParams
 from vla_foundry.params.parsing import _Sources, build_params, load_yaml
-
-HF_VOCAB = 300
-HF_IMAGE_TOKEN = 299
 
 
 def load_model_preset(name: str) -> ModelParams:
@@ -47,129 +51,32 @@ def _seed() -> None:
 
 @pytest.fixture(scope="session")
 def hf_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=HF_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    path = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+    return save_causal_lm(tmp_path_factory.mktemp("tiny_llama"), "llama")
 
 
 @pytest.fixture(scope="session")
 def hf_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=HF_VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    path = tmp_path_factory.mktemp("tiny_qwen2")
-    Qwen2ForCausalLM(config).save_pretrained(path)
-    return path
+    return save_causal_lm(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2")
 
 
 @pytest.fixture(scope="session")
 def hf_idefics3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolVLM-architecture model: 32 px images, 8 px patches -> 16 patches, scale factor 2 -> 4 image tokens."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
-
-    config = Idefics3Config(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        text_config=dict(
-            model_type="llama",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=HF_VOCAB,
-        ),
-        image_token_id=HF_IMAGE_TOKEN,
-        scale_factor=2,
-    )
-    path = tmp_path_factory.mktemp("tiny_idefics3")
-    Idefics3ForConditionalGeneration(config).save_pretrained(path)
-    return path
+    """SmolVLM-architecture model (4 image tokens per 32 px image), vocabulary HF_VOCAB, placeholder HF_IMAGE_TOKEN."""
+    return save_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))
 
 
 @pytest.fixture(scope="session")
 def hf_paligemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """PaliGemma-architecture model: 32 px images, 8 px patches -> 16 image tokens per image."""
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
-
-    config = PaliGemmaConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-            projection_dim=32,
-        ),
-        text_config=dict(
-            model_type="gemma",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=8,
-            vocab_size=HF_VOCAB,
-        ),
-        image_token_index=HF_IMAGE_TOKEN,
-        vocab_size=HF_VOCAB,
-        projection_dim=32,
-        hidden_size=32,
-    )
-    path = tmp_path_factory.mktemp("tiny_paligemma")
-    PaliGemmaForConditionalGeneration(config).save_pretrained(path)
-    return path
+    """PaliGemma-architecture model (16 image tokens per 32 px image), vocabulary HF_VOCAB, placeholder
+    HF_IMAGE_TOKEN."""
+    return save_paligemma(tmp_path_factory.mktemp("tiny_paligemma"))
 
 
 @pytest.fixture(scope="session")
 def timm_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny timm ViT (32 px, 8 px patches, one class token) saved in timm's hub layout."""
-    import timm
-    from timm.models import save_for_hf
-
-    args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **args)
-    path = tmp_path_factory.mktemp("tiny_timm_vit")
-    save_for_hf(model, str(path), model_args=args)
-    return path
+    return save_timm_vit(tmp_path_factory.mktemp("tiny_timm_vit"))
 
 
 @pytest.fixture(scope="session")
 def hf_siglip_vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny transformers SigLIP vision tower (32 px, 8 px patches, no class token)."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-
-    config = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    path = tmp_path_factory.mktemp("tiny_siglip_vision")
-    SiglipVisionModel(config).save_pretrained(path)
-    return path
+    return save_siglip_vision(tmp_path_factory.mktemp("tiny_siglip_vision"))

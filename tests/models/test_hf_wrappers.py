@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.conftest import HF_IMAGE_TOKEN, HF_VOCAB, tiny_lm_params
+from tests.hf_models import HF_IMAGE_TOKEN, HF_VOCAB
+from tests.models.conftest import tiny_lm_params
 from vla_foundry.models import create_model, fsdp_block_types, get_batch_handler
 from vla_foundry.params import ConfigError, TransformerHFParams, ViTHFParams, VLMHFParams, VLMParams
 
