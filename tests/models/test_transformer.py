@@ -9,7 +9,8 @@ import torch
 
 from tests.models.conftest import tiny_lm_params
 from vla_foundry.models import create_model
-from vla_foundry.models.transformer import TransformerLM, sample_next_token
+from vla_foundry.models.sampling import sample_next_token
+from vla_foundry.models.transformer import TransformerLM
 
 
 def test_logits_shape_and_dtype() -> None:

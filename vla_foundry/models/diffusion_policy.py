@@ -22,6 +22,7 @@ from torch import nn
 
 from vla_foundry.models.noise_schedulers import build_noise_scheduler
 from vla_foundry.models.registry import BatchHandler, FSDPBlock, LossOutput, register_batch_handler, register_model
+from vla_foundry.models.vit import SelfAttention
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import ActionHeadParams, DiffusionPolicyParams
 
@@ -38,29 +39,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
-class HeadAttention(nn.Module):
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B,H,S,hd)
-        mask = key_mask[:, None, None, :]  # (B, 1, 1, S): True = attend to that key
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(B, S, D))
-
-
 class HeadBlock(FSDPBlock):
     """Pre-norm bidirectional transformer block of the action head."""
 
     def __init__(self, p: ActionHeadParams) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
-        self.attn = HeadAttention(p.hidden_dim, p.n_heads, p.dropout)
+        self.attn = SelfAttention(p.hidden_dim, p.n_heads, p.dropout)
         self.norm2 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
         hidden = int(p.hidden_dim * p.mlp_ratio)
         self.mlp = nn.Sequential(

@@ -16,9 +16,12 @@ Conventions (per element of a chunk x of shape (B, T, A)):
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
+
+from vla_foundry.params.model_params import DiffusionPolicyParams
 
 # denoise(x (B, T, A), model_time (B,)) -> network output (B, T, A).
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,7 +33,31 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class FlowMatchingScheduler:
+class NoiseScheduler(ABC):
+    """What the schedulers share: sampling starts from pure noise, with known rows written back by `clamp`."""
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoise: DenoiseFn,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        clamp: ClampFn = _identity,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """A clean chunk of `shape` (B, T, A) from Gaussian noise; `clamp` is applied after every step."""
+        noise = clamp(torch.randn(shape, generator=generator, device=device, dtype=dtype))
+        return self.denoise_from(noise, denoise, generator, clamp)
+
+    @abstractmethod
+    def denoise_from(
+        self, x: torch.Tensor, denoise: DenoiseFn, generator: torch.Generator | None, clamp: ClampFn
+    ) -> torch.Tensor:
+        """The scheduler's steps from noise `x` (B, T, A) to a clean chunk."""
+
+
+class FlowMatchingScheduler(NoiseScheduler):
     """Rectified flow from Gaussian noise (t = 0) to the action distribution (t = 1)."""
 
     def __init__(self, num_steps: int = 10, solver: str = "euler") -> None:
@@ -54,21 +81,13 @@ class FlowMatchingScheduler:
         x_t = (1.0 - tt) * noise + tt * actions
         return x_t, t, actions - noise
 
-    @torch.no_grad()
-    def sample(
-        self,
-        velocity: DenoiseFn,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
-        clamp: ClampFn = _identity,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+    def denoise_from(
+        self, x: torch.Tensor, velocity: DenoiseFn, generator: torch.Generator | None, clamp: ClampFn
     ) -> torch.Tensor:
-        x = clamp(torch.randn(shape, generator=generator, device=device, dtype=dtype))
+        """Integrate dx/dt = velocity(x, t) from t = 0 to 1 in `num_steps` Euler or midpoint steps."""
         dt = 1.0 / self.num_steps
-        batch = shape[0]
         for i in range(self.num_steps):
-            t = torch.full((batch,), i * dt, device=device, dtype=dtype)
+            t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=x.dtype)  # (B,)
             v = velocity(x, t)
             if self.solver == "midpoint":
                 x_mid = clamp(x + 0.5 * dt * v)
@@ -96,7 +115,7 @@ def make_betas(num_train_timesteps: int, schedule: str) -> torch.Tensor:
     raise ValueError(f"beta_schedule={schedule!r} is not valid; valid: linear, cosine")
 
 
-class DDPMScheduler:
+class DDPMScheduler(NoiseScheduler):
     """Discrete-time diffusion with K training steps; DDIM (deterministic) or DDPM (ancestral) sampling."""
 
     def __init__(
@@ -160,21 +179,13 @@ class DDPMScheduler:
         eps = (x - abar.sqrt() * x0) / (1.0 - abar).sqrt().clamp(min=1e-8)
         return x0, eps
 
-    @torch.no_grad()
-    def sample(
-        self,
-        denoise: DenoiseFn,
-        shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
-        clamp: ClampFn = _identity,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+    def denoise_from(
+        self, x: torch.Tensor, denoise: DenoiseFn, generator: torch.Generator | None, clamp: ClampFn
     ) -> torch.Tensor:
-        x = clamp(torch.randn(shape, generator=generator, device=device, dtype=dtype))
+        """Step from K-1 down to 0 along `inference_timesteps`: deterministic DDIM or ancestral DDPM."""
         steps = self.inference_timesteps()
-        batch = shape[0]
         for i, k in enumerate(steps):
-            k_t = torch.full((batch,), k, device=device, dtype=torch.long)
+            k_t = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)  # (B,)
             abar = self._abar(k_t, x)
             x0, eps = self._split(x, denoise(x, self.model_time(k_t)), abar)
             if i + 1 == len(steps):
@@ -188,13 +199,13 @@ class DDPMScheduler:
                     alpha = abar / abar_prev
                     var = (1.0 - abar_prev) / (1.0 - abar) * (1.0 - alpha)
                     mean = (abar_prev.sqrt() * (1.0 - alpha) * x0 + alpha.sqrt() * (1.0 - abar_prev) * x) / (1.0 - abar)
-                    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+                    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                     x = mean + var.clamp(min=0).sqrt() * noise
             x = clamp(x)
         return x
 
 
-def build_noise_scheduler(params) -> FlowMatchingScheduler | DDPMScheduler:
+def build_noise_scheduler(params: DiffusionPolicyParams) -> FlowMatchingScheduler | DDPMScheduler:
     """The scheduler a `DiffusionPolicyParams` asks for."""
     if params.objective == "flow_matching":
         return FlowMatchingScheduler(params.num_flow_steps, params.flow_solver)

@@ -11,6 +11,7 @@ Every module of the `vla_foundry.models` package is imported with it; nothing el
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ class LossOutput:
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class BatchHandler:
+class BatchHandler(ABC):
     """Turns a collated data batch into model inputs and a loss. One subclass per model type.
 
     Mask convention used across the codebase: a boolean mask is True where an element is real and contributes
@@ -56,30 +57,34 @@ class BatchHandler:
         self.model_params = model_params
 
     def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """The batch with every tensor moved to `device` (other values, e.g. metadata lists, as they are)."""
         return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    @abstractmethod
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> LossOutput:
-        raise NotImplementedError
+        """Run `model` on one micro-batch and return its loss."""
+
+
+def _registrar(table: dict[str, Any], name: str, what: str) -> Callable[[Any], Any]:
+    """A decorator entering the decorated object in `table` under `name`; a second, different entry is an error."""
+
+    def decorate(obj: Any) -> Any:
+        if name in table and table[name] is not obj:
+            raise ValueError(f"{what} for model type {name!r} is already registered ({table[name]!r})")
+        table[name] = obj
+        return obj
+
+    return decorate
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def decorate(factory: ModelFactory) -> ModelFactory:
-        if name in _FACTORIES and _FACTORIES[name] is not factory:
-            raise ValueError(f"model type {name!r} is already registered")
-        _FACTORIES[name] = factory
-        return factory
-
-    return decorate
+    """Register the factory `(params, load_pretrained) -> nn.Module` of model type `name`."""
+    return _registrar(_FACTORIES, name, "a model factory")
 
 
 def register_batch_handler(name: str) -> Callable[[type], type]:
-    def decorate(cls: type) -> type:
-        if name in _BATCH_HANDLERS and _BATCH_HANDLERS[name] is not cls:
-            raise ValueError(f"batch handler for {name!r} is already registered")
-        _BATCH_HANDLERS[name] = cls
-        return cls
-
-    return decorate
+    """Register the `BatchHandler` subclass of model type `name`."""
+    return _registrar(_BATCH_HANDLERS, name, "a batch handler")
 
 
 def _ensure_model_modules_imported() -> None:
@@ -87,6 +92,7 @@ def _ensure_model_modules_imported() -> None:
 
 
 def list_registered_models() -> list[str]:
+    """The registered model type names, sorted."""
     _ensure_model_modules_imported()
     return sorted(_FACTORIES)
 
@@ -109,6 +115,7 @@ def create_model(model_params: ModelParams, load_pretrained: bool = True) -> nn.
 
 
 def get_batch_handler(model_params: ModelParams) -> BatchHandler:
+    """The batch handler of the model type `model_params.type` names."""
     _ensure_model_modules_imported()
     name = model_params.type
     if name not in _BATCH_HANDLERS:

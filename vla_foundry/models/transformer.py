@@ -21,6 +21,7 @@ from torch import nn
 
 from vla_foundry.models.language_modeling import LanguageModelBatchHandler
 from vla_foundry.models.registry import FSDPBlock, register_batch_handler, register_model
+from vla_foundry.models.sampling import sample_next_token
 from vla_foundry.params.model_params import TransformerParams
 
 
@@ -58,7 +59,14 @@ class KVCache:
     """Preallocated keys/values for every layer: (n_layers, B, n_kv_heads, max_len, head_dim) each."""
 
     def __init__(
-        self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int, dtype, device
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> None:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
@@ -99,6 +107,8 @@ def attention_bias(
 
 
 class Attention(nn.Module):
+    """Grouped-query self-attention with rotary positions and optional per-head RMSNorm of queries and keys."""
+
     def __init__(self, p: TransformerParams) -> None:
         super().__init__()
         self.n_heads = p.n_heads
@@ -166,6 +176,8 @@ def ffn_hidden_dim(p: TransformerParams) -> int:
 
 
 class TransformerBlock(FSDPBlock):
+    """Pre-norm residual block: x + attention(norm(x)), then + feed_forward(norm(x))."""
+
     def __init__(self, p: TransformerParams) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(p.hidden_dim, p.norm_eps)
@@ -182,6 +194,8 @@ class TransformerBlock(FSDPBlock):
 
 
 class TransformerLM(nn.Module):
+    """The decoder-only language model (see the module docstring for its interface)."""
+
     def __init__(self, params: TransformerParams) -> None:
         super().__init__()
         params.validate()
@@ -289,6 +303,7 @@ class TransformerLM(nn.Module):
         return 3 * transformer_forward_flops_per_token(self.params, seq_len)
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` positions."""
         p = self.params
         return KVCache(
             p.n_layers, batch_size, p.n_kv_heads or p.n_heads, max_len, p.hidden_dim // p.n_heads, dtype, device
@@ -345,31 +360,6 @@ class TransformerLM(nn.Module):
             if eos_token_id is not None and bool(finished.all()):
                 break
         return torch.stack(new_tokens, dim=1)
-
-
-def sample_next_token(
-    logits: torch.Tensor,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one token per row from logits (B, V): greedy at temperature 0, else filtered sampling."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = sorted_logits.softmax(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p (the top token always stays).
-        drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 @register_model("transformer")

@@ -15,10 +15,24 @@ from torch import nn
 from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
 from vla_foundry.models.language_modeling import LanguageModelBatchHandler
 from vla_foundry.models.registry import register_batch_handler, register_model
+from vla_foundry.models.sampling import hf_generate_options
 from vla_foundry.params.model_params import TransformerHFParams
 
 
+def last_layer_states(states: tuple[torch.Tensor, ...], num_layers: int, model_name: str) -> list[torch.Tensor]:
+    """The last `num_layers` entries of a transformers `hidden_states` output, each (B, T, D).
+
+    transformers returns the embeddings first, then every decoder layer's output, the final norm applied to the last.
+    """
+    n_layers = len(states) - 1
+    if not 1 <= num_layers <= n_layers:
+        raise ValueError(f"num_layers={num_layers} must be within [1, {n_layers}] (the layers of {model_name})")
+    return list(states[-num_layers:])
+
+
 class HFCausalLM(nn.Module):
+    """A transformers causal LM behind the native `TransformerLM` interface."""
+
     def __init__(self, params: TransformerHFParams, load_pretrained: bool = True) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -94,11 +108,7 @@ class HFCausalLM(nn.Module):
             output_hidden_states=True,
             use_cache=False,
         )
-        states = out.hidden_states  # embeddings, then each layer; transformers applies the final norm to the last
-        n_layers = len(states) - 1
-        if not 1 <= num_layers <= n_layers:
-            raise ValueError(f"num_layers={num_layers} must be within [1, {n_layers}] for {self.params.hf_pretrained}")
-        return list(states[-num_layers:])
+        return last_layer_states(out.hidden_states, num_layers, self.params.hf_pretrained)
 
     @torch.no_grad()
     def generate(
@@ -107,25 +117,18 @@ class HFCausalLM(nn.Module):
         max_new_tokens: int = 32,
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        **_: Any,
+        **sampling: Any,
     ) -> torch.Tensor:
-        """Same contract as `TransformerLM.generate`: returns the new tokens only, (B, <= max_new_tokens)."""
-        sampling = temperature > 0
+        """Same contract as `TransformerLM.generate`: returns the new tokens only, (B, <= max_new_tokens).
+        `sampling`: temperature, top_k, top_p, eos_token_id (transformers samples from the global RNG, so a
+        `generator` is ignored)."""
+        sampling.pop("generator", None)
+        sampling.pop("use_cache", None)
         out = self.model.generate(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask.long() if attention_mask is not None else None,
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_k=top_k if sampling else None,
-            top_p=top_p if sampling else None,
-            eos_token_id=eos_token_id,
-            pad_token_id=eos_token_id if eos_token_id is not None else 0,
+            **hf_generate_options(max_new_tokens, **sampling),
         )
         # With input_ids the prompt is echoed back; with inputs_embeds only new tokens are returned.
         return out[:, input_ids.shape[1] :] if input_ids is not None else out

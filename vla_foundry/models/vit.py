@@ -38,7 +38,9 @@ def sincos_2d(grid_size: int, dim: int) -> torch.Tensor:
     return torch.cat(out, dim=1)  # (N, D)
 
 
-class ViTAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention with a fused qkv projection (the ViT's and the action head's)."""
+
     def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
         super().__init__()
         self.n_heads = n_heads
@@ -46,10 +48,12 @@ class ViTAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D) -> (B, N, D); `key_mask` (B, N), True = a real token that may be attended to."""
         B, N, D = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=self.dropout if self.training else 0.0)
+        q, k, v = self.qkv(x).view(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B,H,N,hd)
+        mask = key_mask[:, None, None, :] if key_mask is not None else None  # (B, 1, 1, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
@@ -58,7 +62,7 @@ class ViTBlock(FSDPBlock):
         super().__init__()
         hidden = int(p.hidden_dim * p.mlp_ratio)
         self.norm1 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
-        self.attn = ViTAttention(p.hidden_dim, p.n_heads, p.dropout)
+        self.attn = SelfAttention(p.hidden_dim, p.n_heads, p.dropout)
         self.norm2 = nn.LayerNorm(p.hidden_dim, eps=p.norm_eps)
         self.mlp = nn.Sequential(nn.Linear(p.hidden_dim, hidden), nn.GELU(), nn.Linear(hidden, p.hidden_dim))
         self.dropout = nn.Dropout(p.dropout)

@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_foundry.models.registry import FSDPBlock, create_model
+from vla_foundry.models.registry import create_model, fsdp_block_types
+from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import (
     CLIPBackboneParams,
@@ -50,10 +51,6 @@ def _largest_module_list(module: nn.Module) -> list[nn.Module]:
         if isinstance(sub, nn.ModuleList) and len(sub) > len(best):
             best = list(sub)
     return best
-
-
-def _native_block_types(module: nn.Module) -> tuple[type, ...]:
-    return tuple(sorted({type(m) for m in module.modules() if isinstance(m, FSDPBlock)}, key=lambda t: t.__name__))
 
 
 class BackboneAdapter(nn.Module):
@@ -121,8 +118,7 @@ class BackboneAdapter(nn.Module):
         return []
 
     def fsdp_block_types(self) -> tuple[type, ...]:
-        declared = getattr(self.model, "fsdp_block_types", None)
-        return tuple(declared()) if callable(declared) else _native_block_types(self.model)
+        return fsdp_block_types(self.model)
 
 
 def stack_layers(hidden: list[torch.Tensor]) -> torch.Tensor:
@@ -183,16 +179,22 @@ class VisionBackbone(BackboneAdapter):
 def _vision_tower_stats(params: ViTParams | ViTHFParams, model: nn.Module) -> tuple[tuple, tuple]:
     """Mean/std a tower was trained with: timm's pretrained config, a transformers preprocessor_config.json, or the
     native pipelines' 0.5 / 0.5."""
-    if isinstance(params, ViTHFParams):
-        cfg = getattr(getattr(model, "model", None), "pretrained_cfg", None)
-        if isinstance(cfg, dict) and "mean" in cfg:
-            return tuple(cfg["mean"]), tuple(cfg["std"])
-        path = os.path.join(params.hf_pretrained, "preprocessor_config.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                pre = json.load(f)
-            if "image_mean" in pre:
-                return tuple(pre["image_mean"]), tuple(pre["image_std"])
+    if not isinstance(params, ViTHFParams):
+        return DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
+    cfg = getattr(getattr(model, "model", None), "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "mean" in cfg:
+        return tuple(cfg["mean"]), tuple(cfg["std"])
+    return _processor_image_stats(params.hf_pretrained)
+
+
+def _processor_image_stats(name_or_path: str) -> tuple[tuple, tuple]:
+    """Mean/std from a local model directory's preprocessor_config.json, else the native pipelines' 0.5 / 0.5."""
+    path = os.path.join(name_or_path, "preprocessor_config.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            pre = json.load(f)
+        if "image_mean" in pre:
+            return tuple(pre["image_mean"]), tuple(pre["image_std"])
     return DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
 
 
@@ -388,9 +390,9 @@ class CLIPBackbone(BackboneAdapter):
         self.max_text_len = model.config.text_config.max_position_embeddings
         self.hidden_dim = getattr(model.config, "projection_dim", None) or model.config.text_config.hidden_size
         if clip.freeze_vision:
-            _freeze(model.vision_model)
+            freeze(model.vision_model)
         if clip.freeze_text:
-            _freeze(model.text_model)
+            freeze(model.text_model)
 
     def _project(self, name: str, x: torch.Tensor) -> torch.Tensor:
         proj = getattr(self.model, name, None)
@@ -430,21 +432,6 @@ class CLIPBackbone(BackboneAdapter):
         return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
 
 
-def _processor_image_stats(name_or_path: str) -> tuple[tuple, tuple]:
-    path = os.path.join(name_or_path, "preprocessor_config.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            pre = json.load(f)
-        if "image_mean" in pre:
-            return tuple(pre["image_mean"]), tuple(pre["image_std"])
-    return DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
-
-
-def _freeze(module: nn.Module) -> None:
-    for p in module.parameters():
-        p.requires_grad_(False)
-
-
 # -------------------------------------------------------------------------------------------------------------
 
 
@@ -462,8 +449,6 @@ def build_backbone(params: DiffusionPolicyParams, load_pretrained: bool = True) 
     else:
         raise ConfigError(f"model.backbone of kind {type(backbone).__name__} has no diffusion-policy adapter")
     if params.backbone_run and load_pretrained:
-        from vla_foundry.models.weights import load_weights_into, read_model_weights
-
         load_weights_into(
             adapter.model,
             read_model_weights(params.backbone_run),

@@ -16,6 +16,8 @@ from torch import nn
 from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
 from vla_foundry.models.language_modeling import next_token_loss, shift_for_next_token
 from vla_foundry.models.registry import BatchHandler, LossOutput, register_batch_handler, register_model
+from vla_foundry.models.sampling import hf_generate_options
+from vla_foundry.models.transformer_hf import last_layer_states
 from vla_foundry.models.weights import freeze
 from vla_foundry.params.model_params import VLMHFParams
 
@@ -25,6 +27,8 @@ _VISION_TOWER_NAMES = ("vision_model", "vision_tower", "visual")
 
 
 class HFVisionLanguageModel(nn.Module):
+    """A transformers image-text-to-text model behind the native `VLM` interface."""
+
     def __init__(self, params: VLMHFParams, load_pretrained: bool = True) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForImageTextToText
@@ -106,10 +110,7 @@ class HFVisionLanguageModel(nn.Module):
     ) -> list[torch.Tensor]:
         """The language model's last `num_layers` hidden states, each (B, T, D)."""
         out = self.model(**self._inputs(input_ids, images, attention_mask), output_hidden_states=True, use_cache=False)
-        states = out.hidden_states
-        if not 1 <= num_layers < len(states):
-            raise ValueError(f"num_layers={num_layers} must be within [1, {len(states) - 1}]")
-        return list(states[-num_layers:])
+        return last_layer_states(out.hidden_states, num_layers, self.params.hf_pretrained)
 
     @torch.no_grad()
     def generate(
@@ -118,22 +119,13 @@ class HFVisionLanguageModel(nn.Module):
         images: torch.Tensor | None = None,
         max_new_tokens: int = 32,
         attention_mask: torch.Tensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
+        **sampling: Any,
     ) -> torch.Tensor:
-        """New tokens only, (B, <= max_new_tokens)."""
-        sampling = temperature > 0
+        """New tokens only, (B, <= max_new_tokens). `sampling`: temperature, top_k, top_p, eos_token_id (see
+        `TransformerLM.generate`; transformers samples from the global RNG, so a `generator` is ignored)."""
+        sampling.pop("generator", None)
         out = self.model.generate(
-            **self._inputs(input_ids, images, attention_mask),
-            max_new_tokens=max_new_tokens,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_k=top_k if sampling else None,
-            top_p=top_p if sampling else None,
-            eos_token_id=eos_token_id,
-            pad_token_id=eos_token_id if eos_token_id is not None else 0,
+            **self._inputs(input_ids, images, attention_mask), **hf_generate_options(max_new_tokens, **sampling)
         )
         return out[:, input_ids.shape[1] :]
 
