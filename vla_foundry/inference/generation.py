@@ -96,17 +96,15 @@ def generate_text(
             top_k=top_k,
             top_p=top_p,
             eos_token_id=tok.eos_token_id,
-            **({"generator": generator} if generator is not None else {}),
+            generator=generator,
         )
     return _decode(tok, new)
 
 
 def _caption_image_tensor(image: np.ndarray, size: int, mean: tuple, std: tuple) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (3, size, size) float, resized / centre-cropped and normalised as the caption pipeline does."""
     from vla_foundry.data.processors.images import normalize_image, resize_shorter_and_center_crop, to_float_tensor
 
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"images must be uint8 (H, W, 3); got shape {image.shape}")
     return normalize_image(to_float_tensor(resize_shorter_and_center_crop(image.astype(np.uint8), size)), mean, std)
 
 
@@ -131,27 +129,29 @@ def caption_image(
             f"holds a {run.model_params.type!r} model"
         )
     images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+    images = [np.asarray(im) for im in images]
     for im in images:
-        if np.asarray(im).ndim != 3 or np.asarray(im).shape[2] != 3:
-            raise ValueError(f"images must be uint8 (H, W, 3); got shape {np.asarray(im).shape}")
+        if im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"images must be uint8 (H, W, 3); got shape {im.shape}")
     if run.model_params.type == "vlm_hf":
         return _caption_with_hf_processor(run, images, prompt, max_new_tokens, temperature, seed)
     data: dict[str, Any] = run.experiment_config().get("data") or {}
     params = run.model_params
     mean = tuple(data.get("image_mean") or (0.5, 0.5, 0.5))
     std = tuple(data.get("image_std") or (0.5, 0.5, 0.5))
-    pixels = torch.stack([_caption_image_tensor(im, params.vit.img_size, mean, std) for im in images])
+    pixels = torch.stack([_caption_image_tensor(im, params.vit.img_size, mean, std) for im in images])  # (B, 3, H, W)
     tok = run_tokenizer(run, tokenizer)
-    prompt = [tok.image_token_id] * params.img_num_tokens + [tok.bos_token_id]
-    ids = torch.tensor([prompt] * len(images), dtype=torch.long)
+    # As in training: one image's placeholders, then BOS; the caption follows.
+    prompt_ids = [tok.image_token_id] * params.img_num_tokens + [tok.bos_token_id]
+    ids = torch.tensor([prompt_ids] * len(images), dtype=torch.long)  # (B, img_num_tokens + 1)
     with seeded(seed, run.device) as generator:
         new = run.model.generate(
             input_ids=ids.to(run.device),
-            images=pixels[:, None].to(run.device),
+            images=pixels[:, None].to(run.device),  # (B, 1, 3, H, W): one image per prompt
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             eos_token_id=tok.eos_token_id,
-            **({"generator": generator} if generator is not None else {}),
+            generator=generator,
         )
     return _decode(tok, new)
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,25 +33,25 @@ METRICS_NAME = "open_loop_metrics.json"
 PLOT_NAME = "open_loop_trajectories.png"
 
 
-def iter_processed_samples(policy: Policy, dataset: str, limit: int):
+def iter_processed_samples(
+    policy: Policy, dataset: str, limit: int
+) -> Iterator[tuple[dict[str, Any], None] | tuple[None, str]]:
     """Processed samples (no augmentation) of a dataset's shards, in manifest order, at most `limit`; samples the
     processor rejects are counted and skipped (yields (sample, None) or (None, reason))."""
-    from vla_foundry.data.manifest import dataset_paths, read_manifest
+    from vla_foundry.data.manifest import dataset_paths
     from vla_foundry.data.robotics.processor import SampleError
-    from vla_foundry.data.tar_stream import iter_tar_samples
+    from vla_foundry.inference.sample_prediction import iter_raw_samples
 
-    dataset_dir, manifest_path = dataset_paths(dataset)
-    manifest = read_manifest(manifest_path)
+    dataset_dir, _ = dataset_paths(dataset)
     seen = 0
-    for shard in manifest.shards:
-        for raw in iter_tar_samples(manifest.shard_url(shard.name)):
-            if seen >= limit:
-                return
-            try:
-                yield policy.processor.process_sample(raw, dataset_dir, None, training=False), None
-                seen += 1
-            except SampleError as e:
-                yield None, f"{raw.get('__key__')}: {e}"
+    for raw in iter_raw_samples(dataset):
+        if seen >= limit:
+            return
+        try:
+            yield policy.processor.process_sample(raw, dataset_dir, None, training=False), None
+            seen += 1
+        except SampleError as e:
+            yield None, f"{raw.get('__key__')}: {e}"
 
 
 def evaluate_open_loop(

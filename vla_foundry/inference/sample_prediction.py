@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,19 +48,21 @@ def raw_observation(raw: dict[str, Any], policy: Any, dataset_dir: str) -> tuple
     return observation, actions, np.asarray(npz["future_mask"], dtype=bool)[rows]
 
 
-def first_samples(dataset: str, n: int) -> list[dict[str, Any]]:
+def iter_raw_samples(dataset: str) -> Iterator[dict[str, Any]]:
+    """The stored samples of a dataset (its directory or manifest.jsonl, local or s3://), shard by shard in manifest
+    order, as raw tar members."""
     from vla_foundry.data.manifest import dataset_paths, read_manifest
     from vla_foundry.data.tar_stream import iter_tar_samples
 
     _, manifest_path = dataset_paths(dataset)
     manifest = read_manifest(manifest_path)
-    out: list[dict[str, Any]] = []
     for shard in manifest.shards:
-        for raw in iter_tar_samples(manifest.shard_url(shard.name)):
-            out.append(raw)
-            if len(out) == n:
-                return out
-    return out
+        yield from iter_tar_samples(manifest.shard_url(shard.name))
+
+
+def first_samples(dataset: str, n: int) -> list[dict[str, Any]]:
+    """The first `n` stored samples of a dataset (fewer when it holds fewer)."""
+    return list(itertools.islice(iter_raw_samples(dataset), n))
 
 
 def main(argv: list[str] | None = None) -> int:
