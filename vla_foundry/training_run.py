@@ -129,6 +129,27 @@ def derive_data_values(params: TrainExperimentParams) -> None:
         # action / proprioception dims and the stored window come from the datasets (owner: data).
         resolve_robotics_dims(params.data)
     init_shared_attributes(params, dataset_num_samples=dataset_num_samples)
+    check_image_token_id(params)
+
+
+def check_image_token_id(params: TrainExperimentParams) -> None:
+    """A native VLM's `model.image_token_id` must be the `<image>` id of `data.tokenizer`: the caption pipeline
+    writes that id as the image placeholders, and the model puts image embeddings where it finds its own id. A
+    mismatch would otherwise only fail at the first step. Loading an HF tokenizer reads its files."""
+    from vla_foundry.data.processors.tokenizers import get_tokenizer
+    from vla_foundry.params.data_params import ImageCaptionDataParams
+    from vla_foundry.params.model_params import VLMParams
+
+    model, data = params.model, params.data
+    # With data.processor the placeholders are the processor's own (a vlm_hf setup): nothing to compare.
+    if not isinstance(model, VLMParams) or not isinstance(data, ImageCaptionDataParams) or data.processor:
+        return
+    tokenizer_id = get_tokenizer(data.tokenizer).image_token_id
+    if model.image_token_id != tokenizer_id:
+        raise ConfigError(
+            f"model.image_token_id={model.image_token_id} but data.tokenizer {data.tokenizer!r} gives <image> the id "
+            f"{tokenizer_id} (the id the captions' image placeholders carry): set --model.image_token_id {tokenizer_id}"
+        )
 
 
 def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
