@@ -113,3 +113,12 @@ def test_cli_serves_until_sigterm(policy_run):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "policy server stopped" in out
+
+
+def test_cli_serve_of_a_missing_run_is_one_error_line(tmp_path, capsys):
+    from vla_foundry.inference.policy_server import main
+
+    missing = str(tmp_path / "no_run")
+    assert main(["serve", "--run_dir", missing, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {missing} is not a run directory") and err.count("\n") == 1

@@ -26,6 +26,7 @@ import contextlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.error
@@ -231,6 +232,8 @@ class PolicyServerError(RuntimeError):
 
 
 class PolicyClient:
+    """Talks to a `PolicyServer`: the same observations and actions as `Policy`, over HTTP."""
+
     def __init__(self, url: str, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
@@ -294,6 +297,7 @@ class PolicyClient:
 
 
 def format_latency_report(report: dict) -> str:
+    """`PolicyClient.latency_report` as two aligned lines (round trip, server-side inference)."""
     lines = []
     for name in ("round_trip", "inference"):
         r = report[name]
@@ -329,8 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from vla_foundry.inference.policy import Policy
+    from vla_foundry.params.base_params import ConfigError
 
-    policy = Policy.from_run(args.run_dir, args.checkpoint, use_ema=not args.no_ema, device=args.device, seed=args.seed)
+    try:
+        policy = Policy.from_run(
+            args.run_dir, args.checkpoint, use_ema=not args.no_ema, device=args.device, seed=args.seed
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     server = PolicyServer(policy, args.host, args.port).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -59,7 +59,11 @@ class EMA:
         shadow = state["shadow"]
         missing = [n for n, _ in self.named if n not in shadow]
         if missing:
-            raise KeyError(f"EMA state lacks parameters: {', '.join(missing[:10])}")
+            raise KeyError(
+                f"EMA state lacks {len(missing)} of the model's {len(self.named)} trainable parameters: "
+                f"{', '.join(missing[:10])}; it was saved for another architecture or another set of trainable "
+                "(unfrozen) parameters"
+            )
         for i, (name, param) in enumerate(self.named):
             full = shadow[name].to(torch.float32)
             if hasattr(param, "device_mesh"):

@@ -32,13 +32,16 @@ def count_parameters(params: ModelParams) -> int:
         return count_vit_parameters(params)
     if isinstance(params, VLMParams):
         if not isinstance(params.vit, ViTParams) or not isinstance(params.transformer, TransformerParams):
-            raise TypeError("count_parameters needs a VLM with a native vit and transformer")
+            raise TypeError(
+                f"count_parameters needs a VLM with a native vit and transformer; got {type(params.vit).__name__} and "
+                f"{type(params.transformer).__name__} (count a built model's parameters instead)"
+            )
         in_dim = params.vit.hidden_dim * params.pixel_shuffle_factor**2
         out_dim = params.transformer.hidden_dim
         hidden = params.projector_hidden_dim or out_dim
         projector = in_dim * hidden + hidden + hidden * out_dim + out_dim
         return count_vit_parameters(params.vit) + projector + count_transformer_parameters(params.transformer)
-    raise TypeError(f"no parameter formula for model type {params.type!r}")
+    raise TypeError(f"no parameter formula for model type {params.type!r}; formulas exist for transformer, vit, vlm")
 
 
 def _approx_forward_flops_per_token(module: nn.Module) -> float:

@@ -78,7 +78,9 @@ class KVCache:
         """Write (B, Hkv, L, hd) new keys/values at the current position; return all keys/values so far."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
-            raise ValueError(f"KV cache of length {self.max_len} cannot hold {end} positions")
+            raise ValueError(
+                f"KV cache of length {self.max_len} cannot hold {end} positions: size it for prompt + new tokens"
+            )
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]

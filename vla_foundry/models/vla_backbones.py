@@ -96,6 +96,8 @@ class BackboneAdapter(nn.Module):
         return next(self.model.parameters()).dtype
 
     def instruction(self, batch: dict[str, Any], B: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokenized instruction on `device`: input_ids (B, L) and attention_mask (B, L) bool (all True when
+        the batch has none)."""
         ids = batch.get("input_ids")
         if ids is None:
             raise KeyError("diffusion_policy batch is missing 'input_ids' (B, L): the tokenized instruction")
@@ -321,13 +323,14 @@ class HFVLMBackbone(BackboneAdapter):
         images, _ = self.images(batch)  # (B, n, 3, H, W) in [0, 1]
         B, n = images.shape[:2]
         device = images.device
+        # The processor takes uint8 (H, W, 3) frames and applies its own resizing and normalisation.
         frames = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).cpu()
         prompts = [self._prompt(t, n) for t in self._texts(batch, B)]
         inputs = self.processor(
             text=prompts, images=[list(frames[b].numpy()) for b in range(B)], return_tensors="pt", padding=True
         )
-        ids = inputs["input_ids"].to(device)
-        attn = inputs["attention_mask"].to(device).bool()
+        ids = inputs["input_ids"].to(device)  # (B, S): the processor's placeholders, the text and <action>
+        attn = inputs["attention_mask"].to(device).bool()  # (B, S)
         pixels = inputs["pixel_values"].to(device, self.dtype)
         pixels = pixels.view(B, -1, *pixels.shape[-3:]) if pixels.dim() == 4 else pixels  # (B, n', 3, H', W')
         is_action = ids == self.action_token_id

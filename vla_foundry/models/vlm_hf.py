@@ -86,7 +86,8 @@ class HFVisionLanguageModel(nn.Module):
             if count == 0 and n_img > 0:
                 raise ValueError(
                     f"the batch has {images.shape[0] * n_img} images but no image placeholder tokens (id "
-                    f"{self.image_token_id}) in input_ids"
+                    f"{self.image_token_id}) in input_ids: write prompts with {self.params.hf_pretrained!r}'s own "
+                    "processor (data.processor), which inserts them"
                 )
             per_sample = self.model_type in _PER_SAMPLE_IMAGE_STACKS
             inputs["pixel_values"] = images if per_sample else images.flatten(0, 1)
