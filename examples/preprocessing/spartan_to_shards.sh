@@ -3,13 +3,14 @@
 # requests, no credentials), preprocess them together on a local Ray with the LBM presets (cameras, action fields,
 # language annotations, discarded observation keys; window 1 past + anchor + 14 future), then validate.
 #   bash examples/preprocessing/spartan_to_shards.sh
-#   TASKS="BimanualPutRedBellPepperInBin OtherTask" CAMERAS=2 OUTPUT=/data/shards/lbm bash examples/preprocessing/spartan_to_shards.sh
+#   TASKS="BimanualPutRedBellPepperInBin OtherTask" CAMERAS=2 OUTPUT=/data/shards/lbm \
+#     bash examples/preprocessing/spartan_to_shards.sh
 #   uv run python vla_foundry/data/scripts/download_dataset.py --list --raw      # the tasks available
 # CAMERAS=4: two scene + two wrist cameras (episodes lacking one are skipped and counted); CAMERAS=2: scene only.
 # Files already downloaded are skipped and re-running the preprocessing resumes. Extra flags go to the
 # preprocessing job (e.g. --num_cpus 8, --ray_address auto). DRY_RUN=1 prints the commands only.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.."  # relative RAW and OUTPUT paths are read from the repository root
 
 TASKS="${TASKS:-BimanualPutRedBellPepperInBin}"
 RAW="${RAW:-/tmp/raw_data}"
