@@ -159,16 +159,9 @@ def caption_image(
 def _caption_with_hf_processor(
     run: LoadedRun, images: list[np.ndarray], prompt: str, max_new_tokens: int, temperature: float, seed: int | None
 ) -> list[str]:
-    from transformers import AutoProcessor
+    from vla_foundry.models.hf_loading import load_processor
 
-    from vla_foundry.models.hf_loading import load_from_hf
-
-    name = run.model_params.hf_pretrained
-    processor = load_from_hf(
-        name,
-        "VLM processor",
-        lambda n, local_files_only: AutoProcessor.from_pretrained(n, local_files_only=local_files_only),
-    )
+    processor = load_processor(run.model_params.hf_pretrained)
     if getattr(processor, "chat_template", None):
         content = [{"type": "image"}, {"type": "text", "text": prompt}]
         text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)

@@ -1,4 +1,5 @@
-"""Loading `transformers` / `timm` models by hub name or local directory, failing fast when unreachable.
+"""Loading `transformers` / `timm` models and processors by hub name or local directory, failing fast when
+unreachable; and the FSDP units of `transformers` models.
 
 A name that is not a local directory is looked up in the local hub cache first; the hub is contacted only when
 `HF_HUB_OFFLINE` is not set, and any failure becomes one `OSError` saying what was tried (no retry loop).
@@ -50,6 +51,43 @@ def load_from_hf(name_or_path: str, what: str, load: Callable[..., T]) -> T:
         ) from None
 
 
+def load_hf_model(auto_class: Any, name_or_path: str, what: str, load_pretrained: bool, **options: Any) -> Any:
+    """A transformers model through `auto_class` (`AutoModel`, `AutoModelForCausalLM`, ...): its pretrained
+    weights in fp32, or with `load_pretrained=False` its architecture from its config with fresh weights.
+    `options` (trust_remote_code, attn_implementation, ...) go to both."""
+    import torch
+    from transformers import AutoConfig
+
+    if load_pretrained:
+        return load_from_hf(
+            name_or_path,
+            what,
+            lambda n, local_files_only: auto_class.from_pretrained(
+                n, local_files_only=local_files_only, dtype=torch.float32, **options
+            ),
+        )
+    trust_remote_code = options.get("trust_remote_code", False)
+    config = load_from_hf(
+        name_or_path,
+        f"{what} config",
+        lambda n, local_files_only: AutoConfig.from_pretrained(
+            n, local_files_only=local_files_only, trust_remote_code=trust_remote_code
+        ),
+    )
+    return auto_class.from_config(config, dtype=torch.float32, **options)
+
+
+def load_processor(name_or_path: str) -> Any:
+    """A transformers processor (tokenizer + image processor of a VLM), by hub name or local directory."""
+    from transformers import AutoProcessor
+
+    return load_from_hf(
+        name_or_path,
+        "VLM processor",
+        lambda n, local_files_only: AutoProcessor.from_pretrained(n, local_files_only=local_files_only),
+    )
+
+
 def _short(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{error.__class__.__name__}: {text[0] if text else ''}"[:300]
@@ -61,3 +99,8 @@ def block_types_by_name(model: Any, names: list[str] | set[str] | None) -> tuple
     wanted = set(names or ())
     found = {type(m) for m in model.modules() if type(m).__name__ in wanted}
     return tuple(sorted(found, key=lambda t: t.__name__))
+
+
+def no_split_block_types(model: Any) -> tuple[type, ...]:
+    """The classes a transformers model lists in `_no_split_modules` (its decoder / encoder layers): its FSDP units."""
+    return block_types_by_name(model, getattr(model, "_no_split_modules", None))

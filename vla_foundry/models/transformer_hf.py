@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
+from vla_foundry.models.hf_loading import load_hf_model, no_split_block_types
 from vla_foundry.models.language_modeling import LanguageModelBatchHandler
 from vla_foundry.models.registry import register_batch_handler, register_model
 from vla_foundry.models.sampling import hf_generate_options
@@ -35,36 +35,19 @@ class HFCausalLM(nn.Module):
 
     def __init__(self, params: TransformerHFParams, load_pretrained: bool = True) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         params.validate()
         self.params = params
-        name = params.hf_pretrained
         options: dict[str, Any] = {"trust_remote_code": params.trust_remote_code}
         if params.attn_implementation:
             options["attn_implementation"] = params.attn_implementation
-        if load_pretrained:
-            self.model = load_from_hf(
-                name,
-                "causal LM",
-                lambda n, local_files_only: AutoModelForCausalLM.from_pretrained(
-                    n, local_files_only=local_files_only, dtype=torch.float32, **options
-                ),
-            )
-        else:
-            config = load_from_hf(
-                name,
-                "causal LM config",
-                lambda n, local_files_only: AutoConfig.from_pretrained(
-                    n, local_files_only=local_files_only, trust_remote_code=params.trust_remote_code
-                ),
-            )
-            self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **options)
+        self.model = load_hf_model(AutoModelForCausalLM, params.hf_pretrained, "causal LM", load_pretrained, **options)
         self.hidden_dim = self.model.config.get_text_config().hidden_size
         self.vocab_size = self.model.config.get_text_config().vocab_size
 
     def fsdp_block_types(self) -> tuple[type, ...]:
-        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+        return no_split_block_types(self.model)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Approximate training FLOPs per token: 6 x parameters outside the input embeddings (no attention term)."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_foundry.models.hf_loading import block_types_by_name, hub_offline, load_from_hf, looks_like_path
+from vla_foundry.models.hf_loading import hub_offline, load_hf_model, looks_like_path, no_split_block_types
 from vla_foundry.models.registry import register_model
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import ViTHFParams
@@ -65,15 +65,9 @@ def _create_timm(params: ViTHFParams, load_pretrained: bool) -> nn.Module:
 
 
 def _create_transformers(params: ViTHFParams, load_pretrained: bool) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    def load(name: str, local_files_only: bool) -> nn.Module:
-        if load_pretrained:
-            return AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
-        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
-        return AutoModel.from_config(config)
-
-    model = load_from_hf(params.hf_pretrained, "vision tower", load)
+    model = load_hf_model(AutoModel, params.hf_pretrained, "vision tower", load_pretrained)
     # A full image-text model (SiglipModel, CLIPModel): keep its vision tower only.
     return model.vision_model if hasattr(model, "vision_model") and hasattr(model, "text_model") else model
 
@@ -110,7 +104,7 @@ class HFVisionTower(nn.Module):
         if self.source == "timm":
             blocks = getattr(self.model, "blocks", None)
             return tuple(sorted({type(b) for b in blocks}, key=lambda t: t.__name__)) if blocks is not None else ()
-        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+        return no_split_block_types(self.model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> patch tokens (B, grid_size**2, hidden_dim)."""

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla_foundry.models.hf_loading import load_hf_model, load_processor, no_split_block_types
 from vla_foundry.models.registry import create_model, fsdp_block_types
 from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights
 from vla_foundry.params.base_params import ConfigError
@@ -275,18 +276,10 @@ class HFVLMBackbone(BackboneAdapter):
     embedding row starts at the mean of the others)."""
 
     def __init__(self, params: DiffusionPolicyParams, load_pretrained: bool) -> None:
-        from transformers import AutoProcessor
-
-        from vla_foundry.models.hf_loading import load_from_hf
-
         super().__init__(params, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # the HF processor normalises
         hf: VLMHFParams = params.backbone
         self.model = create_model(hf, load_pretrained)
-        self.processor = load_from_hf(
-            hf.hf_pretrained,
-            "VLM processor",
-            lambda n, local_files_only: AutoProcessor.from_pretrained(n, local_files_only=local_files_only),
-        )
+        self.processor = load_processor(hf.hf_pretrained)
         self.hidden_dim = self.model.hidden_dim
         self.tokenizer = self.processor.tokenizer
         self.image_token = getattr(self.processor, "image_token", None) or "<image>"
@@ -357,9 +350,7 @@ class CLIPBackbone(BackboneAdapter):
     to the shared embedding space), or every token of both towers."""
 
     def __init__(self, params: DiffusionPolicyParams, load_pretrained: bool) -> None:
-        from transformers import AutoConfig, AutoModel
-
-        from vla_foundry.models.hf_loading import load_from_hf
+        from transformers import AutoModel
 
         clip: CLIPBackboneParams = params.backbone
         if params.backbone_num_layers_used != 1:
@@ -368,12 +359,7 @@ class CLIPBackbone(BackboneAdapter):
                 "final embeddings only; set it to 1"
             )
 
-        def load(name: str, local_files_only: bool) -> nn.Module:
-            if load_pretrained:
-                return AutoModel.from_pretrained(name, local_files_only=local_files_only, dtype=torch.float32)
-            return AutoModel.from_config(AutoConfig.from_pretrained(name, local_files_only=local_files_only))
-
-        model = load_from_hf(clip.clip_pretrained, "CLIP backbone", load)
+        model = load_hf_model(AutoModel, clip.clip_pretrained, "CLIP backbone", load_pretrained)
         if not (hasattr(model, "vision_model") and hasattr(model, "text_model")):
             raise ConfigError(
                 f"model.backbone.clip_pretrained={clip.clip_pretrained!r} is a {type(model).__name__}, not an image + "
@@ -430,9 +416,7 @@ class CLIPBackbone(BackboneAdapter):
         return _largest_module_list(self.model.vision_model) + _largest_module_list(self.model.text_model)
 
     def fsdp_block_types(self) -> tuple[type, ...]:
-        from vla_foundry.models.hf_loading import block_types_by_name
-
-        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+        return no_split_block_types(self.model)
 
 
 # -------------------------------------------------------------------------------------------------------------

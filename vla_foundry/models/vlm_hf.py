@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vla_foundry.models.hf_loading import block_types_by_name, load_from_hf
+from vla_foundry.models.hf_loading import load_hf_model, no_split_block_types
 from vla_foundry.models.language_modeling import next_token_loss, shift_for_next_token
 from vla_foundry.models.registry import BatchHandler, LossOutput, register_batch_handler, register_model
 from vla_foundry.models.sampling import hf_generate_options
@@ -31,26 +31,17 @@ class HFVisionLanguageModel(nn.Module):
 
     def __init__(self, params: VLMHFParams, load_pretrained: bool = True) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModelForImageTextToText
+        from transformers import AutoModelForImageTextToText
 
         params.validate()
         self.params = params
-        options = {"trust_remote_code": params.trust_remote_code}
-        if load_pretrained:
-            self.model = load_from_hf(
-                params.hf_pretrained,
-                "image-text-to-text model",
-                lambda n, local_files_only: AutoModelForImageTextToText.from_pretrained(
-                    n, local_files_only=local_files_only, dtype=torch.float32, **options
-                ),
-            )
-        else:
-            config = load_from_hf(
-                params.hf_pretrained,
-                "image-text-to-text config",
-                lambda n, local_files_only: AutoConfig.from_pretrained(n, local_files_only=local_files_only, **options),
-            )
-            self.model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32, **options)
+        self.model = load_hf_model(
+            AutoModelForImageTextToText,
+            params.hf_pretrained,
+            "image-text-to-text model",
+            load_pretrained,
+            trust_remote_code=params.trust_remote_code,
+        )
         config = self.model.config
         self.model_type = config.model_type
         self.image_token_id = getattr(config, "image_token_id", None)
@@ -69,7 +60,7 @@ class HFVisionLanguageModel(nn.Module):
         raise AttributeError(f"{self.params.hf_pretrained}: no vision tower among {', '.join(_VISION_TOWER_NAMES)}")
 
     def fsdp_block_types(self) -> tuple[type, ...]:
-        return block_types_by_name(self.model, getattr(self.model, "_no_split_modules", None))
+        return no_split_block_types(self.model)
 
     def _inputs(
         self, input_ids: torch.Tensor, images: torch.Tensor | None, attention_mask: torch.Tensor | None
