@@ -266,6 +266,7 @@ class TransformerLM(nn.Module):
         n = len(self.layers)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, cache, i)
+            # The last block's output is kept after the final norm, below.
             if i >= n - keep_last and i < n - 1:
                 kept.append(h)
         if cache is not None:
