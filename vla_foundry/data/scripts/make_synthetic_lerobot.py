@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,8 @@ def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264") ->
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         if codec == "libsvtav1":
+            # SVT-AV1 prints its configuration banner to stderr for every file unless its log level says errors only.
+            os.environ.setdefault("SVT_LOG", "1")
             stream.options = {"g": "2", "preset": "12"}  # LeRobot's AV1 settings: a keyframe every 2 frames
         elif codec == "libx264":
             stream.options = {"g": "4", "crf": "10"}
