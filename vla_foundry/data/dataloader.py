@@ -209,7 +209,7 @@ class WindowDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        pipeline = build_pipeline(self.data_params, self.plan, self.training, self.model_params)
+        pipeline = build_pipeline(self.data_params, self.plan, self.training, self.model_params, self.batch_size)
         stats = LoaderStats(samples_per_dataset=[0] * len(self.plan.datasets))
         base = [self.seed, self.plan.window_index, self.rank, worker]
         active = [i for i, d in enumerate(self.plan.datasets) if d.weight > 0 and d.shards]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vla_foundry import storage
+from vla_foundry.data.processors.images import images_to_unit_float
 from vla_foundry.inference.run_loading import LoadedRun, load_run
 from vla_foundry.params.base_params import ConfigError
 
@@ -206,7 +207,9 @@ class Policy:
             known = torch.as_tensor(
                 np.stack([self.normalizer.normalize_actions(w) for w in window]), dtype=torch.float32
             )
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, known
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        batch["images"] = images_to_unit_float(batch["images"])  # uint8 crosses to the device, floats are made there
+        return batch, known
 
     @torch.no_grad()
     def predict(self, observation: Observation | Sequence[Observation], seed: int | None = None) -> np.ndarray:

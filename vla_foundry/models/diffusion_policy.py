@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_foundry.data.processors.images import images_to_unit_float
 from vla_foundry.models.noise_schedulers import build_noise_scheduler
 from vla_foundry.models.registry import BatchHandler, FSDPBlock, LossOutput, register_batch_handler, register_model
 from vla_foundry.models.vit import SelfAttention
@@ -197,7 +198,11 @@ class DiffusionPolicy(nn.Module):
         return proprioception, valid[:, :Tp]
 
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One backbone pass: conditioning (B, k, N, C) and its mask (B, N)."""
+        """One backbone pass: conditioning (B, k, N, C) and its mask (B, N). Images may be uint8 (as the robotics
+        loader ships them) or float in [0, 1]."""
+        images = batch.get("images")
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+            batch = {**batch, "images": images_to_unit_float(images)}
         return self.backbone(batch)
 
     # -- training ---------------------------------------------------------------------------------------------
@@ -369,6 +374,14 @@ def build_diffusion_policy(params: DiffusionPolicyParams, load_pretrained: bool 
 @register_batch_handler("diffusion_policy")
 class DiffusionPolicyBatchHandler(BatchHandler):
     """Robotics batches -> `model(batch)` -> masked denoising loss; counts supervised action elements."""
+
+    def to_device(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """Move the batch, then turn its uint8 images into float32 in [0, 1] on the device: a quarter of the bytes
+        cross to the GPU, and the precision settings (FSDP mixed precision, pure_bf16) see float images as before."""
+        batch = super().to_device(batch, device)
+        if isinstance(batch.get("images"), torch.Tensor):
+            batch["images"] = images_to_unit_float(batch["images"])
+        return batch
 
     def compute_loss(self, model: nn.Module, batch: dict[str, Any]) -> LossOutput:
         out = model(batch)

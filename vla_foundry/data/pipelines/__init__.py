@@ -12,8 +12,15 @@ from vla_foundry.data.planner import CheckpointPlan
 from vla_foundry.params.data_params import DataParams
 
 
-def build_pipeline(data_params: DataParams, plan: CheckpointPlan, training: bool, model_params: Any = None):
-    """The pipeline for `data_params.type`, configured for the datasets of `plan`."""
+def build_pipeline(
+    data_params: DataParams,
+    plan: CheckpointPlan,
+    training: bool,
+    model_params: Any = None,
+    batch_size: int | None = None,
+):
+    """The pipeline for `data_params.type`, configured for the datasets of `plan`; `batch_size` (when known) lets
+    the robotics pipeline decode images straight into the batch."""
     kind = data_params.type
     if kind in ("text", "text_untokenized"):
         from vla_foundry.data.pipelines.text import TextPipeline, UntokenizedTextPipeline
@@ -28,5 +35,5 @@ def build_pipeline(data_params: DataParams, plan: CheckpointPlan, training: bool
     if kind == "robotics":
         from vla_foundry.data.pipelines.robotics import RoboticsPipeline
 
-        return RoboticsPipeline(data_params, [d.dataset_dir for d in plan.datasets], training)
+        return RoboticsPipeline(data_params, [d.dataset_dir for d in plan.datasets], training, batch_size)
     raise ValueError(f"no pipeline for data.type={kind!r}")

@@ -1,6 +1,7 @@
 """Image decoding, resize/crop, normalisation and augmentation shared by the image pipelines.
 
-Images travel as uint8 arrays (H, W, 3) until the end, then as float tensors (3, H, W) in [0, 1].
+Images travel as uint8 arrays (H, W, 3) until the end, then as float tensors (3, H, W) in [0, 1]; robotics batches
+stay uint8 (B, N, 3, H, W) until the consumer converts them on its device with `images_to_unit_float`.
 Augmentation draws its parameters once per sample and applies them to every view of that sample, so several
 cameras of one timestep stay consistent.
 """
@@ -27,6 +28,35 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
+def open_image(data: bytes):
+    """JPEG/PNG/WebP bytes -> the decoded PIL image in RGB mode. Raises ValueError for undecodable bytes."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img if img.mode == "RGB" else img.convert("RGB")
+    except Exception as e:
+        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
+
+
+def planar_uint8(img, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB PIL image -> uint8 (3, H, W) (written into `out` when given, e.g. a row of a batch buffer), each channel
+    plane packed by PIL and copied once.
+
+    Cheaper than `np.asarray(img)` followed by a channels-first transpose: PIL writes each band contiguously, so
+    neither side does a per-pixel strided gather.
+    """
+    w, h = img.size
+    if out is None:
+        out = np.empty((3, h, w), dtype=np.uint8)
+    elif out.shape != (3, h, w) or out.dtype != np.uint8:
+        raise ValueError(f"output array is {out.dtype} {out.shape}; the image needs uint8 (3, {h}, {w})")
+    for c, band in enumerate("RGB"):
+        out[c] = np.frombuffer(img.tobytes("raw", band), dtype=np.uint8).reshape(h, w)
+    return out
+
+
 def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resize so the shorter side is `size` (bicubic), then crop the centre `size` x `size` square."""
     h, w = image.shape[:2]
@@ -34,7 +64,7 @@ def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
         return image
     from PIL import Image
 
-    return np.asarray(_resize_crop_pil(Image.fromarray(image), size))
+    return np.asarray(cover_and_center_crop_pil(Image.fromarray(image), size))
 
 
 def resize_cover_and_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -44,11 +74,12 @@ def resize_cover_and_center_crop(image: np.ndarray, height: int, width: int) -> 
         return image
     from PIL import Image
 
-    return np.asarray(_resize_crop_pil(Image.fromarray(image), height, width))
+    return np.asarray(cover_and_center_crop_pil(Image.fromarray(image), height, width))
 
 
-def _resize_crop_pil(img, height: int, width: int | None = None):
-    """Scale to cover (height, width) (square when width is None), then crop the centre."""
+def cover_and_center_crop_pil(img, height: int, width: int | None = None):
+    """PIL image -> scaled (bicubic) to cover (height, width) (square when width is None), centre cropped; returned
+    as is when it already has that size."""
     from PIL import Image
 
     width = height if width is None else width
@@ -62,8 +93,33 @@ def _resize_crop_pil(img, height: int, width: int | None = None):
 
 
 def to_float_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1] (numpy's vectorised division; same values as the batch path)."""
-    return torch.from_numpy(np.divide(image.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32))
+    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
+    return unit_float_tensor(image.transpose(2, 0, 1))
+
+
+def unit_float_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 array of any layout -> float32 tensor of the same shape in [0, 1] (numpy's vectorised division: the
+    same values as `images_to_unit_float`)."""
+    return torch.from_numpy(np.divide(image, np.float32(255.0), dtype=np.float32))
+
+
+def to_uint8_tensor(image: torch.Tensor) -> torch.Tensor:
+    """float (..., H, W) in [0, 1] -> uint8, rounded to the nearest level (exact inverse of `to_float_tensor`)."""
+    return image.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def images_to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) -> float32 in [0, 1], computed where the tensor lives (the GPU for a training
+    batch); float images are returned unchanged, so callers may pass either.
+
+    Dividing by a 0-dim tensor on the images' device (not a Python scalar, which CUDA turns into a multiplication
+    by the reciprocal) keeps the values bit-identical to numpy's `uint8 / float32(255)` on the CPU.
+    """
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32) / torch.tensor(255.0, dtype=torch.float32, device=images.device)
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 (0..255) or float in [0, 1]; got {images.dtype}")
+    return images
 
 
 def normalize_image(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -7,9 +7,12 @@ parameters for all views; training only), and tokenizes one instruction drawn fr
 
 Output per sample (T = past + 1 + future):
   actions (T, action_dim) normalised; proprioception (past + 1, proprio_dim) normalised; past_mask, future_mask (T)
-  bool; images (n_cameras * n_image_indices, 3, H, W) float in [0, 1] (not mean/std normalised: the vision tower
-  does that); image_mask (n_images) bool (False for a zero-filled missing camera); input_ids, attention_mask (L);
-  metadata (dict).
+  bool; images (n_cameras * n_image_indices, 3, H, W) uint8 (the consumer turns them into floats in [0, 1] on its
+  device with `images_to_unit_float`; the vision tower then applies its own mean/std); image_mask (n_images) bool
+  (False for a zero-filled missing camera); input_ids, attention_mask (L); metadata (dict).
+
+Images stay uint8 up to the device: a float32 batch is four times the bytes to convert, copy between processes and
+transfer, and the conversion costs the loader about as much as a quarter of the JPEG decode.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ import yaml
 from vla_foundry import storage
 from vla_foundry.data.processors.images import (
     augment,
-    decode_image,
+    cover_and_center_crop_pil,
     draw_augmentation,
+    open_image,
+    planar_uint8,
     resize_cover_and_center_crop,
     resize_shorter_and_center_crop,
-    to_float_tensor,
+    to_uint8_tensor,
+    unit_float_tensor,
 )
 from vla_foundry.data.processors.tokenizers import get_tokenizer
 from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG, FieldSpec, Normalizer, NormalizerConfig
@@ -45,6 +51,27 @@ PREPROCESSING_CONFIG = "preprocessing_config.yaml"
 
 class SampleError(ValueError):
     """One sample cannot be used (missing member, undecodable image, bad array); it is skipped and counted."""
+
+
+# Distinct instructions whose token ids are kept (a dataset has few; the bound only caps pathological data).
+MAX_CACHED_INSTRUCTIONS = 65536
+
+
+@dataclass(slots=True)
+class DeferredSample:
+    """A sample as the loader holds it until `collate` (the fast path): numpy parts, the per-element work done once
+    per batch. actions (T, A) / proprioception (past + 1, P) float64 not yet normalised; masks (T,) bool; images
+    (N, 3, H, W) uint8 (a row of the loader's batch buffer) or a list of uint8 (3, H, W) views (None = missing);
+    image_mask (N,) bool; the chosen instruction (tokenized in `collate`); metadata."""
+
+    actions: np.ndarray
+    proprioception: np.ndarray
+    past_mask: np.ndarray
+    future_mask: np.ndarray
+    images: np.ndarray | list[np.ndarray | None]
+    image_mask: np.ndarray
+    instruction: str
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -247,6 +274,7 @@ class RoboticsProcessor:
         self.tokenizer = get_tokenizer(config.tokenizer)
         self.augmentation = AugmentationParams(**config.augmentation)
         self._layouts: dict[str, DatasetLayout] = {}
+        self._tokens: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_data_params(
@@ -283,13 +311,25 @@ class RoboticsProcessor:
 
     def tokenize_instruction(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """-> input_ids (L,) padded with the pad id, attention_mask (L,) bool; L = max_instruction_tokens."""
-        n = self.config.max_instruction_tokens
-        ids = self.tokenizer.encode(text)[:n]
-        input_ids = torch.full((n,), self.tokenizer.pad_token_id, dtype=torch.long)
-        input_ids[: len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[: len(ids)] = True
-        return input_ids, mask
+        input_ids, mask = self.instruction_tokens(text)
+        return torch.from_numpy(input_ids.copy()), torch.from_numpy(mask.copy())
+
+    def instruction_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only (input_ids (L,) int64, attention_mask (L,) bool) of `text`, cached: robot datasets repeat a
+        handful of instructions over thousands of samples."""
+        cached = self._tokens.get(text)
+        if cached is None:
+            n = self.config.max_instruction_tokens
+            ids = self.tokenizer.encode(text)[:n]
+            input_ids = np.full(n, self.tokenizer.pad_token_id, dtype=np.int64)
+            input_ids[: len(ids)] = ids
+            mask = np.zeros(n, dtype=bool)
+            mask[: len(ids)] = True
+            input_ids.flags.writeable = mask.flags.writeable = False
+            if len(self._tokens) >= MAX_CACHED_INSTRUCTIONS:
+                self._tokens.clear()
+            cached = self._tokens[text] = (input_ids, mask)
+        return cached
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
         """Camera image uint8 (H, W, 3) of any size -> the training size: (S, S, 3) for data.image_size S, else the
@@ -302,38 +342,49 @@ class RoboticsProcessor:
             return resize_cover_and_center_crop(image, *self.config.stored_image_size)
         return image
 
+    @property
+    def view_shape(self) -> tuple[int, int, int] | None:
+        """(3, H, W) of every decoded training view, when the config fixes it (image_size or the stored size)."""
+        if self.config.image_size:
+            return (3, self.config.image_size, self.config.image_size)
+        if self.config.stored_image_size:
+            return (3, *self.config.stored_image_size)
+        return None
+
+    def decode_view(self, data: bytes, out: np.ndarray | None = None) -> np.ndarray:
+        """Stored camera image bytes -> uint8 (3, S, S) at the training size (the resize of `prepare_image`, done on
+        the decoded PIL image), channel planes written straight from PIL into `out` when it has that shape (else
+        into a new array, which is returned). Raises ValueError if undecodable."""
+        img = open_image(data)
+        if self.config.image_size:
+            img = cover_and_center_crop_pil(img, self.config.image_size)
+        elif self.config.stored_image_size:
+            img = cover_and_center_crop_pil(img, *self.config.stored_image_size)
+        return planar_uint8(img, out if out is not None and out.shape == (3, img.size[1], img.size[0]) else None)
+
     def images_to_tensor(
         self, views: list[np.ndarray | None], rng: np.random.Generator | None, training: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views (camera-major) -> images (N, 3, H, W) in [0, 1] and image_mask (N,); None views become zeros."""
-        present = [v for v in views if v is not None]
-        if not present:
-            raise SampleError("no camera image present")
-        h, w = present[0].shape[:2]
-        tensors, mask = [], []
+        """Views uint8 (3, H, W) (camera-major) -> images (N, 3, H, W) uint8 and image_mask (N,); None views
+        become zeros. Augmentation (training only) runs on floats in [0, 1] and is rounded back to uint8 levels."""
+        mask = torch.from_numpy(self._check_views(views))
         draw = draw_augmentation(rng, self.augmentation) if training and self.augmentation.enabled and rng else None
-        for view in views:
-            if view is None:
-                tensors.append(torch.zeros(3, h, w))
-                mask.append(False)
-                continue
-            if view.shape[:2] != (h, w):
-                raise SampleError(f"camera images of one sample differ in size: {view.shape[:2]} vs {(h, w)}")
-            t = to_float_tensor(view)  # (3, H, W)
-            tensors.append(augment(t, draw) if draw is not None else t)
-            mask.append(True)
-        return torch.stack(tensors), torch.tensor(mask, dtype=torch.bool)
+        images = self._collate_views([views])[0]  # (N, 3, H, W)
+        if draw is not None:
+            for n, view in enumerate(views):
+                if view is not None:
+                    images[n] = to_uint8_tensor(augment(unit_float_tensor(view), draw))
+        return images, mask
 
     @staticmethod
-    def deferred_views(views: list[np.ndarray | None]) -> tuple[list[np.ndarray | None], torch.Tensor]:
-        """uint8 (H, W, 3) views kept as decoded (no per-sample copy) and image_mask (N,); `collate` converts them
-        straight into the batch's channel-first float array."""
+    def _check_views(views: list[np.ndarray | None]) -> np.ndarray:
+        """image_mask (N,) bool of a sample's views; refuses a sample without images or with views of mixed sizes."""
         present = [v for v in views if v is not None]
         if not present:
             raise SampleError("no camera image present")
         if any(v.shape != present[0].shape for v in present):
             raise SampleError(f"camera images of one sample differ in size: {sorted({v.shape for v in present})}")
-        return views, torch.tensor([v is not None for v in views], dtype=torch.bool)
+        return np.array([v is not None for v in views], dtype=bool)
 
     # ---- training samples ------------------------------------------------------------------------------------
 
@@ -343,12 +394,14 @@ class RoboticsProcessor:
         dataset_dir: str,
         rng: np.random.Generator | None,
         training: bool = True,
-        defer_images: bool = False,
-    ) -> dict[str, Any]:
+        deferred: bool = False,
+        image_out: np.ndarray | None = None,
+    ) -> dict[str, Any] | DeferredSample:
         """One raw tar sample (member extension -> bytes) -> per-sample tensors. Raises SampleError if unusable.
 
-        With `defer_images` (the loader's fast path) un-augmented images stay a list of uint8 (H, W, 3) views and
-        `collate` converts them straight into the batch's float array; `collate` accepts both forms.
+        With `deferred` (the loader's fast path) it returns a `DeferredSample` for `collate`, which normalises,
+        tokenizes and stacks a whole batch at once; its un-augmented images are decoded straight into `image_out`
+        ((N, 3, H, W) uint8, the sample's row of the loader's batch buffer) when every view fits it.
         """
         cfg = self.config
         key = raw.get("__key__", "?")
@@ -361,8 +414,9 @@ class RoboticsProcessor:
         stored_past = self.layout(dataset_dir).past_lowdim_steps
         lo, hi = stored_past - cfg.past_lowdim_steps, stored_past + cfg.future_lowdim_steps + 1
         try:
-            past_mask = np.asarray(npz["past_mask"], dtype=bool)[lo:hi]
-            future_mask = np.asarray(npz["future_mask"], dtype=bool)[lo:hi]
+            # Copies: npz arrays are read-only views of the member's bytes.
+            past_mask = np.array(npz["past_mask"][lo:hi], dtype=bool)
+            future_mask = np.array(npz["future_mask"][lo:hi], dtype=bool)
             actions = self._concat(npz, cfg.action_fields, lo, hi)  # (T, A)
             proprio = self._concat(npz, cfg.proprioception_fields, lo, stored_past + 1)  # (past + 1, P)
         except KeyError as e:
@@ -373,7 +427,9 @@ class RoboticsProcessor:
             raise SampleError(f"lowdim.npz window has {len(actions)} rows after cropping, expected {cfg.window_length}")
 
         augmenting = training and self.augmentation.enabled and rng is not None
-        deferred = defer_images and not augmenting
+        # Rows of the batch buffer each view decodes into (None: a new array per view).
+        in_place = deferred and not augmenting and image_out is not None and len(image_out) == cfg.num_images
+        slots = list(image_out) if in_place else None
         views: list[np.ndarray | None] = []
         for cam in cfg.camera_names:
             for offset in cfg.image_indices:
@@ -385,16 +441,11 @@ class RoboticsProcessor:
                         continue
                     raise SampleError(f"missing camera image {cam}_t{offset}.jpg")
                 try:
-                    views.append(self.prepare_image(decode_image(data)))  # (S, S, 3)
+                    views.append(self.decode_view(data, None if slots is None else slots[len(views)]))  # (3, S, S)
                 except ValueError as e:
                     raise SampleError(f"{cam}_t{offset}: {e}") from None
-        if deferred:
-            images, image_mask = self.deferred_views(views)
-        else:
-            images, image_mask = self.images_to_tensor(views, rng, training)
 
         instruction = self._choose_instruction(raw, rng)
-        input_ids, attention_mask = self.tokenize_instruction(instruction)
         metadata: dict[str, Any] = {}
         if "metadata.json" in raw:
             try:
@@ -402,11 +453,26 @@ class RoboticsProcessor:
             except json.JSONDecodeError as e:
                 raise SampleError(f"metadata.json is not valid JSON: {e}") from None
         metadata = {**metadata, "key": key, "dataset": dataset_dir, "instruction": instruction}
+
+        if deferred:
+            image_mask = self._check_views(views)
+            images: Any = views
+            if augmenting:
+                images = self.images_to_tensor(views, rng, training)[0].numpy()
+            elif slots is not None and all(v is None or v is slot for v, slot in zip(views, slots)):
+                for view, slot in zip(views, slots):
+                    if view is None:
+                        slot[...] = 0
+                images = image_out  # (N, 3, H, W), already in place
+            return DeferredSample(actions, proprio, past_mask, future_mask, images, image_mask, instruction, metadata)
+
+        images, image_mask = self.images_to_tensor(views, rng, training)
+        input_ids, attention_mask = self.tokenize_instruction(instruction)
         return {
             "actions": torch.from_numpy(self.normalizer.normalize_actions(actions)).float(),
             "proprioception": torch.from_numpy(self.normalizer.normalize_proprioception(proprio)).float(),
-            "past_mask": torch.from_numpy(past_mask.copy()),  # npz arrays are read-only views of the member
-            "future_mask": torch.from_numpy(future_mask.copy()),
+            "past_mask": torch.from_numpy(past_mask),
+            "future_mask": torch.from_numpy(future_mask),
             "images": images,
             "image_mask": image_mask,
             "input_ids": input_ids,
@@ -441,13 +507,19 @@ class RoboticsProcessor:
             return ""
         return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
 
-    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        """Stack per-sample tensors into a batch (B, ...); metadata stays a list of dicts."""
+    def collate(
+        self, samples: list[dict[str, Any]] | list[DeferredSample], images: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Stack per-sample tensors (or `DeferredSample`s) into a batch (B, ...); metadata stays a list of dicts.
+        `images` (B, N, 3, H, W) is the batch's images when the caller already holds them stacked (the loader's
+        buffer the samples were decoded into)."""
+        if isinstance(samples[0], DeferredSample):
+            return self._collate_deferred(samples, images)
         batch: dict[str, Any] = {}
         for k in samples[0]:
             if k == "metadata":
                 batch[k] = [s[k] for s in samples]
-            elif k == "images" and isinstance(samples[0][k], list):
+            elif k == "images" and not isinstance(samples[0][k], torch.Tensor):
                 batch[k] = self._collate_views([s[k] for s in samples])
             else:
                 try:
@@ -459,27 +531,41 @@ class RoboticsProcessor:
                     ) from None
         return batch
 
-    @staticmethod
-    def _collate_views(views: list[list[np.ndarray | None]]) -> torch.Tensor:
-        """Per-sample lists of uint8 (H, W, 3) views -> (B, N, 3, H, W) float32 in [0, 1], zeros for missing views.
+    def _collate_deferred(self, samples: list[DeferredSample], images: torch.Tensor | None) -> dict[str, Any]:
+        """The batch of `DeferredSample`s: normalisation and tokenization once per batch (the same element-wise
+        float64 arithmetic as per sample, so the values are identical)."""
+        actions = self.normalizer.normalize_actions(np.stack([s.actions for s in samples]))  # (B, T, A) float64
+        proprio = self.normalizer.normalize_proprioception(np.stack([s.proprioception for s in samples]))
+        tokens = [self.instruction_tokens(s.instruction) for s in samples]
+        return {
+            "actions": torch.from_numpy(actions.astype(np.float32)),
+            "proprioception": torch.from_numpy(proprio.astype(np.float32)),
+            "past_mask": torch.from_numpy(np.stack([s.past_mask for s in samples])),
+            "future_mask": torch.from_numpy(np.stack([s.future_mask for s in samples])),
+            "images": images if images is not None else self._collate_views([s.images for s in samples]),
+            "image_mask": torch.from_numpy(np.stack([s.image_mask for s in samples])),
+            "input_ids": torch.from_numpy(np.stack([ids for ids, _ in tokens])),  # (B, L)
+            "attention_mask": torch.from_numpy(np.stack([mask for _, mask in tokens])),
+            "metadata": [s.metadata for s in samples],
+        }
 
-        numpy's uint8 -> float32 division is vectorised (several times faster than torch's on CPU) and writes each
-        view, channels first, straight into the batch array, so every pixel is copied once.
-        """
+    @staticmethod
+    def _collate_views(views: list[list[np.ndarray | None] | np.ndarray]) -> torch.Tensor:
+        """Per-sample lists of uint8 (3, H, W) views (or (N, 3, H, W) arrays) -> (B, N, 3, H, W) uint8, zeros for
+        missing views."""
         shape = next(v.shape for sample in views for v in sample if v is not None)
-        h, w, c = shape
-        out = np.empty((len(views), len(views[0]), c, h, w), dtype=np.float32)
+        out = np.empty((len(views), len(views[0]), *shape), dtype=np.uint8)
         for b, sample in enumerate(views):
             for n, view in enumerate(sample):
                 if view is None:
-                    out[b, n] = 0.0
+                    out[b, n] = 0
                 elif view.shape != shape:
                     raise ValueError(
                         f"cannot batch images of shapes {view.shape} and {shape}; set data.image_size so every "
                         "dataset's images are resized to one size"
                     )
                 else:
-                    np.divide(view.transpose(2, 0, 1), np.float32(255.0), out=out[b, n])
+                    out[b, n] = view
         return torch.from_numpy(out)
 
     # ---- inference -------------------------------------------------------------------------------------------
@@ -494,7 +580,7 @@ class RoboticsProcessor:
 
         images: camera name -> one uint8 (H, W, 3) image per configured image offset (any size: resized/cropped
         like preprocessing). proprioception: field name -> (past + 1, D) history ending at the current step (a (D,)
-        array when past is 0). Returns proprioception (1, past + 1, P) normalised, images (1, N, 3, S, S),
+        array when past is 0). Returns proprioception (1, past + 1, P) normalised, images (1, N, 3, S, S) uint8,
         image_mask (1, N), past_mask / future_mask (1, T) (past rows / anchor and later rows), input_ids / attention_mask (1, L).
         """
         cfg = self.config
@@ -511,7 +597,7 @@ class RoboticsProcessor:
                 raise ValueError(
                     f"camera {cam!r}: got {len(frames)} frames, expected one per image offset {cfg.image_indices}"
                 )
-            views.extend(self.prepare_image(np.asarray(f, dtype=np.uint8)) for f in frames)
+            views.extend(self.prepare_image(np.asarray(f, dtype=np.uint8)).transpose(2, 0, 1) for f in frames)
         image_tensor, image_mask = self.images_to_tensor(views, None, training=False)
         rows = cfg.past_lowdim_steps + 1
         parts = []
