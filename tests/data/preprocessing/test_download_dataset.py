@@ -62,3 +62,12 @@ def test_files_already_downloaded_are_kept(registry: str, tmp_path: Path):
 def test_an_unknown_task_names_the_available_ones(registry: str, tmp_path: Path):
     with pytest.raises(DownloadError, match="no raw task 'Nope'.*available: PutCupInBin, StackPlates"):
         download_task("Nope", str(tmp_path), raw=True, bucket=registry, prefix=PREFIX)
+
+
+def test_an_unreachable_registry_is_one_line_naming_the_bucket(monkeypatch, capsys: pytest.CaptureFixture):
+    # A loopback port with nothing listening stands in for a machine without network access.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert main(["--list", "--bucket", "some-bucket"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("error: cannot list s3://some-bucket/vla_foundry/lbm/preprocessed/ at http://127.0.0.1:9")

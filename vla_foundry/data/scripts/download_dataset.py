@@ -39,19 +39,29 @@ def _root(prefix: str, raw: bool) -> str:
 
 def list_tasks(bucket: str, prefix: str, raw: bool) -> list[str]:
     """Task names available in the registry (the folders under its raw/ or preprocessed/ root)."""
-    client, root = _client(), _root(prefix, raw)
+    root = _root(prefix, raw)
     names: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root, Delimiter="/"):
+    for page in _list_pages(bucket, root, delimiter="/"):
         names.extend(p["Prefix"][len(root) :].strip("/") for p in page.get("CommonPrefixes", []))
     return sorted(names)
 
 
 def task_objects(bucket: str, prefix: str, task: str, raw: bool) -> list[tuple[str, int]]:
-    client, root = _client(), _root(prefix, raw) + task + "/"
+    root = _root(prefix, raw) + task + "/"
     objects: list[tuple[str, int]] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root):
+    for page in _list_pages(bucket, root):
         objects.extend((o["Key"], int(o["Size"])) for o in page.get("Contents", []))
     return objects
+
+
+def _list_pages(bucket: str, prefix: str, delimiter: str | None = None) -> list[dict]:
+    """All listing pages under a prefix; an unreachable endpoint or bucket becomes one `DownloadError`."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
+    try:
+        return list(_client().get_paginator("list_objects_v2").paginate(**kwargs))
+    except Exception as e:  # botocore raises connection, credential and client errors of unrelated types
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the public S3"
+        raise DownloadError(f"cannot list s3://{bucket}/{prefix} at {endpoint}: {e}") from e
 
 
 def download_task(
