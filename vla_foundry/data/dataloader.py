@@ -100,6 +100,22 @@ def _keep(index: int, levels: list[tuple[int, int]]) -> bool:
     return True
 
 
+class LazyGenerator:
+    """A `np.random.Generator` seeded with `seed`, created on first use: seeding one costs more than the rest of a
+    sample's bookkeeping, and most samples draw nothing (no augmentation, a single candidate instruction)."""
+
+    __slots__ = ("_rng", "_seed")
+
+    def __init__(self, seed: list[int]) -> None:
+        self._seed = seed
+        self._rng: np.random.Generator | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return getattr(self._rng, name)
+
+
 class DatasetStream:
     """One reader's endless sample stream of one dataset: its shards in plan order, sample stride, shuffle buffer."""
 
@@ -229,7 +245,7 @@ class WindowDataset(IterableDataset):
             while len(pending) < self.batch_size:
                 i = active[int(mix_rng.choice(len(active), p=probs))] if len(active) > 1 else active[0]
                 raw = streams[i].next()
-                rng = np.random.default_rng([*base, 2_000_000, sample_counter])
+                rng = LazyGenerator([*base, 2_000_000, sample_counter])
                 sample_counter += 1
                 try:
                     items = pipeline.process(raw, i, rng)

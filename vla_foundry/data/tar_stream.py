@@ -37,7 +37,11 @@ class TarFormatError(ValueError):
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
-    chunks = []
+    data = stream.read(n)
+    if len(data) == n or not data:  # the common case: one read from the buffered stream
+        return data
+    chunks = [data]
+    n -= len(data)
     while n > 0:
         data = stream.read(n)
         if not data:
@@ -93,10 +97,11 @@ def iter_tar_members(stream: IO[bytes]) -> Iterator[tuple[str, bytes]]:
             if stored != signed:
                 raise TarFormatError("bad header checksum (not a tar, or corrupt)")
         kind = header[156:157]
-        data = _read_exact(stream, (size + BLOCK - 1) // BLOCK * BLOCK)
+        data = _read_exact(stream, size)
         if len(data) < size:
             raise TarFormatError(f"member truncated ({len(data)} of {size} bytes)")
-        data = data[:size]
+        if size % BLOCK:
+            _read_exact(stream, BLOCK - size % BLOCK)  # the member's zero padding to a whole block
         if kind == b"L":  # GNU long name: the data is the next member's name
             long_name = data.split(b"\0", 1)[0]
             continue

@@ -445,6 +445,17 @@ class RoboticsProcessor:
                 except ValueError as e:
                     raise SampleError(f"{cam}_t{offset}: {e}") from None
 
+        # Augmentation draws from rng before the instruction choice (the order fixes which values each gets).
+        image_mask = self._check_views(views)
+        images: Any = views
+        if not deferred or augmenting:
+            images = self.images_to_tensor(views, rng, training)[0]  # (N, 3, H, W) uint8
+        elif slots is not None and all(v is None or v is slot for v, slot in zip(views, slots)):
+            for view, slot in zip(views, slots):
+                if view is None:
+                    slot[...] = 0
+            images = image_out  # (N, 3, H, W), already in place
+
         instruction = self._choose_instruction(raw, rng)
         metadata: dict[str, Any] = {}
         if "metadata.json" in raw:
@@ -453,20 +464,11 @@ class RoboticsProcessor:
             except json.JSONDecodeError as e:
                 raise SampleError(f"metadata.json is not valid JSON: {e}") from None
         metadata = {**metadata, "key": key, "dataset": dataset_dir, "instruction": instruction}
-
         if deferred:
-            image_mask = self._check_views(views)
-            images: Any = views
-            if augmenting:
-                images = self.images_to_tensor(views, rng, training)[0].numpy()
-            elif slots is not None and all(v is None or v is slot for v, slot in zip(views, slots)):
-                for view, slot in zip(views, slots):
-                    if view is None:
-                        slot[...] = 0
-                images = image_out  # (N, 3, H, W), already in place
+            if isinstance(images, torch.Tensor):
+                images = images.numpy()
             return DeferredSample(actions, proprio, past_mask, future_mask, images, image_mask, instruction, metadata)
 
-        images, image_mask = self.images_to_tensor(views, rng, training)
         input_ids, attention_mask = self.tokenize_instruction(instruction)
         return {
             "actions": torch.from_numpy(self.normalizer.normalize_actions(actions)).float(),
@@ -474,7 +476,7 @@ class RoboticsProcessor:
             "past_mask": torch.from_numpy(past_mask),
             "future_mask": torch.from_numpy(future_mask),
             "images": images,
-            "image_mask": image_mask,
+            "image_mask": torch.from_numpy(image_mask),
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "metadata": metadata,
@@ -505,7 +507,9 @@ class RoboticsProcessor:
         ]
         if not candidates:
             return ""
-        return candidates[int(rng.integers(len(candidates)))] if rng is not None else candidates[0]
+        if len(candidates) == 1 or rng is None:  # a draw among one takes no randomness: rng is left as it was
+            return candidates[0]
+        return candidates[int(rng.integers(len(candidates)))]
 
     def collate(
         self, samples: list[dict[str, Any]] | list[DeferredSample], images: torch.Tensor | None = None
