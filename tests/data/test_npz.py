@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -43,3 +44,26 @@ def test_object_arrays_are_refused():
     np.savez(buf, o=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         NpzArrays(buf.getvalue())["o"]
+
+
+def test_a_corrupt_member_is_reported_with_its_name():
+    buf = io.BytesIO()
+    np.savez(buf, action=np.arange(64, dtype=np.float64))
+    data = bytearray(buf.getvalue())
+    data[data.index(np.arange(64, dtype=np.float64).tobytes()) + 8] ^= 0xFF  # flip one bit pattern of the payload
+    with pytest.raises(zipfile.BadZipFile, match="action.npy"):
+        NpzArrays(bytes(data))["action"]
+
+
+def test_an_archive_the_fast_reader_does_not_handle_is_read_by_zipfile():
+    buf = io.BytesIO()
+    np.savez(buf, a=np.arange(3))
+    with zipfile.ZipFile(buf, "a") as z:
+        z.comment = b"written by another tool"  # an archive comment moves the end-of-directory record
+    npz = NpzArrays(buf.getvalue())
+    np.testing.assert_array_equal(npz["a"], np.arange(3))
+
+
+def test_bytes_that_are_not_a_zip_raise_bad_zip_file():
+    with pytest.raises(zipfile.BadZipFile):
+        NpzArrays(b"garbage")

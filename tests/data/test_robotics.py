@@ -225,7 +225,8 @@ def test_inference_processes_raw_observations_of_any_size(tiny_data):
     state = np.array([[0.1, 0.2, 0.0, 0.1], [0.1, 0.3, 0.0, 0.1]])
     obs = processor.process_observation({"front": [frame, frame], "wrist": [frame, frame]},
                                         {"observation.state": state}, "move up")  # fmt: skip
-    assert obs["images"].shape == (1, 4, 3, 16, 16) and obs["proprioception"].shape == (1, 2, 4)
+    assert obs["images"].shape == (1, 4, 3, 16, 16) and obs["images"].dtype == torch.uint8
+    assert obs["proprioception"].shape == (1, 2, 4)
     back = processor.normalizer.denormalize_proprioception(obs["proprioception"].double())
     np.testing.assert_allclose(back[0].numpy(), state, atol=1e-6)
     assert bytes(obs["input_ids"][0][obs["attention_mask"][0]].tolist()).decode() == "move up"
@@ -353,3 +354,79 @@ def test_inference_frames_are_brought_to_the_stored_size_when_image_size_is_unse
     assert obs["images"].shape == (1, 4, 3, 32, 32)
     centre, edge = obs["images"][0, 0, :, :, 16].float().mean(), obs["images"][0, 0, :, :, 0].float().mean()
     assert float(centre) > 0.95 * 255 and float(edge) < 0.05 * 255
+
+
+def decoded_views(dataset_dir: str, key: str) -> np.ndarray:
+    """(4, 3, H, W) uint8: the sample's JPEGs decoded by PIL, camera-major, channels first."""
+    from PIL import Image
+
+    raw = raw_sample(dataset_dir, key)
+    members = ["front_t-1.jpg", "front_t0.jpg", "wrist_t-1.jpg", "wrist_t0.jpg"]
+    return np.stack([np.asarray(Image.open(io.BytesIO(raw[m])).convert("RGB")).transpose(2, 0, 1) for m in members])
+
+
+def test_batch_images_are_the_decoded_jpegs_as_uint8_channels_first(tiny_data):
+    data = tiny_data["robotics_lerobot"]
+    batch = first_batch(robotics_params([data]))
+    for b, meta in enumerate(batch["metadata"]):
+        np.testing.assert_array_equal(batch["images"][b].numpy(), decoded_views(data, meta["key"]))
+
+
+def test_loader_batches_equal_the_per_sample_processing(tiny_data):
+    # The loader decodes into its batch buffer and normalises/tokenizes per batch; process_sample + collate works
+    # sample by sample: the batches must be identical.
+    data = tiny_data["robotics_lerobot"]
+    params = robotics_params([data], image_size=16, normalization=NormalizationParams(scope="per_timestep"))
+    batch = first_batch(params, samples=8, batch_size=8, training=False)
+    processor = RoboticsProcessor.from_data_params(params)
+    samples = [
+        processor.process_sample(raw_sample(data, m["key"]), data, None, training=False) for m in batch["metadata"]
+    ]
+    expected = processor.collate(samples)
+    assert list(batch) == list(expected)
+    for k in expected:
+        if k == "metadata":
+            assert batch[k] == expected[k]
+        else:
+            assert batch[k].dtype == expected[k].dtype and torch.equal(batch[k], expected[k]), k
+
+
+def test_worker_processes_deliver_the_decoded_images(tiny_data):
+    # In a worker, images are decoded into shared memory and reach this process without a copy.
+    data = tiny_data["robotics_lerobot"]
+    params = robotics_params([data])
+    batches = list(build_dataloader(params, plan_checkpoint(params, 0, 16), batch_size=4, num_workers=2))
+    assert len(batches) == 4
+    for batch in batches:
+        for b, meta in enumerate(batch["metadata"]):
+            np.testing.assert_array_equal(batch["images"][b].numpy(), decoded_views(data, meta["key"]))
+
+
+def test_earlier_batches_keep_their_images_while_later_ones_load(tiny_data):
+    params = robotics_params([tiny_data["robotics_lerobot"]])
+    plan = plan_checkpoint(params, 0, 24)
+    snapshots = [b["images"].clone() for b in build_dataloader(params, plan, batch_size=4)]
+    kept = [b["images"] for b in build_dataloader(params, plan, batch_size=4)]  # all held until the end
+    assert all(torch.equal(a, b) for a, b in zip(snapshots, kept))
+    assert not any(a.data_ptr() == b.data_ptr() for i, a in enumerate(kept) for b in kept[i + 1 :])
+
+
+def test_instruction_tokens_of_a_batch_can_be_modified_without_affecting_later_batches(tiny_data):
+    params = robotics_params([tiny_data["robotics_lerobot"]], language_instruction_types=["original"])
+    plan = plan_checkpoint(params, 0, 8)
+    first, second = build_dataloader(params, plan, batch_size=4)
+    first["input_ids"].fill_(0)  # a consumer may edit its batch in place (e.g. masking tokens)
+    for ids, mask, meta in zip(second["input_ids"], second["attention_mask"], second["metadata"]):
+        assert bytes(ids[mask].tolist()).decode() == meta["instruction"]
+
+
+def test_unit_float_conversion_is_exact_and_passes_floats_through():
+    from vla_foundry.data.processors.images import images_to_unit_float
+
+    levels = torch.arange(256, dtype=torch.uint8)
+    expected = (np.arange(256, dtype=np.float64) / 255).astype(np.float32)  # correctly rounded
+    assert np.array_equal(images_to_unit_float(levels).numpy(), expected)
+    floats = torch.rand(2, 3, 4, 4)
+    assert images_to_unit_float(floats) is floats
+    with pytest.raises(TypeError, match="uint8 .* or float"):
+        images_to_unit_float(torch.zeros(3, dtype=torch.int64))

@@ -238,3 +238,31 @@ def test_bf16_weights_train_and_sample_with_an_fp32_chunk():
     loss.backward()
     chunk = model.generate_actions(batch, generator=torch.Generator().manual_seed(0))
     assert chunk.dtype == torch.float32 and chunk.shape == (3, WINDOW, ACTION_DIM)
+
+
+def test_uint8_images_from_the_loader_give_the_same_loss_and_chunk_as_their_float_values():
+    model = create_model(policy_params(TINY_VIT))
+    torch.nn.init.normal_(model.head.action_out.weight, std=0.1)
+    batch = robotics_batch()
+    pixels = torch.randint(0, 256, batch["images"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    as_uint8 = dict(batch, images=pixels)
+    as_float = dict(batch, images=pixels.float() / 255)
+    assert torch.equal(
+        model(as_uint8, generator=torch.Generator().manual_seed(0))["loss"],
+        model(as_float, generator=torch.Generator().manual_seed(0))["loss"],
+    )
+    model.eval()
+    assert torch.equal(
+        model.generate_actions(as_uint8, generator=torch.Generator().manual_seed(0)),
+        model.generate_actions(as_float, generator=torch.Generator().manual_seed(0)),
+    )
+
+
+def test_batch_handler_turns_uint8_images_into_unit_floats_on_the_device():
+    handler = get_batch_handler(policy_params(TINY_VIT))
+    pixels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 16, 16).expand(2, 1, 3, 16, 16)
+    moved = handler.to_device(dict(robotics_batch(), images=pixels), torch.device("cpu"))
+    assert moved["images"].dtype == torch.float32
+    assert torch.equal(moved["images"][0, 0, 0].flatten(), torch.arange(256, dtype=torch.float32) / 255)
+    floats = torch.rand(2, 1, 3, 16, 16)
+    assert torch.equal(handler.to_device(dict(robotics_batch(), images=floats), torch.device("cpu"))["images"], floats)
