@@ -113,10 +113,11 @@ def images_to_unit_float(images: torch.Tensor) -> torch.Tensor:
     batch); float images are returned unchanged, so callers may pass either.
 
     Dividing by a 0-dim tensor on the images' device (not a Python scalar, which CUDA turns into a multiplication
-    by the reciprocal) keeps the values bit-identical to numpy's `uint8 / float32(255)` on the CPU.
+    by the reciprocal) keeps the values bit-identical to numpy's `uint8 / float32(255)` on the CPU; it is filled on
+    the device (`torch.full`), so no host-to-device copy synchronises the stream.
     """
     if images.dtype == torch.uint8:
-        return images.to(torch.float32) / torch.tensor(255.0, dtype=torch.float32, device=images.device)
+        return images.to(torch.float32) / torch.full((), 255.0, dtype=torch.float32, device=images.device)
     if not images.is_floating_point():
         raise TypeError(f"images must be uint8 (0..255) or float in [0, 1]; got {images.dtype}")
     return images
