@@ -5,7 +5,8 @@
 Builds a robotics dataset (2 cameras x 2 image offsets per sample, lowdim window 1 past + 14 future, photo-like
 JPEGs of --image_size pixels, stored at that size so both sides decode to the same resolution) in a temporary
 directory, then measures:
-  decode   plain PIL decode (`Image.open` + RGB array) of exactly the JPEGs the loader reads, bytes already in memory;
+  decode   plain PIL decode (`Image.open` + `np.asarray`, RGB) of exactly the JPEGs the loader reads, bytes already
+           in memory;
   loader   the full robotics loader in this process (num_workers=0): tar streaming, shuffle buffer, npz, decode,
            normalisation, tokenization, batching (uint8 images, as the loader ships them);
   workers  the loader with --workers worker processes (wall time; total and per worker).
@@ -52,7 +53,7 @@ def decode_samples(samples: list[list[bytes]]) -> float:
     for views in samples:
         for data in views:
             with Image.open(io.BytesIO(data)) as img:
-                np.asarray(img.convert("RGB"))
+                np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     return time.process_time() - start
 
 

@@ -33,6 +33,8 @@ def _new_image_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class RoboticsPipeline:
+    """Raw robotics samples -> `DeferredSample`s (images decoded into the batch buffer) -> batches."""
+
     def __init__(
         self, data_params: Any, dataset_dirs: list[str], training: bool, batch_size: int | None = None
     ) -> None:
@@ -55,7 +57,7 @@ class RoboticsPipeline:
             self._filled = 0
         return self._rows[self._filled]
 
-    def process(self, raw: dict[str, Any], dataset_index: int, rng: np.random.Generator) -> list[dict]:
+    def process(self, raw: dict[str, Any], dataset_index: int, rng: np.random.Generator) -> list[DeferredSample]:
         dataset_dir = self.dataset_dirs[dataset_index]
         row = self._next_row()
         item = self.processor.process_sample(raw, dataset_dir, rng, self.training, deferred=True, image_out=row)
