@@ -52,12 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(resolve_configs(params), end="")
         return 0
 
-    from vla_foundry.checkpoint import CheckpointError
-    from vla_foundry.training_run import run_training
+    from vla_foundry.training_run import USER_FACING_ERRORS, run_training
 
     try:
         run_training(params)
-    except (ConfigError, FileNotFoundError, CheckpointError) as e:
+    except USER_FACING_ERRORS as e:
         return report_error(e, debug)
     return 0
 

@@ -20,6 +20,7 @@ import torch
 
 from vla_foundry import storage
 from vla_foundry.checkpoint import (
+    CheckpointError,
     CheckpointRef,
     checkpoint_file,
     list_checkpoints,
@@ -30,6 +31,10 @@ from vla_foundry.checkpoint import (
     save_checkpoint,
     set_full_model_state_dict,
 )
+from vla_foundry.data.dataloader import BadDataError
+from vla_foundry.data.manifest import ManifestError
+from vla_foundry.data.planner import DataExhaustedError
+from vla_foundry.data.robotics.stats import StatsError
 from vla_foundry.distributed import (
     DistributedContext,
     barrier,
@@ -44,7 +49,22 @@ from vla_foundry.metrics import MetricsLogger, model_flops_per_token, truncate_m
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import params_to_dict, save_params
 from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+from vla_foundry.remote_sync import RemoteSyncError
+from vla_foundry.storage import StorageError
 from vla_foundry.train import TrainState, evaluate, train_one_checkpoint
+
+# Errors whose message already says what is wrong, where, and what is valid: `main.py` prints them as one line.
+USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    FileNotFoundError,
+    CheckpointError,
+    ManifestError,
+    StatsError,
+    DataExhaustedError,
+    BadDataError,
+    StorageError,
+    RemoteSyncError,
+)
 
 # Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).
 RUN_DIR_FILES = (
@@ -119,10 +139,14 @@ def derive_data_values(params: TrainExperimentParams) -> None:
     from vla_foundry.data.manifest import read_manifest
     from vla_foundry.data.planner import dataset_sources
 
-    dataset_num_samples = None
-    if params.num_epochs is not None and params.total_train_samples is None:
-        paths, _, _ = dataset_sources(params.data)
-        dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
+    # Every manifest is read now, before the run dir exists: a wrong dataset path fails in seconds, naming it.
+    paths, _, _ = dataset_sources(params.data)
+    dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
+    if params.data.val_dataset_manifest:
+        for path in dataset_sources(params.data, split="val")[0]:
+            read_manifest(path)
+    if params.num_epochs is None or params.total_train_samples is not None:
+        dataset_num_samples = None
     if params.data.type == "robotics":
         from vla_foundry.data.robotics.processor import resolve_robotics_dims
 

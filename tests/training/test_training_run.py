@@ -106,6 +106,17 @@ def test_missing_resume_path_fails_before_building_anything(tmp_path, tiny_datas
     assert not os.path.exists(tmp_path / "never")
 
 
+def test_missing_dataset_fails_in_one_line_before_the_run_dir_exists(tmp_path, tiny_datasets, capsys):
+    missing = str(tmp_path / "no_such_dataset")
+    args = lm_run_args(tiny_datasets, str(tmp_path), "never")
+    args[args.index("--data.dataset_manifest") + 1] = f"[{tiny_datasets['text_a']}, {missing}]"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}/manifest.jsonl does not exist; a dataset directory must hold manifest.jsonl "
+                   "(FORMATS.md §1)"]  # fmt: skip
+    assert not os.path.exists(tmp_path / "never")
+
+
 def test_checkpoint_of_another_model_shape_names_mismatching_keys(llm_run, tmp_path, tiny_datasets, capsys):
     code = main(
         lm_run_args(
