@@ -7,13 +7,14 @@ Both expose the same small interface (`Tokenizer`), including the ids of the spe
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import Any
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<image>", "<action>")
 BYTE_TOKENIZER_NAME = "byte"
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """Common interface: `encode`, `decode`, `vocab_size` and the special-token ids."""
 
     vocab_size: int
@@ -23,11 +24,11 @@ class Tokenizer:
     image_token_id: int
     action_token_id: int
 
-    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]: ...
 
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
 
 class ByteTokenizer(Tokenizer):
