@@ -113,21 +113,8 @@ def load_file(path: str) -> Any:
 
 def save_file(obj: Any, path: str) -> None:
     """torch.save to a temporary name in the same directory, then rename (a crash never leaves half a file)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
-    os.close(fd)
-    try:
+    with storage.atomic_local_path(path) as tmp:
         torch.save(obj, tmp)
-        # mkstemp creates 0600 files; checkpoints get the usual permissions of the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def check_state_dict_matches(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -330,10 +317,8 @@ def export_weights(path: str, output: str, use_ema: bool = False) -> str:
     if output.endswith(".safetensors"):
         from safetensors.torch import save_file as save_safetensors
 
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        tmp = f"{output}.tmp"
-        save_safetensors(state, tmp)
-        os.replace(tmp, output)
+        with storage.atomic_local_path(output) as tmp:
+            save_safetensors(state, tmp)
     elif output.endswith(".pt"):
         save_file(state, output)
     else:

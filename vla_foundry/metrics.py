@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from vla_foundry import storage
+
 # Dense bf16 peak FLOP/s per accelerator, matched against torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = {
     "H200": 989e12,
@@ -56,11 +58,9 @@ def truncate_metrics(path: str, last_step: int) -> None:
     if not os.path.exists(path):
         return
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with storage.atomic_local_path(path) as tmp, open(tmp, "w") as f:
         for record in kept:
             f.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
 
 
 class MetricsLogger:

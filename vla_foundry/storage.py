@@ -8,6 +8,7 @@ naming the URL.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -225,23 +226,42 @@ class S3StreamReader(io.RawIOBase):
         super().close()
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once: os.umask can only be read by setting it, which is not safe while other threads create files.
+_UMASK = _read_umask()
+
+
+@contextlib.contextmanager
+def atomic_local_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed when it
+    fails, so a crash never leaves half a file under the final name. The file gets the umask's usual permissions
+    (not mkstemp's owner-only ones)."""
+    path = str(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a whole file; local writes go to a temporary name first and are renamed (atomic)."""
     path = str(path)
     if not is_s3(path):
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)
-        # mkstemp creates owner-only files; written data and configs are meant to be shared like any other file.
-        os.chmod(tmp, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_local_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
         return
     bucket, key = split_s3(path)
     put = with_retries(path, "writing")(lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data))

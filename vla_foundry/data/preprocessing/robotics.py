@@ -21,7 +21,7 @@ from vla_foundry.data.preprocessing.sample_cutting import count_potential_sample
 from vla_foundry.data.preprocessing.video import VideoDecodeError
 from vla_foundry.data.preprocessing.window_statistics import WindowStats
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.parsing import params_to_yaml
+from vla_foundry.params.parsing import params_to_dict
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def preprocessing_config(params: RoboticsPreprocessingParams, cameras: list[str]
     """preprocessing_config.yaml: the resolved params plus the cameras actually stored."""
     import yaml
 
-    data = yaml.safe_load(params_to_yaml(params))
+    data = params_to_dict(params)
     data["camera_names"] = cameras
     data["window_length"] = params.window_length
     if params.type == "spartan" and params.action_fields_config_path:
