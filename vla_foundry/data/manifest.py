@@ -49,6 +49,22 @@ def dataset_paths(path: str) -> tuple[str, str]:
     return path, storage.join(path, MANIFEST_NAME)
 
 
+def parse_manifest_line(line: str) -> ShardInfo:
+    """One manifest line -> `ShardInfo`; raises ValueError saying what is wrong with it (no location)."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg}): {line[:80]!r}") from None
+    if not isinstance(entry, dict):
+        raise ValueError("expected a JSON object with 'shard' and 'num_sequences'")
+    shard, count = entry.get("shard"), entry.get("num_sequences")
+    if not isinstance(shard, str) or not shard:
+        raise ValueError(f"'shard' must be a non-empty string (tar basename), got {shard!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"'num_sequences' must be an integer >= 0, got {count!r}")
+    return ShardInfo(shard.removesuffix(".tar"), count)
+
+
 def parse_manifest(text: str, path: str) -> list[ShardInfo]:
     """Parse manifest lines; any bad line raises `ManifestError` naming `path` and the 1-based line number."""
     shards: list[ShardInfo] = []
@@ -57,22 +73,13 @@ def parse_manifest(text: str, path: str) -> list[ShardInfo]:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}:{lineno}: not valid JSON ({e.msg}): {line[:80]!r}") from None
-        if not isinstance(entry, dict):
-            raise ManifestError(f"{path}:{lineno}: expected a JSON object with 'shard' and 'num_sequences'")
-        shard, count = entry.get("shard"), entry.get("num_sequences")
-        if not isinstance(shard, str) or not shard:
-            raise ManifestError(f"{path}:{lineno}: 'shard' must be a non-empty string (tar basename), got {shard!r}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ManifestError(f"{path}:{lineno}: 'num_sequences' must be an integer >= 0, got {count!r}")
-        if shard.endswith(".tar"):
-            shard = shard[: -len(".tar")]
-        if shard in seen:
-            raise ManifestError(f"{path}:{lineno}: shard {shard!r} is listed twice")
-        seen.add(shard)
-        shards.append(ShardInfo(shard, count))
+            shard = parse_manifest_line(line)
+        except ValueError as e:
+            raise ManifestError(f"{path}:{lineno}: {e}") from None
+        if shard.name in seen:
+            raise ManifestError(f"{path}:{lineno}: shard {shard.name!r} is listed twice")
+        seen.add(shard.name)
+        shards.append(shard)
     if not shards:
         raise ManifestError(f"{path}: the manifest lists no shards")
     return shards

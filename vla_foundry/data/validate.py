@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from vla_foundry import storage
-from vla_foundry.data.manifest import dataset_paths
+from vla_foundry.data.manifest import dataset_paths, parse_manifest_line
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 
 METADATA_KEYS = (
@@ -110,20 +110,12 @@ class DatasetValidator:
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            where = f"manifest.jsonl:{lineno}"
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                self.add(where, f"not valid JSON ({e.msg})")
+                shard = parse_manifest_line(line)
+            except ValueError as e:
+                self.add(f"manifest.jsonl:{lineno}", str(e))
                 continue
-            if not isinstance(entry, dict) or not isinstance(entry.get("shard"), str):
-                self.add(where, "needs a string 'shard'")
-                continue
-            count = entry.get("num_sequences")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                self.add(where, f"'num_sequences' must be an integer >= 0, got {count!r}")
-                continue
-            entries.append((entry["shard"].removesuffix(".tar"), count))
+            entries.append((shard.name, shard.num_sequences))
         if not entries and not self.problems:
             self.add("manifest.jsonl", "lists no shards")
         return entries

@@ -197,11 +197,11 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
 
 def _stored_cameras(paths: JobPaths) -> list[str]:
     """Camera names of the first sample of the first shard (every sample stores the same cameras)."""
-    import tarfile
+    from vla_foundry.data.tar_stream import iter_tar_members
 
     first = storage.join(paths.dataset, "shard_000000.tar")
-    with storage.open_read(first) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        for member in tar:
-            if member.name.endswith(".metadata.json"):
-                return list(json.loads(tar.extractfile(member).read())["camera_names"])
+    with storage.open_read(first) as f:
+        for name, data in iter_tar_members(f):
+            if name.endswith(".metadata.json"):
+                return list(json.loads(data)["camera_names"])
     return []
