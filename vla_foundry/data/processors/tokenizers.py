@@ -6,7 +6,6 @@ Both expose the same small interface (`Tokenizer`), including the ids of the spe
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -88,35 +87,24 @@ class HFTokenizer(Tokenizer):
 
 
 def load_hf_tokenizer(name_or_path: str) -> Any:
-    """`AutoTokenizer` from a local directory, or from the hub (or its local cache) by name.
-
-    An unreachable name fails at once with one message (no hub retry loop): offline mode is forced when the
-    name is not a local directory and `HF_HUB_OFFLINE` is set, and hub errors are turned into one `OSError`.
-    """
+    """`AutoTokenizer` from a local directory, or by hub name (cache first; the hub only when not offline), failing
+    at once with one message when unreachable (see `vla_foundry.models.hf_loading.load_from_hf`)."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except Exception as e:
-        where = "local directory" if os.path.isdir(name_or_path) else "hub name (or cache)"
-        raise OSError(
-            f"could not load tokenizer {name_or_path!r} as a {where}: {e.__class__.__name__}: {e}. "
-            "Give a local directory holding the tokenizer files, or make the hub reachable."
-        ) from None
+    from vla_foundry.models.hf_loading import load_from_hf
+
+    return load_from_hf(
+        name_or_path,
+        "tokenizer",
+        lambda n, local_files_only: AutoTokenizer.from_pretrained(n, local_files_only=local_files_only),
+    )
 
 
 def load_hf_processor(name_or_path: str) -> Any:
-    """`AutoProcessor` (tokenizer + image processor of a VLM) from a local directory or the hub, one clear error."""
-    from transformers import AutoProcessor
+    """`AutoProcessor` (tokenizer + image processor of a VLM), loaded like `load_hf_tokenizer`."""
+    from vla_foundry.models.hf_loading import load_processor
 
-    try:
-        return AutoProcessor.from_pretrained(name_or_path)
-    except Exception as e:
-        where = "local directory" if os.path.isdir(name_or_path) else "hub name (or cache)"
-        raise OSError(
-            f"could not load processor {name_or_path!r} as a {where}: {e.__class__.__name__}: {e}. "
-            "Give a local directory holding the processor files, or make the hub reachable."
-        ) from None
+    return load_processor(name_or_path)
 
 
 def get_tokenizer(name_or_path: str = BYTE_TOKENIZER_NAME) -> Tokenizer:
