@@ -356,6 +356,26 @@ def test_inference_frames_are_brought_to_the_stored_size_when_image_size_is_unse
     assert float(centre) > 0.95 * 255 and float(edge) < 0.05 * 255
 
 
+@pytest.mark.parametrize("mode", ["center_crop", "fit", "stretch"])
+def test_inference_frames_get_the_resize_preprocessing_stored_them_with(tmp_path, mode):
+    from vla_foundry.data.processors.images import resize_image
+
+    data = make_robotics(str(tmp_path / "ds"))
+    config_path = os.path.join(data, "preprocessing_config.yaml")
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    config["resize_mode"] = mode
+    with open(config_path, "w") as f:
+        yaml.safe_dump(config, f)
+    processor = RoboticsProcessor.from_data_params(robotics_params([data]))
+    assert processor.config.stored_resize_mode == mode
+    frame = np.random.default_rng(1).integers(0, 255, size=(48, 80, 3), dtype=np.uint8)
+    obs = processor.process_observation({"front": [frame, frame], "wrist": [frame, frame]},
+                                        {"observation.state": np.zeros((2, 4))}, "move up")  # fmt: skip
+    expected = resize_image(frame, [32, 32], mode).transpose(2, 0, 1)
+    assert np.array_equal(obs["images"][0, 0].numpy(), expected)
+
+
 def decoded_views(dataset_dir: str, key: str) -> np.ndarray:
     """(4, 3, H, W) uint8: the sample's JPEGs decoded by PIL, camera-major, channels first."""
     from PIL import Image

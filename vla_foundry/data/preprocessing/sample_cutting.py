@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_foundry.data.preprocessing.encoding import encode_jpeg, encode_json, encode_npz, resize_image
+from vla_foundry.data.preprocessing.encoding import encode_jpeg, encode_json, encode_npz
 from vla_foundry.data.preprocessing.episodes import Episode, EpisodeError
+from vla_foundry.data.processors.images import resize_image
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
 

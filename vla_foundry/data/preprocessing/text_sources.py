@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from vla_foundry import storage
-from vla_foundry.data.preprocessing.encoding import decode_image, encode_jpeg, encode_json, resize_image
+from vla_foundry.data.preprocessing.encoding import decode_image, encode_jpeg, encode_json
 from vla_foundry.data.preprocessing.job import JobOutcome, JobPaths, TaskResult, TaskSpool, run_job
+from vla_foundry.data.processors.images import resize_image
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.preprocessing_params import CaptionPreprocessingParams, TextPreprocessingParams
 

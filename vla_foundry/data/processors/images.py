@@ -57,6 +57,38 @@ def planar_uint8(img, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int] | list[int] | None, mode: str) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 at size [h, w] by center_crop, fit (letterbox) or stretch (bilinear).
+
+    The resize preprocessing stores camera images with; inference brings raw frames to the stored size with it too,
+    so a policy sees frames prepared exactly as its training data was.
+    """
+    if size is None or tuple(image.shape[:2]) == tuple(size):
+        return image
+    from PIL import Image
+
+    out_h, out_w = int(size[0]), int(size[1])
+    pil = Image.fromarray(image)
+    in_w, in_h = pil.size
+    if mode == "stretch":
+        return np.asarray(pil.resize((out_w, out_h), Image.BILINEAR))
+    if mode == "center_crop":
+        scale = max(out_w / in_w, out_h / in_h)
+    elif mode == "fit":
+        scale = min(out_w / in_w, out_h / in_h)
+    else:
+        raise ValueError(f"resize mode {mode!r} is not one of center_crop, fit, stretch")
+    new_w, new_h = max(1, round(in_w * scale)), max(1, round(in_h * scale))
+    pil = pil.resize((new_w, new_h), Image.BILINEAR)
+    if mode == "center_crop":
+        left, top = (new_w - out_w) // 2, (new_h - out_h) // 2
+        return np.asarray(pil.crop((left, top, left + out_w, top + out_h)))
+    canvas = np.zeros((out_h, out_w, 3), np.uint8)
+    top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(pil)
+    return canvas
+
+
 def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resize so the shorter side is `size` (bicubic), then crop the centre `size` x `size` square."""
     h, w = image.shape[:2]
@@ -65,16 +97,6 @@ def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(cover_and_center_crop_pil(Image.fromarray(image), size))
-
-
-def resize_cover_and_center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scale (bicubic) so the image covers `height` x `width`, then crop the centre: the `center_crop` resize of
-    preprocessing, for raw camera frames of any size at inference."""
-    if image.shape[:2] == (height, width):
-        return image
-    from PIL import Image
-
-    return np.asarray(cover_and_center_crop_pil(Image.fromarray(image), height, width))
 
 
 def cover_and_center_crop_pil(img, height: int, width: int | None = None):

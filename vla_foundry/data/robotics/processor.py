@@ -32,7 +32,7 @@ from vla_foundry.data.processors.images import (
     draw_augmentation,
     open_image,
     planar_uint8,
-    resize_cover_and_center_crop,
+    resize_image,
     resize_shorter_and_center_crop,
     to_uint8_tensor,
     unit_float_tensor,
@@ -83,8 +83,10 @@ class DatasetLayout:
     future_lowdim_steps: int
     camera_names: list[str]
     image_indices: list[int]
-    # Stored [height, width] of the camera images (None when preprocessing kept the source size).
+    # Stored [height, width] of the camera images (None when preprocessing kept the source size), and the resize
+    # preprocessing used to reach it (center_crop, fit or stretch).
     image_size: list[int] | None = None
+    resize_mode: str = "center_crop"
 
 
 def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
@@ -104,6 +106,7 @@ def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
         camera_names=list(cfg.get("camera_names") or []),
         image_indices=[int(i) for i in cfg["image_indices"]],
         image_size=[int(x) for x in cfg["image_size"]] if cfg.get("image_size") else None,
+        resize_mode=str(cfg.get("resize_mode") or "center_crop"),
     )
 
 
@@ -123,9 +126,10 @@ class ProcessorConfig:
     max_instruction_tokens: int = 64
     missing_camera: str = "error"
     augmentation: dict[str, Any] = field(default_factory=lambda: asdict(AugmentationParams()))
-    # [height, width] the training images were stored at; raw frames at inference are brought to it when
-    # image_size is unset.
+    # [height, width] the training images were stored at and preprocessing's resize mode: raw frames at inference
+    # are first brought to that stored form, exactly as preprocessing did.
     stored_image_size: list[int] | None = None
+    stored_resize_mode: str = "center_crop"
 
     @property
     def window_length(self) -> int:
@@ -234,6 +238,7 @@ def resolve_robotics_config(
         missing_camera=data_params.missing_camera,
         augmentation=asdict(data_params.augmentation),
         stored_image_size=layouts[0].image_size,
+        stored_resize_mode=layouts[0].resize_mode,
     )
     return processor_config, normalizer_config, merged
 
@@ -332,14 +337,14 @@ class RoboticsProcessor:
         return cached
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Camera image uint8 (H, W, 3) of any size -> the training size: (S, S, 3) for data.image_size S, else the
-        stored size of the training data (the same cover-and-centre-crop resize as preprocessing)."""
+        """Camera image uint8 (H, W, 3) of any size -> what training saw: the stored form (preprocessing's resize to
+        the stored size), then, for data.image_size S, the training resize to (S, S, 3) that `decode_view` applies."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"camera images must be (H, W, 3) uint8, got shape {image.shape}")
-        if self.config.image_size:
-            return resize_shorter_and_center_crop(image, self.config.image_size)
         if self.config.stored_image_size:
-            return resize_cover_and_center_crop(image, *self.config.stored_image_size)
+            image = resize_image(image, self.config.stored_image_size, self.config.stored_resize_mode)
+        if self.config.image_size:
+            image = resize_shorter_and_center_crop(image, self.config.image_size)
         return image
 
     @property
