@@ -55,7 +55,8 @@ class RunParams:
 class RoboticsPreprocessingParams(RunParams):
     """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (FORMATS.md §2)."""
 
-    type: Literal["lerobot", "spartan"] = "lerobot"
+    # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
+    type: str = "lerobot"
     # Source roots (local or s3://): LeRobot dataset roots, or Spartan task folders / episode folders.
     source_episodes: list[str] = field(default_factory=list)
     max_episodes_to_process: int | None = None
@@ -103,6 +104,9 @@ class RoboticsPreprocessingParams(RunParams):
 
     def validate(self) -> None:
         super().validate()
+        from vla_foundry.data.preprocessing.episodes import get_converter
+
+        get_converter(self.type)  # an unknown --type ends here, with the closest registered names
         if not self.source_episodes:
             raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
         for name in ("past_lowdim_steps", "future_lowdim_steps", "max_past_padding", "max_future_padding"):

@@ -20,7 +20,14 @@ import numpy as np
 
 from vla_foundry import storage
 from vla_foundry.data.preprocessing.encoding import decode_image
-from vla_foundry.data.preprocessing.episodes import Converter, Episode, EpisodeError, ReadTask, TaskFailure
+from vla_foundry.data.preprocessing.episodes import (
+    Converter,
+    Episode,
+    EpisodeError,
+    ReadTask,
+    TaskFailure,
+    register_converter,
+)
 from vla_foundry.data.preprocessing.video import ForwardVideoReader, VideoDecodeError, open_video
 from vla_foundry.params.base_params import ConfigError
 
@@ -122,10 +129,9 @@ def column_array(column: Any, rows: int) -> np.ndarray:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(rows, -1)
 
 
+@register_converter("lerobot")
 class LeRobotConverter(Converter):
     """LeRobot v3.0 (file-group read tasks) and v2.1 (one task per episode) datasets."""
-
-    name = "lerobot"
 
     def __init__(self, params: Any) -> None:
         super().__init__(params)

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from vla_foundry import storage
-from vla_foundry.data.preprocessing.episodes import Converter, EpisodeError, ReadTask, TaskFailure
+from vla_foundry.data.preprocessing.episodes import Converter, EpisodeError, ReadTask, TaskFailure, get_converter
 from vla_foundry.data.preprocessing.job import JobOutcome, JobPaths, TaskResult, TaskSpool, run_job
 from vla_foundry.data.preprocessing.sample_cutting import count_potential_samples, cut_samples
 from vla_foundry.data.preprocessing.video import VideoDecodeError
@@ -32,12 +32,8 @@ class MissingCameraError(EpisodeError):
 
 
 def make_converter(params: RoboticsPreprocessingParams) -> Converter:
-    from vla_foundry.data.preprocessing.lerobot_source import LeRobotConverter
-    from vla_foundry.data.preprocessing.spartan_source import SpartanConverter
-
-    # A new source is one Converter subclass with its `name` (the value of --type) added here.
-    converters: dict[str, type[Converter]] = {c.name: c for c in (LeRobotConverter, SpartanConverter)}
-    return converters[params.type](params)
+    """The converter registered under `params.type` (see `register_converter`), built for these params."""
+    return get_converter(params.type)(params)
 
 
 def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, output_dir: str) -> dict:

@@ -18,7 +18,14 @@ import numpy as np
 import yaml
 
 from vla_foundry import storage
-from vla_foundry.data.preprocessing.episodes import Converter, Episode, EpisodeError, ReadTask, TaskFailure
+from vla_foundry.data.preprocessing.episodes import (
+    Converter,
+    Episode,
+    EpisodeError,
+    ReadTask,
+    TaskFailure,
+    register_converter,
+)
 from vla_foundry.params.base_params import ConfigError
 
 METADATA_FILE = "metadata.yaml"
@@ -106,10 +113,9 @@ def _words(task: str) -> str:
     return " ".join(re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", task)).lower()
 
 
+@register_converter("spartan")
 class SpartanConverter(Converter):
     """Spartan episode folders: one read task per episode."""
-
-    name = "spartan"
 
     def plan_read_tasks(self) -> list[ReadTask]:
         # Check the config files now, before any episode is read (they raise ConfigError naming the file).

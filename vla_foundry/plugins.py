@@ -1,0 +1,63 @@
+"""User plugins: modules that register models, data types or robotics converters from outside the package.
+
+A plugin is an ordinary module whose import runs registration decorators (`@register_model`,
+`@register_batch_handler`, `@register_converter`, ...). Two ways to name one:
+
+- on the command line or in a job YAML: `--plugins my_pkg.toy_model,my_pkg.more` (`plugins: [...]`);
+- as an installed package's entry point in the `vla_foundry.plugins` group (pyproject.toml:
+  `[project.entry-points."vla_foundry.plugins"] toy = "my_pkg.toy_model"`), loaded by every entry point.
+
+Plugins are imported before parsing, so their params classes and names are known to the parser.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Iterable
+
+from vla_foundry.params.base_params import ConfigError
+
+ENTRY_POINT_GROUP = "vla_foundry.plugins"
+
+_loaded: set[str] = set()
+
+
+def split_plugin_names(value: str | Iterable[str]) -> list[str]:
+    """`"a.b,c"`, `"[a.b, c]"` or a list -> `["a.b", "c"]`."""
+    items = value.strip().strip("[]").split(",") if isinstance(value, str) else list(value)
+    return [str(item).strip().strip("'\"") for item in items if str(item).strip().strip("'\"")]
+
+
+def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> list[str]:
+    """Import the named modules and (when `entry_points`) every `vla_foundry.plugins` entry point, once each.
+
+    Returns the modules imported by this call. A module that cannot be imported is a `ConfigError` naming it.
+    """
+    imported = []
+    for name in modules:
+        if name in _loaded:
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            raise ConfigError(
+                f"plugin {name!r} cannot be imported ({e}); give an importable module path (is its folder on "
+                f"PYTHONPATH, or its package installed?)"
+            ) from e
+        _loaded.add(name)
+        imported.append(name)
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            key = f"entry_point:{ep.value}"
+            if key in _loaded:
+                continue
+            try:
+                ep.load()
+            except Exception as e:
+                raise ConfigError(
+                    f"plugin entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}) failed to load: {e}"
+                ) from e
+            _loaded.add(key)
+            imported.append(ep.value)
+    return imported
