@@ -20,6 +20,7 @@ import yaml
 
 from vla_foundry import storage
 from vla_foundry.data.manifest import dataset_paths, parse_manifest_line
+from vla_foundry.data.preprocessing.encoding import decode_image
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 
 METADATA_KEYS = (
@@ -36,17 +37,6 @@ METADATA_KEYS = (
 )
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
-
-def decode_image(data: bytes) -> None:
-    """Decode fully (PIL alone: the validator stays free of torch so it starts fast); ValueError if undecodable."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.convert("RGB")
-    except Exception as e:
-        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
 @dataclass(frozen=True)
