@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def test_metrics_cover_every_field_and_horizon_step(policy_run, tiny_robotics_di
 def recorded_windows(dataset_dir: str, n: int) -> list[dict[str, np.ndarray]]:
     """The first `n` samples' `lowdim.npz` in manifest order, read straight from the shards (no processor)."""
     windows = []
-    for line in open(os.path.join(dataset_dir, "manifest.jsonl")):
+    for line in Path(dataset_dir, "manifest.jsonl").read_text().splitlines():
         shard = json.loads(line)["shard"]
         with tarfile.open(os.path.join(dataset_dir, f"{shard}.tar")) as tar:
             for member in tar.getmembers():
@@ -49,7 +50,7 @@ def test_mse_is_measured_in_physical_units_on_valid_rows_only(policy_run, tiny_r
     result = evaluate_open_loop(policy, tiny_robotics_dir, num_samples=24, batch_size=8)
     assert result["num_samples"] == 24 and result["num_skipped"] == 0
 
-    mean = np.array(json.loads(open(os.path.join(tiny_robotics_dir, "stats.json")).read())["action"]["mean"])
+    mean = np.array(json.loads(Path(tiny_robotics_dir, "stats.json").read_text())["action"]["mean"])
     past = policy.config.past_lowdim_steps
     errors = [[] for _ in range(policy.config.future_lowdim_steps + 1)]  # squared errors per horizon step
     for window in recorded_windows(tiny_robotics_dir, 24):

@@ -46,7 +46,9 @@ def test_the_language_model_handler_gives_the_masked_next_token_cross_entropy() 
     with torch.no_grad():
         logits = model(input_ids=ids[:, :-1])  # (B, T, V): position t predicts token t + 1
     assert out.num_tokens == 8 + 4
-    assert float(out.loss.detach()) == pytest.approx(_masked_next_token_ce(logits, ids[:, 1:], loss_mask[:, 1:]), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(
+        _masked_next_token_ce(logits, ids[:, 1:], loss_mask[:, 1:]), rel=1e-5
+    )
 
 
 def test_the_vlm_handler_never_scores_image_placeholders() -> None:
