@@ -39,6 +39,8 @@ class RunParams:
     # Keep <output_dir>/_work (per-task spools and partial statistics) after the job completes.
     keep_work_dir: bool = False
     show_progress: bool = True
+    # Record the code's git commit in processing_metadata.json (VLA Foundry's `skip_git_tagging: True` = False).
+    record_git_commit: bool = True
 
     def validate(self) -> None:
         if not self.output_dir:
@@ -209,9 +211,14 @@ def expand_list_includes(cls: type, argv: Sequence[str]) -> list[str]:
 
 
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags."""
-    from vla_foundry.params.parsing import parse_params
+    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags.
 
-    params = parse_params(cls, expand_list_includes(cls, argv or []))
+    VLA Foundry's key names (`resize_images_size`, `max_padding_left`, ...) are read as this project's, with a note.
+    """
+    from vla_foundry.params.parsing import build_params, compose_config
+    from vla_foundry.params.preprocessing_aliases import apply_preprocessing_aliases
+
+    data, sources = compose_config(expand_list_includes(cls, argv or []))
+    params = build_params(cls, apply_preprocessing_aliases(cls, data), "", sources)
     params.validate()
     return params
