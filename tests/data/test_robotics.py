@@ -250,7 +250,7 @@ def test_two_robotics_datasets_share_merged_stats(tiny_data, tmp_path):
 
 
 def write_vla_foundry_dataset(root) -> tuple[str, dict]:
-    """A dataset laid out exactly as VLA Foundry's preprocessing writes it (FORMATS.md §2-3), built by hand."""
+    """A dataset laid out exactly as VLA Foundry's preprocessing writes it (docs/formats.md §2-3), built by hand."""
     root.mkdir()
     t = 16  # 1past_14future
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Check a dataset directory (local or s3://) against FORMATS.md and report every problem with shard and key.
+"""Check a dataset directory (local or s3://) against docs/formats.md and report every problem with shard and key.
 
     python -m vla_foundry.data.validate DIR [--modality robotics] [--max_samples_per_shard N]
 
@@ -283,7 +283,7 @@ def validate_dataset(path: str, modality: str | None = None, max_samples_per_sha
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check a dataset directory against FORMATS.md.")
+    parser = argparse.ArgumentParser(description="Check a dataset directory against docs/formats.md.")
     parser.add_argument("path", help="dataset directory or its manifest.jsonl (local or s3://)")
     parser.add_argument("--modality", choices=["text", "text_untokenized", "image_caption", "robotics"])
     parser.add_argument("--max_samples_per_shard", type=int, default=None, help="check only the first N per shard")

@@ -55,7 +55,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class RoboticsPreprocessingParams(RunParams):
-    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (FORMATS.md §2)."""
+    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (docs/formats.md §2)."""
 
     # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
     type: str = "lerobot"

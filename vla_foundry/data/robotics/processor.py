@@ -95,7 +95,7 @@ def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
     try:
         cfg = yaml.safe_load(storage.read_text(path)) or {}
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; robotics datasets need it (FORMATS.md §4)") from None
+        raise ConfigError(f"{path} does not exist; robotics datasets need it (docs/formats.md §4)") from None
     missing = [k for k in ("past_lowdim_steps", "future_lowdim_steps", "image_indices") if k not in cfg]
     if missing:
         raise ConfigError(f"{path} lacks {', '.join(missing)}")
@@ -438,7 +438,7 @@ class RoboticsProcessor:
         views: list[np.ndarray | None] = []
         for cam in cfg.camera_names:
             for offset in cfg.image_indices:
-                # Only the JPEG is the colour image: a PNG of the same name holds depth (uint16, FORMATS.md §2).
+                # Only the JPEG is the colour image: a PNG of the same name holds depth (uint16, docs/formats.md §2).
                 data = raw.get(f"{cam}_t{offset}.jpg")
                 if data is None:
                     if cfg.missing_camera == "zero_pad":

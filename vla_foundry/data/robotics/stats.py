@@ -1,4 +1,4 @@
-"""Low-dimensional field statistics (stats.json, FORMATS.md §3): compute, load, crop to a window, merge.
+"""Low-dimensional field statistics (stats.json, docs/formats.md §3): compute, load, crop to a window, merge.
 
 Standard deviations are population (ddof=0) statistics over the rows valid under the sample masks. Merging several
 datasets is exact for mean/std/min/max (count-weighted means, pooled variance) and approximate for percentiles
@@ -63,7 +63,7 @@ def load_stats(path: str) -> Stats:
     try:
         stats = json.loads(storage.read_text(path))
     except FileNotFoundError:
-        raise StatsError(f"{path} does not exist; robotics datasets need stats.json (FORMATS.md §3)") from None
+        raise StatsError(f"{path} does not exist; robotics datasets need stats.json (docs/formats.md §3)") from None
     except json.JSONDecodeError as e:
         raise StatsError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(stats, dict):
