@@ -253,6 +253,10 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     from vla_foundry.remote_sync import RemoteSync
 
     hp = params.hparams
+    if hp.torch_threads is not None:
+        # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
+        # they gain from parallel kernels.
+        torch.set_num_threads(hp.torch_threads)
     # Fail fast: the resume path must exist before anything heavy is built.
     resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
     full_resume = resume is not None and not params.model.resume_weights_only
