@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, dry_run_lines
 from vla_foundry.params import TrainExperimentParams, parse_params
 
 SCRIPTS = sorted(
@@ -42,19 +40,10 @@ MODULES = (
 
 def dry_run(script: str, *args: str, **env: str) -> list[list[str]]:
     """The commands the script prints under DRY_RUN=1, each from its entry point on (after `uv run [python [-m]]`)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("RUN", "RUNS", "NAME", "DATASET", "NPROC", "GPUS")}
-    proc = subprocess.run(
-        ["bash", str(REPO_ROOT / script), *POSITIONAL.get(script, []), *args],
-        env={**base, "DRY_RUN": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
     commands = []
-    for line in proc.stdout.splitlines():
-        argv = shlex.split(line)
-        assert argv[:2] == ["uv", "run"], line
+    unset = ("RUN", "RUNS", "NAME", "DATASET", "NPROC", "GPUS")
+    for argv in dry_run_lines(REPO_ROOT / script, [*POSITIONAL.get(script, []), *args], env, unset):
+        assert argv[:2] == ["uv", "run"], argv
         argv = argv[2:]
         if argv[0] == "torchrun":
             argv = argv[argv.index("vla_foundry/main.py") :]
