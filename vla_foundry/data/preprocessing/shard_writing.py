@@ -1,9 +1,9 @@
 """Tar shards written directly, byte-reproducibly, and the per-task spools they are assembled from.
 
 A read task appends its samples to one spool: a plain tar of the samples' members (written by
-`tar_stream.sample_bytes`, the project's one tar writer), with an index of each sample's byte range. Since a tar member is a self-contained
-run of 512-byte blocks, a shard is the concatenation of its samples' byte ranges plus the end-of-archive
-marker: no sample is decoded or re-encoded when shards are assembled, and the same samples in the same order
+`tar_stream.sample_bytes`, the project's one tar writer), with an index of each sample's byte range. Since a tar
+member is a self-contained run of 512-byte blocks, a shard is the concatenation of its samples' byte ranges plus
+the end-of-archive marker: no sample is decoded or re-encoded when shards are assembled, and the same samples in the same order
 give the same bytes. Shards are written under a temporary name and renamed (local) or PUT whole (S3), so a
 shard name always means a finished shard.
 """
