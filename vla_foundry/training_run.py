@@ -51,7 +51,7 @@ from vla_foundry.params.parsing import params_to_dict, save_params
 from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
 from vla_foundry.remote_sync import RemoteSyncError
 from vla_foundry.storage import StorageError
-from vla_foundry.train import TrainState, evaluate, train_one_checkpoint
+from vla_foundry.train import NonFiniteLossError, TrainState, evaluate, train_one_checkpoint
 
 # Errors whose message already says what is wrong, where, and what is valid: `main.py` prints them as one line.
 USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
@@ -64,6 +64,7 @@ USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
     BadDataError,
     StorageError,
     RemoteSyncError,
+    NonFiniteLossError,
 )
 
 # Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).

@@ -271,6 +271,13 @@ class DatasetValidator:
                     f"lowdim.npz {mask} has {len(arrays[mask])} rows, preprocessing_config.yaml says T={t_expected}",
                 )
         for name, arr in arrays.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = np.argwhere(~np.isfinite(arr))
+                self.add(
+                    where,
+                    f"lowdim.npz {name} holds {len(bad)} non-finite value(s) (NaN/Inf), first at index "
+                    f"{tuple(int(i) for i in bad[0])}",
+                )
             if name in ("past_mask", "future_mask") or arr.dtype.kind != "f" or arr.ndim != 2:
                 continue
             if t_expected is not None and arr.shape[0] != t_expected:
