@@ -7,12 +7,9 @@ datasets is exact for mean/std/min/max (count-weighted means, pooled variance) a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
-
-from vla_foundry import storage
 
 PERCENTILES = (1, 2, 5, 95, 98, 99)
 GLOBAL_KEYS = ("mean", "std", "min", "max", *(f"percentile_{p}" for p in PERCENTILES))
@@ -60,14 +57,14 @@ def compute_field_stats(values: np.ndarray, valid: np.ndarray) -> dict[str, Any]
 
 def load_stats(path: str) -> Stats:
     """Read a stats.json (local or s3://); every field entry needs at least mean/std/min/max lists."""
-    try:
-        stats = json.loads(storage.read_text(path))
-    except FileNotFoundError:
-        raise StatsError(f"{path} does not exist; robotics datasets need stats.json (FORMATS.md §3)") from None
-    except json.JSONDecodeError as e:
-        raise StatsError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(stats, dict):
-        raise StatsError(f"{path}: expected an object with one entry per low-dim field")
+    from vla_foundry.structured_files import read_structured_file
+
+    stats = read_structured_file(
+        path,
+        StatsError,
+        fix="re-run preprocessing to rewrite it (or restore the run's copy); it holds one entry per low-dim field",
+        missing=f"{path} does not exist; robotics datasets need stats.json (FORMATS.md §3)",
+    )
     return {k: v for k, v in stats.items() if isinstance(v, dict)}
 
 
