@@ -1,4 +1,6 @@
-"""One writer per run directory: `<run_dir>/.run.lock` names the job writing it (host, pid, start time).
+"""One writer per run directory: the lock file `<save_path>/.<run name>.lock`, next to the run dir, names the job
+writing it (host, pid, start time). It lives beside the run dir, not in it, so it is never part of the run's files
+(remote copies, listings).
 
 The lock is an exclusive `flock` on that file, held by the job's rank 0 for the whole run (the other ranks of the
 same job never take it), so it is released by the kernel however the holder ends. A second job on the same run dir
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-LOCK_NAME = ".run.lock"
+LOCK_SUFFIX = ".lock"
 
 # Locks this process holds (released by `release_run_locks` when a run ends, however it ends).
 _HELD: list[RunLock] = []
@@ -77,13 +79,19 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
+def lock_path(run_dir: str) -> str:
+    """The lock file of `run_dir`: `.<run dir name>.lock` in the folder holding the run dir."""
+    parent, name = os.path.split(os.path.normpath(run_dir))
+    return os.path.join(parent, f".{name}{LOCK_SUFFIX}")
+
+
 def acquire_run_lock(run_dir: str, warn: Callable[[str], None] | None = None) -> RunLock:
-    """Take the run-dir lock of `run_dir` (created if needed); RunLockError naming the holder if another job has
-    it. `warn` receives the message when a stale lock of a dead process is taken over."""
+    """Take the lock of `run_dir`; RunLockError naming the holder if another job has it. `warn` receives the
+    message when a stale lock of a dead process is taken over."""
     import fcntl
 
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, LOCK_NAME)
+    path = lock_path(run_dir)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

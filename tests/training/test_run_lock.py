@@ -18,7 +18,7 @@ import torch
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import lm_run_args
 from vla_foundry.distributed import DistributedContext
-from vla_foundry.run_lock import LOCK_NAME, RunLockError, acquire_run_lock, lock_run_dir
+from vla_foundry.run_lock import RunLockError, acquire_run_lock, lock_path, lock_run_dir
 
 HOLD = (
     "import sys\n"
@@ -52,7 +52,7 @@ def test_a_second_writer_is_refused_naming_host_pid_and_start(holder):
         acquire_run_lock(run_dir)
     message = str(caught.value)
     assert f"run dir {run_dir} is being written by another job: host {socket.gethostname()} pid {proc.pid} " in message
-    written = json.loads(Path(run_dir, LOCK_NAME).read_text())
+    written = json.loads(Path(lock_path(run_dir)).read_text())
     assert f"(started {written['start_time']})" in message and "\n" not in message
 
 
@@ -64,17 +64,16 @@ def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(holder):
     lock = acquire_run_lock(run_dir, warn=warnings.append)
     try:
         assert len(warnings) == 1 and f"pid {proc.pid}" in warnings[0] and "stale" in warnings[0]
-        assert json.loads(Path(run_dir, LOCK_NAME).read_text())["pid"] == os.getpid()
+        assert json.loads(Path(lock_path(run_dir)).read_text())["pid"] == os.getpid()
     finally:
         lock.release()
-    assert not os.path.exists(os.path.join(run_dir, LOCK_NAME))
+    assert not os.path.exists(lock_path(run_dir))
     acquire_run_lock(run_dir).release()  # released: free again, without a warning
 
 
 def test_a_lock_written_on_another_host_is_refused_with_what_to_do(tmp_path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    lock_file = run_dir / LOCK_NAME
+    lock_file = tmp_path / ".run.lock"
     lock_file.write_text(json.dumps({"host": "node-7", "pid": 123, "start_time": "2026-01-01T00:00:00+00:00"}))
     with pytest.raises(RunLockError, match=rf"host node-7 pid 123 .*on another host.*delete {lock_file}"):
         acquire_run_lock(str(run_dir))
