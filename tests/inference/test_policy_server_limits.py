@@ -197,6 +197,11 @@ def _observation_with(change) -> dict:
             id="string_proprioception",
         ),
         pytest.param(
+            {"observation": _observation_with(lambda o: o["images"].__setitem__("front", 5))},
+            r"\['images'\]\['front'\] is a int; expected a list of uint8",
+            id="int_frames",
+        ),
+        pytest.param(
             {"observation": _observation_with(lambda o: o.__setitem__("instruction", 3))},
             r"\['instruction'\] must be a string",
             id="int_instruction",

@@ -148,6 +148,10 @@ class Policy:
                     f"{self.camera_names} ({n_frames} per camera, image offsets {self.image_indices})"
                 )
             frames = images[cam]
+            if not isinstance(frames, (list, tuple, np.ndarray)):
+                raise ValueError(
+                    f"{where}['images'][{cam!r}] is a {type(frames).__name__}; expected a list of uint8 (H, W, 3) frames"
+                )
             frames = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
             if len(frames) != n_frames:
                 raise ValueError(
