@@ -320,7 +320,8 @@ class PolicyServer:
         self.policy = policy
         self.max_request_bytes = int(max_request_mb * 2**20)
         self.timeout_s = timeout_s
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one prediction at a time
+        self._stats_lock = threading.Lock()  # guards inference_seconds
         self.inference_seconds: collections.deque[float] = collections.deque(maxlen=_LATENCY_HISTORY)
         server = self
 
@@ -363,7 +364,9 @@ class PolicyServer:
                 elif self.path == "/metadata":
                     self._reply(200, server.policy.metadata())
                 elif self.path == "/latency":
-                    self._reply(200, latency_summary(list(server.inference_seconds)))
+                    with server._stats_lock:  # a consistent copy while workers append
+                        seconds = list(server.inference_seconds)
+                    self._reply(200, latency_summary(seconds))
                 else:
                     self._reply(404, {"error": f"unknown path {self.path}; GET /health, /metadata, /latency"})
 
@@ -412,7 +415,8 @@ class PolicyServer:
                     with server._lock:
                         actions = server.policy.predict(observation, seed=seed)
                     elapsed = time.perf_counter() - start
-                    server.inference_seconds.append(elapsed)
+                    with server._stats_lock:
+                        server.inference_seconds.append(elapsed)
                     self._reply(200, {"actions": np.asarray(actions, dtype=np.float64), "inference_ms": elapsed * 1e3})
                 except (ValueError, KeyError, TypeError) as e:
                     self._reply(400, {"error": f"{e.__class__.__name__}: {e}"})
