@@ -177,3 +177,33 @@ def test_a_corrupt_file_of_an_s3_run_dir_is_one_line_naming_it(s3_bucket, run_di
     with pytest.raises(BaseException) as caught:
         _load_processor(f"{remote}/config_normalizer.yaml")
     _assert_one_line_naming(caught.value, f"{remote}/config_normalizer.yaml")
+
+
+class _Payload:
+    """Unpickling this runs `touch <path>`: what a malicious object array in a sample would do."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_a_sample_with_a_pickled_object_array_is_a_sample_error_and_not_run(dataset, tmp_path):
+    import io
+
+    import numpy as np
+
+    from vla_foundry.data.robotics.processor import RoboticsProcessor, SampleError
+    from vla_foundry.data.tar_stream import iter_tar_samples
+
+    raw = next(iter_tar_samples(f"{dataset}/shard_000000.tar"))
+    arrays = dict(np.load(io.BytesIO(raw["lowdim.npz"])))
+    marker = tmp_path / "payload_ran"
+    arrays["action"] = np.array([_Payload(str(marker))], dtype=object)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # object arrays are stored pickled
+    processor = RoboticsProcessor.from_data_params(robotics_params([dataset]))
+    with pytest.raises(SampleError, match="Object arrays cannot be loaded when allow_pickle=False"):
+        processor.process_sample({**raw, "lowdim.npz": buf.getvalue()}, dataset, None, training=False)
+    assert not marker.exists()
