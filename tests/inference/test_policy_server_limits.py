@@ -238,9 +238,16 @@ def test_health_answers_while_serving(served):
     assert served.health() == {"status": "ok"}
 
 
-def test_a_non_loopback_host_needs_allow_remote(policy):
+def test_a_non_loopback_host_needs_allow_remote(policy, capsys):
+    from vla_foundry.inference.policy_server import main
+
     with pytest.raises(ValueError, match="not a loopback address.*--allow_remote"):
         PolicyServer(policy, host="0.0.0.0", port=0)
+    assert main(["serve", "--run_dir", "unused", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --host 0.0.0.0 is not a loopback address: pass --allow_remote") and err.count("\n") == 1
+    )
 
 
 def _mixed_requests(server: ServerProcess, n: int) -> None:

@@ -559,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         print(format_latency_report(PolicyClient(args.url).latency_report(n=args.n)))
         return 0
 
+    if not (is_loopback(args.host) or args.allow_remote):  # checked before the (slow) policy load
+        print(f"error: --host {args.host} is not a loopback address: pass --allow_remote to serve other machines "
+              "(the server has no authentication)", file=sys.stderr)  # fmt: skip
+        return 2
     import signal
 
     from vla_foundry.inference.policy import Policy
