@@ -17,6 +17,10 @@ Endpoints: GET /health, GET /metadata (cameras, fields, chunk length), GET /late
 POST /predict. Requests and replies use one binary message format: `VLAF`, a little-endian uint32 header length,
 a JSON header, then the raw bytes of every array. The header holds the message tree with arrays replaced by
 `{"__array__": i}` and, per array, its dtype, shape and byte offset — no pickle, so any language can speak it.
+
+Limits: `--max_request_mb` (413 from the declared Content-Length, before reading), `--workers` connections at once
+and `--max_queue` waiting (beyond: 503, never a reset), `--timeout_s` per read (408), a listen backlog of 128,
+loopback only unless `--allow_remote`. Malformed requests get 400 naming the field.
 """
 
 from __future__ import annotations
