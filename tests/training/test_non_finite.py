@@ -130,3 +130,18 @@ def test_the_progress_bar_shows_nan(tmp_path, monkeypatch):
     logger.log(1, {"loss": math.nan, "lr": math.inf})
     assert logger.bar.postfix == "loss=nan, lr=inf"
     logger.close()
+
+
+def test_nan_statistics_are_named_by_the_validator_and_refused_by_the_loader(poisoned_dataset, tmp_path):
+    from vla_foundry.data.robotics.stats import StatsError, load_stats
+    from vla_foundry.data.validate import validate_dataset
+
+    data = shutil.copytree(poisoned_dataset[0], tmp_path / "d")
+    stats = json.loads((data / "stats.json").read_text())
+    stats["observation.state"]["std"][2] = math.inf
+    (data / "stats.json").write_text(json.dumps(stats))  # Python writes the non-standard token Infinity
+    assert "stats.json: observation.state: std holds non-finite values (NaN/Inf)" in [
+        str(p) for p in validate_dataset(str(data))
+    ]
+    with pytest.raises(StatsError, match=r"stats.json holds NaN/Inf statistics \(observation.state: std\)"):
+        load_stats(str(data / "stats.json"))

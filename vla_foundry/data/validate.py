@@ -139,6 +139,13 @@ class DatasetValidator:
                 self.stats = json.loads(storage.read_text(stats_path))
             except json.JSONDecodeError as e:
                 self.add("stats.json", f"not valid JSON: {e}")
+            else:
+                from vla_foundry.data.robotics.stats import nonfinite_stats
+
+                if isinstance(self.stats, dict):
+                    entries = {k: v for k, v in self.stats.items() if isinstance(v, dict)}
+                    for where in nonfinite_stats(entries):
+                        self.add("stats.json", f"{where} holds non-finite values (NaN/Inf)")
         elif required:
             self.add("stats.json", "missing (robotics datasets need it)")
 

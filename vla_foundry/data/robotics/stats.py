@@ -65,7 +65,30 @@ def load_stats(path: str) -> Stats:
         fix="re-run preprocessing to rewrite it (or restore the run's copy); it holds one entry per low-dim field",
         missing=f"{path} does not exist; robotics datasets need stats.json (FORMATS.md §3)",
     )
-    return {k: v for k, v in stats.items() if isinstance(v, dict)}
+    stats = {k: v for k, v in stats.items() if isinstance(v, dict)}
+    bad = nonfinite_stats(stats)
+    if bad:
+        raise StatsError(
+            f"{path} holds NaN/Inf statistics ({'; '.join(bad)}): every normalised value would be NaN; re-run "
+            "preprocessing on finite data (its fail_on_nan check names the episodes)"
+        )
+    return stats
+
+
+def nonfinite_stats(stats: Stats) -> list[str]:
+    """"<field>: <key>" for every global mean/std/min/max of `stats` holding a NaN or Inf (or a non-number)."""
+    bad = []
+    for name, entry in stats.items():
+        for key in ("mean", "std", "min", "max"):
+            if key not in entry:
+                continue
+            try:
+                finite = bool(np.isfinite(np.asarray(entry[key], dtype=np.float64)).all())
+            except (TypeError, ValueError):
+                finite = False
+            if not finite:
+                bad.append(f"{name}: {key}")
+    return bad
 
 
 def field_dim(stats: Stats, name: str, where: str) -> int:
