@@ -105,22 +105,28 @@ class NonFiniteLossError(RuntimeError):
 def check_finite_loss(
     loss: float, micro_losses: list[tuple[torch.Tensor | float, list[str]]], state: TrainState, rank: int
 ) -> None:
-    """Raise NonFiniteLossError naming the step, the window and the samples of the step's micro-batches.
+    """Raise NonFiniteLossError naming the step, the window and the offending samples.
 
-    `micro_losses` holds this rank's (loss, sample keys) per micro-batch of the step; the micro-batches whose own
-    loss is non-finite are named (all of this rank's when its own were finite: the global loss is reduced over
-    ranks, so another rank's batch is the culprit)."""
+    `micro_losses` holds this rank's (loss, sample keys) per micro-batch of the step. Every rank sees the same
+    reduced loss, so all of them get here together and gather the keys of the micro-batches whose own loss is
+    non-finite, on any rank; when none is (the reduction itself overflowed), this rank's samples of the step are
+    named instead."""
     if math.isfinite(loss):
         return
-    bad = [keys for value, keys in micro_losses if not math.isfinite(float(value))]
-    culprit = "non-finite on this rank" if bad else "finite on this rank (another rank's samples are the cause)"
-    keys = [k for group in (bad or [keys for _, keys in micro_losses]) for k in group]
+    from vla_foundry.distributed import all_gather_objects
+
+    local = [k for value, keys in micro_losses if not math.isfinite(float(value)) for k in keys]
+    keys = [k for per_rank in all_gather_objects(local) for k in per_rank]
+    which = "samples of the micro-batches with a non-finite loss"
+    if not keys:
+        keys = [k for _, group in micro_losses for k in group]
+        which = f"no single micro-batch loss was non-finite; samples of the step on rank {rank}"
     shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "unknown"
     raise NonFiniteLossError(
         f"non-finite loss ({loss}) at optimizer step {state.step + 1}, checkpoint window {state.windows_done}; "
-        f"rank {rank} micro-batch losses {culprit}; samples: {shown}. Nothing of this step was applied or saved "
-        "(the latest checkpoint is the last good one): check those samples with python -m vla_foundry.data.validate, "
-        "or lower hparams.lr, then resume with --model.resume_from_checkpoint <run dir>"
+        f"{which}: {shown}. Nothing of this step was applied or saved (the latest checkpoint is the last good one): "
+        "check those samples with python -m vla_foundry.data.validate, or lower hparams.lr, then resume with "
+        "--model.resume_from_checkpoint <run dir>"
     )
 
 

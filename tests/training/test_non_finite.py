@@ -99,7 +99,10 @@ def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, t
     batches = ({**b, "sample_keys": [f"s{i}" for i in range(8)]} for b in synthetic_batches(16, 8))
     logger = MetricsLogger(str(tmp_path), enabled=True, total_steps=2, start_step=0, show_progress=False)
     state = TrainState()
-    with pytest.raises(NonFiniteLossError, match=r"at optimizer step 1, checkpoint window 0; .*samples: s0, s1"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"at optimizer step 1, checkpoint window 0; .*non-finite loss: s0, s1, s2, s3, s4, s5, s6, s7\. Nothing",
+    ):
         train_one_checkpoint(
             model, get_batch_handler(cfg.model), optimizer, scheduler, batches, state, cfg, cpu_ctx, logger
         )
