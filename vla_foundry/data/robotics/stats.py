@@ -76,7 +76,7 @@ def load_stats(path: str) -> Stats:
 
 
 def nonfinite_stats(stats: Stats) -> list[str]:
-    """"<field>: <key>" for every global mean/std/min/max of `stats` holding a NaN or Inf (or a non-number)."""
+    """Every "<field>: <key>" of `stats` whose global mean/std/min/max holds a NaN or Inf (or a non-number)."""
     bad = []
     for name, entry in stats.items():
         for key in ("mean", "std", "min", "max"):
