@@ -7,7 +7,9 @@
 The training flags are parsed and validated here, with the job's world size, before anything is submitted; on the
 instances SageMaker runs `torchrun` (one process per GPU, every node) on `vla_foundry/main.py` with the same flags.
 `--sagemaker.dry_run True` prints the estimator settings, the image and the hyperparameters and exits without
-importing or calling anything of AWS.
+importing or calling anything of AWS. WANDB_API_KEY and HF_TOKEN set in the launching shell are passed on to the
+job's environment; secret values (those and AWS credentials, or any `--sagemaker.environment` entry named like a
+key, token, secret or password) are printed as `***`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from vla_foundry.params.base_params import ConfigError  # noqa: E402
+from vla_foundry.secret_values import FORWARDED_SECRETS, is_secret_name, mask_secrets  # noqa: E402
 
 # GPUs per instance of the common training instance types (processes per node under torchrun), per AWS's
 # accelerated-computing instance tables: p4d/p4de 8x A100, p5 8x H100, p5e/p5en 8x H200; g5 (A10G) and g6e (L40S)
@@ -227,7 +231,7 @@ def build_launch(sm: SageMakerParams, train_args: Sequence[str]) -> dict:
         "max_run": int(sm.max_run_hours * 3600),
         "volume_size": sm.volume_size_gb,
         "use_spot_instances": sm.spot,
-        "environment": {"OMP_NUM_THREADS": "1", **sm.environment},
+        "environment": {"OMP_NUM_THREADS": "1", **forwarded_secrets(os.environ), **sm.environment},
         "tags": [{"Key": "user", "Value": sm.user}],
     }
     if sm.spot:
@@ -240,6 +244,18 @@ def build_launch(sm: SageMakerParams, train_args: Sequence[str]) -> dict:
         "estimator": estimator,
         "hyperparameters": hyperparameters,
     }
+
+
+def forwarded_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """WANDB_API_KEY / HF_TOKEN of the launching shell, passed on to the job's environment (AWS credentials are
+    not: the job uses its IAM role). Printed only masked."""
+    return {name: environ[name] for name in FORWARDED_SECRETS if environ.get(name)}
+
+
+def printable(value: Any, sm: SageMakerParams | None = None) -> Any:
+    """`value` with every secret shown as `***` (secret-named variables, and secret values found in any text)."""
+    extra = [v for k, v in (sm.environment if sm else {}).items() if is_secret_name(k)]
+    return mask_secrets(value, extra)
 
 
 def resolve_aws(launch: dict, sm: SageMakerParams) -> dict:
@@ -287,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sm = parse_params(SageMakerParams, sagemaker_args)
         launch = build_launch(sm, train_args)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 2
     if sm.dry_run:
-        print(json.dumps(launch, indent=2))
+        print(json.dumps(printable(launch, sm), indent=2))
         return 0
     launch = resolve_aws(launch, sm)
     name = submit(launch, sm)

@@ -24,8 +24,10 @@ def resolve_configs(params) -> str:
     """The fully resolved config as YAML; also written to `<resolve_configs_path>/resolved_config.yaml`."""
     from vla_foundry import storage
     from vla_foundry.params.parsing import params_to_yaml
+    from vla_foundry.secret_values import mask_secrets
 
-    text = params_to_yaml(params)
+    # A secret pasted into a flag (or read from the environment) is never printed or written: shown as ***.
+    text = mask_secrets(params_to_yaml(params))
     if params.resolve_configs_path:
         storage.makedirs(params.resolve_configs_path)
         storage.write_text(storage.join(params.resolve_configs_path, "resolved_config.yaml"), text)

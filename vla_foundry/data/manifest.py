@@ -90,8 +90,13 @@ def read_manifest(path: str) -> Manifest:
     dataset_dir, manifest_path = dataset_paths(path)
     try:
         text = storage.read_text(manifest_path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise ManifestError(
             f"{manifest_path} does not exist; a dataset directory must hold {MANIFEST_NAME} (docs/formats.md §1)"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"{manifest_path} is not a text file (undecodable byte at offset {e.start}; corrupt?): re-run "
+            "preprocessing to rewrite it"
         ) from None
     return Manifest(dataset_dir, manifest_path, tuple(parse_manifest(text, manifest_path)))

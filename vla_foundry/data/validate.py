@@ -129,6 +129,13 @@ class DatasetValidator:
                 self.stats = json.loads(storage.read_text(stats_path))
             except json.JSONDecodeError as e:
                 self.add("stats.json", f"not valid JSON: {e}")
+            else:
+                from vla_foundry.data.robotics.stats import nonfinite_stats
+
+                if isinstance(self.stats, dict):
+                    entries = {k: v for k, v in self.stats.items() if isinstance(v, dict)}
+                    for where in nonfinite_stats(entries):
+                        self.add("stats.json", f"{where} holds non-finite values (NaN/Inf)")
         elif required:
             self.add("stats.json", "missing (robotics datasets need it)")
 
@@ -261,6 +268,13 @@ class DatasetValidator:
                     f"lowdim.npz {mask} has {len(arrays[mask])} rows, preprocessing_config.yaml says T={t_expected}",
                 )
         for name, arr in arrays.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = np.argwhere(~np.isfinite(arr))
+                self.add(
+                    where,
+                    f"lowdim.npz {name} holds {len(bad)} non-finite value(s) (NaN/Inf), first at index "
+                    f"{tuple(int(i) for i in bad[0])}",
+                )
             if name in ("past_mask", "future_mask") or arr.dtype.kind != "f" or arr.ndim != 2:
                 continue
             if t_expected is not None and arr.shape[0] != t_expected:

@@ -85,6 +85,9 @@ class RoboticsPreprocessingParams(RunParams):
     camera_rename: dict[str, str] = field(default_factory=dict)
     # An episode lacking a requested camera is dropped and counted ("skip_episode") or fails the job ("error").
     missing_camera: Literal["skip_episode", "error"] = "skip_episode"
+    # An episode with NaN/Inf in any low-dim field: True fails the job naming the episode and field; False skips the
+    # episode, counts its samples under dropped[non_finite] and lists it under failures (max_failure_fraction).
+    fail_on_nan: bool = True
     # Stored image size [height, width]; None keeps the source size.
     image_size: list[int] | None = None
     # center_crop: scale to cover then crop the centre; fit: scale to fit and pad black; stretch: plain resize.
