@@ -306,6 +306,22 @@ def download_file(url: str, local_path: str | os.PathLike) -> None:
     download()
 
 
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[str]:
+    """A local path holding `path`'s bytes: the file itself when local, else a temporary download removed after."""
+    path = str(path)
+    if not is_s3(path):
+        yield path
+        return
+    directory = tempfile.mkdtemp(prefix="vla_foundry_copy_")
+    try:
+        local = os.path.join(directory, basename(path))
+        download_file(path, local)
+        yield local
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def list_files(prefix: str | os.PathLike, recursive: bool = True) -> list[str]:
     """Files under a directory / prefix, as full paths or URLs, sorted."""
     prefix = str(prefix)

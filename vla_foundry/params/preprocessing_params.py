@@ -53,7 +53,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class RoboticsPreprocessingParams(RunParams):
-    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (FORMATS.md §2)."""
+    """Robot episodes (LeRobot v3.0 / v2.1, Spartan, MCAP, HDF5, Robo-DM) -> windowed robotics samples (FORMATS.md §2)."""
 
     # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
     type: str = "lerobot"
@@ -98,6 +98,37 @@ class RoboticsPreprocessingParams(RunParams):
     # Spartan: YAML {task_name: {original: [...], randomized: [...], ...}}.
     language_annotations_path: str | None = None
 
+    # Modules imported before the converter is looked up (here and on every Ray worker): `--plugins mod[,mod]`.
+    plugins: list[str] = field(default_factory=list)
+    # MCAP / HDF5 / Robo-DM: YAML naming the cameras, low-dim fields and language of the source (docs/preprocessing.md).
+    mapping_path: str | None = None
+    # MCAP (required) / Robo-DM (optional): streams are aligned to this rate on the log's timestamps.
+    fps: float | None = None
+    # MCAP: a sample takes the latest message at most this old (seconds); older is a gap. None: one period, 1 / fps.
+    tolerance_s: float | None = None
+    # Robo-DM: its files store low-dim values pickled; reading them runs pickle, so it must be allowed explicitly.
+    trust_pickle: bool = False
+
+    # Quality report (processing_metadata.json "quality"): which rules end the job when an episode breaks them.
+    qa_fail_on: list[str] = field(default_factory=list)
+    # Drop samples whose whole window is still (every step moves less than still_threshold); counted as "still".
+    filter_still_samples: bool = False
+    # A step is still when no value of `still_fields` changes by more than this from the previous step.
+    still_threshold: float = 1e-3
+    # Low-dim fields judged for stillness (None: every field of the episode).
+    still_fields: list[str] | None = None
+    # Still runs at least this many steps long are reported as still segments.
+    qa_still_min_steps: int = 10
+    # A step where an action field changes by more than this (max abs over its dims) is an action jump; None: off.
+    qa_action_jump_threshold: float | None = None
+    # Fields checked for action jumps (None: every field whose name contains "action").
+    qa_action_fields: list[str] | None = None
+    # A camera frame whose mean pixel value is at most this is black.
+    qa_black_level: float = 8.0
+    # A camera repeating the same frame (mean abs difference <= qa_frozen_max_diff) for this many frames is frozen.
+    qa_frozen_min_frames: int = 5
+    qa_frozen_max_diff: float = 0.0
+
     @property
     def window_length(self) -> int:
         return self.past_lowdim_steps + 1 + self.future_lowdim_steps
@@ -105,7 +136,9 @@ class RoboticsPreprocessingParams(RunParams):
     def validate(self) -> None:
         super().validate()
         from vla_foundry.data.preprocessing.episodes import get_converter
+        from vla_foundry.plugins import load_plugins
 
+        load_plugins(self.plugins, entry_points=False)  # plugins register converters, so they load first
         get_converter(self.type)  # an unknown --type ends here, with the closest registered names
         if not self.source_episodes:
             raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
@@ -126,7 +159,19 @@ class RoboticsPreprocessingParams(RunParams):
             raise ConfigError(f"max_episodes_to_process={self.max_episodes_to_process} must be >= 1")
         if self.camera_names is not None and len(set(self.camera_names)) != len(self.camera_names):
             raise ConfigError(f"camera_names={self.camera_names} holds a repeated camera")
-        for path_field in ("action_fields_config_path", "language_annotations_path"):
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError(f"fps={self.fps} must be > 0")
+        if self.tolerance_s is not None and self.tolerance_s < 0:
+            raise ConfigError(f"tolerance_s={self.tolerance_s} must be >= 0")
+        if self.still_threshold < 0 or self.qa_still_min_steps < 1 or self.qa_frozen_min_frames < 2:
+            raise ConfigError(
+                f"still_threshold={self.still_threshold} must be >= 0, qa_still_min_steps={self.qa_still_min_steps} "
+                f">= 1 and qa_frozen_min_frames={self.qa_frozen_min_frames} >= 2"
+            )
+        from vla_foundry.data.preprocessing.episode_quality import check_rule_names
+
+        check_rule_names(self.qa_fail_on)
+        for path_field in ("action_fields_config_path", "language_annotations_path", "mapping_path"):
             path = getattr(self, path_field)
             if path is not None and not path.startswith("s3://") and not os.path.isfile(path):
                 raise ConfigError(f"{path_field}={path!r}: file not found")
@@ -208,10 +253,21 @@ def expand_list_includes(cls: type, argv: Sequence[str]) -> list[str]:
     return out
 
 
+def plugin_list_flag(argv: list[str]) -> list[str]:
+    """`--plugins a.b,c` (the comma form users type) -> `--plugins '[a.b, c]'` for the list field."""
+    from vla_foundry.plugins import split_plugin_names
+
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--plugins":
+            out[i + 1] = "[" + ", ".join(split_plugin_names(out[i + 1])) + "]"
+    return out
+
+
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
     """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags."""
     from vla_foundry.params.parsing import parse_params
 
-    params = parse_params(cls, expand_list_includes(cls, argv or []))
+    params = parse_params(cls, plugin_list_flag(expand_list_includes(cls, argv or [])))
     params.validate()
     return params
