@@ -47,7 +47,7 @@ def make_aloha(
             wrist[t, : len(data)] = np.frombuffer(data, np.uint8)
         datasets = {
             "observations/qpos": qpos,
-            "observations/qvel": qpos * 0,
+            "observations/qvel": np.zeros_like(qpos),
             "action": action,
             "observations/images/top": top,
             "observations/images/wrist": wrist,

@@ -103,7 +103,7 @@ class EpisodeQuality:
                     self._frame(cam, t, image)
             self.frames_seen = t + 1
             yield t, images
-        for cam in self._run_start:
+        for cam in list(self._run_start):
             self._close_run(cam, self.frames_seen - 1)
 
     def _frame(self, cam: str, t: int, image: np.ndarray) -> None:
