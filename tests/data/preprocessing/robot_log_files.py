@@ -175,3 +175,25 @@ def write_mcap(
     for w, f in zip(ros, files):
         w.finish()
         f.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Robo-DM
+
+
+def make_robodm(folder: Path, lengths: list[int] = (5, 7)) -> Path:
+    """episode_<e>.vla trajectories written by robodm: observation/images/cam_high (rawvideo), observation/state,
+    action, at 10 Hz."""
+    import robodm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for e, n in enumerate(lengths):
+        trajectory = robodm.Trajectory(path=str(folder / f"episode_{e}.vla"), mode="w", video_codec="rawvideo")
+        state, action = state_rows(e, n), action_rows(e, n)
+        for t in range(n):
+            ms = {"timestamp": 100 * t, "time_unit": "ms"}
+            trajectory.add("observation/images/cam_high", make_frame(e, t, 0), **ms)
+            trajectory.add("observation/state", state[t], **ms)
+            trajectory.add("action", action[t], **ms)
+        trajectory.close()
+    return folder
