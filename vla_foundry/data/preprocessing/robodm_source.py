@@ -73,7 +73,11 @@ class RobodmConverter(Converter):
     """Robo-DM `.vla` trajectories: one episode and one read task per file."""
 
     def __init__(self, params: Any) -> None:
+        import importlib.util
+
         super().__init__(params)
+        if importlib.util.find_spec("robodm") is None:
+            raise ConfigError("type=robodm needs the robodm package: uv sync --extra robodm (or pip install robodm)")
         self.mapping = load_mapping(params.mapping_path, MAPPING_KEYS, "robodm")
 
     def plan_read_tasks(self) -> list[ReadTask]:
