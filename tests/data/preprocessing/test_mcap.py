@@ -46,11 +46,11 @@ def mcap_run(tmp_path_factory: pytest.TempPathFactory):
     mapping.write_text(yaml.safe_dump(MCAP_MAPPING))
     argv = ["--mapping_path", str(mapping), "--fps", str(FPS)]
     outcome = preprocess_robotics(robotics_argv([logs], root / "out", *argv, type_="mcap"))
-    return outcome, read_dataset(root / "out" / "shards"), times
+    return outcome, read_dataset(root / "out" / "shards"), times, root
 
 
 def test_every_sample_holds_the_latest_message_at_or_before_each_step_of_every_topic(mcap_run):
-    outcome, samples, times = mcap_run
+    outcome, samples, times, _ = mcap_run
     grids = {e: grid_ms(times[e]) for e in times}
     assert len(samples) == sum(len(g) for g in grids.values()) and outcome.metadata["inputs_failed"] == 0
     for members in samples.values():
@@ -72,7 +72,7 @@ def test_every_sample_holds_the_latest_message_at_or_before_each_step_of_every_t
 
 
 def test_a_silent_stream_is_reported_as_a_gap_of_its_topic_at_the_steps_it_is_stale(mcap_run):
-    outcome, _, times = mcap_run
+    outcome, _, times, _ = mcap_run
     quality = outcome.metadata["quality"]["episodes"]
     grid = grid_ms(times[1])
     joint = times[1]["/joint_states"]
@@ -117,3 +117,42 @@ def test_mcap_without_fps_or_mapping_is_refused_before_reading(tmp_path: Path):
         preprocess_robotics(
             robotics_argv([tmp_path], tmp_path / "out", "--mapping_path", str(mapping), "--fps", "10", type_="mcap")
         )
+
+
+def test_the_dataset_passes_the_validator(mcap_run):
+    from vla_foundry.data.validate import validate_dataset
+
+    assert validate_dataset(str(mcap_run[3] / "out" / "shards")) == []
+
+
+def test_s3_logs_and_output_give_the_samples_of_the_local_run(mcap_run, s3_bucket: str):
+    import io
+    import os
+    import tarfile
+
+    import boto3
+
+    _, local_samples, _, root = mcap_run
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    bucket = s3_bucket.removeprefix("s3://")
+    for path in (root / "mcap_logs").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"mcap_logs/{path.relative_to(root / 'mcap_logs')}")
+    argv = ["--mapping_path", str(root / "mapping.yaml"), "--fps", str(FPS)]
+    preprocess_robotics(robotics_argv([f"{s3_bucket}/mcap_logs"], f"{s3_bucket}/out", *argv, type_="mcap"))
+    remote: dict[str, dict[str, bytes]] = {}
+    for obj in client.list_objects_v2(Bucket=bucket, Prefix="out/shards/shard_")["Contents"]:
+        data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                key, suffix = member.name.split(".", 1)
+                remote.setdefault(key, {})[suffix] = tar.extractfile(member).read()
+    assert sorted(remote) == sorted(local_samples)
+    for key, members in remote.items():
+        for suffix, data in members.items():
+            if suffix == "metadata.json":  # only `source` names the other root
+                a, b = json.loads(data), json.loads(local_samples[key][suffix])
+                assert a.pop("source").startswith(f"{s3_bucket}/mcap_logs/") and b.pop("source")
+                assert a == b
+            else:
+                assert data == local_samples[key][suffix], (key, suffix)

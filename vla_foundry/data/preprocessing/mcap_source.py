@@ -18,6 +18,7 @@ decoded as sample cutting reaches their steps, so memory holds one frame per cam
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -84,7 +85,7 @@ def decode_image(message: Any) -> np.ndarray:
 
 
 class LogFiles:
-    """The MCAP files of one episode read as one time-ordered log (ROS 2 and JSON messages decoded)."""
+    """The local MCAP files of one episode read as one time-ordered log (ROS 2 and JSON messages decoded)."""
 
     def __init__(self, paths: list[str]) -> None:
         self.paths = paths
@@ -102,7 +103,7 @@ class LogFiles:
         from mcap.reader import make_reader
         from mcap_ros2.decoder import DecoderFactory
 
-        with storage.local_copy(path) as local, open(local, "rb") as f:
+        with open(path, "rb") as f:
             reader = make_reader(f)
             factory = DecoderFactory()
             for schema, channel, message in reader.iter_messages(topics=topics, log_time_order=True):
@@ -126,7 +127,7 @@ class LogFiles:
 
         found: set[str] = set()
         for path in self.paths:
-            with storage.local_copy(path) as local, open(local, "rb") as f:
+            with open(path, "rb") as f:
                 summary = make_reader(f).get_summary()
                 if summary is not None:
                     found.update(c.topic for c in summary.channels.values())
@@ -184,7 +185,10 @@ class McapConverter(Converter):
     def read_task(self, task: ReadTask) -> Iterator[Episode | TaskFailure]:
         eid = task.episode_ids[0]
         try:
-            yield self._episode(eid, LogFiles(task.spec["paths"]))
+            with contextlib.ExitStack() as stack:
+                # S3 files are downloaded once for the task's passes over them, and removed after.
+                local = [stack.enter_context(storage.local_copy(p)) for p in task.spec["paths"]]
+                yield self._episode(eid, LogFiles(local), task.spec["paths"][0])
         except EpisodeError as e:
             yield TaskFailure(eid, e.reason, e.kind, e.length)
         except ConfigError:
@@ -192,7 +196,7 @@ class McapConverter(Converter):
         except Exception as e:  # a malformed log (bad chunk, undecodable schema...): reported, not fatal
             yield TaskFailure(eid, f"{task.spec['paths'][0]}: {type(e).__name__}: {e}", "read_error")
 
-    def _episode(self, eid: str, log: LogFiles) -> Episode:
+    def _episode(self, eid: str, log: LogFiles, source: str) -> Episode:
         params = self.params
         renamed = {params.camera_rename.get(c, c): topic for c, topic in self.cameras.items()}
         language_spec = self.mapping.get("language")
@@ -283,7 +287,7 @@ class McapConverter(Converter):
             language=language,
             cameras=cameras,
             frames=self._frames(eid, log, {c: renamed[c] for c in cameras}, aligned, length),
-            metadata={"source": log.paths[0], "fps": params.fps},
+            metadata={"source": source, "fps": params.fps},
             timestamps=(grid - grid[0]) / 1e9,
             quality={"stream_gaps": stream_gaps},
         )
