@@ -120,3 +120,32 @@ def test_a_file_of_neither_layout_is_refused_before_reading_naming_it(tmp_path: 
         f.create_dataset("joint_positions", data=np.zeros((3, 2)))
     with pytest.raises(ConfigError, match=r"run\.h5.*top-level keys: \['joint_positions'\]"):
         preprocess_robotics(robotics_argv([tmp_path / "logs"], tmp_path / "out", type_="hdf5"))
+
+
+def test_s3_files_are_planned_from_ranged_metadata_reads_and_read_whole(tmp_path: Path, s3_bucket: str):
+    import os
+
+    import boto3
+
+    from vla_foundry.data.preprocessing.hdf5_source import Hdf5Converter
+    from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
+
+    make_aloha(tmp_path / "aloha", lengths=[4])
+    make_robomimic(tmp_path / "lift" / "demo.hdf5", lengths=[3, 5])
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    bucket = s3_bucket.removeprefix("s3://")
+    client.upload_file(str(tmp_path / "aloha" / "episode_0.hdf5"), bucket, "aloha/episode_0.hdf5")
+    client.upload_file(str(tmp_path / "lift" / "demo.hdf5"), bucket, "lift/demo.hdf5")
+    params = parse_preprocessing_params(
+        RoboticsPreprocessingParams,
+        robotics_argv([f"{s3_bucket}/aloha", f"{s3_bucket}/lift"], tmp_path / "out", type_="hdf5"),
+    )
+    converter = Hdf5Converter(params)
+    tasks = converter.plan_read_tasks()
+    assert [(t.spec["layout"], t.episode_ids) for t in tasks] == [
+        ("aloha", ["aloha_episode_0"]),
+        ("robomimic", ["lift_demo_demo_0", "lift_demo_demo_1"]),
+    ]
+    # Each episode's frames are read before the next episode is asked for (the file closes after the last).
+    shown = [[decode_colour(f["agentview_image"]) for _, f in ep.frames] for ep in converter.read_task(tasks[1])]
+    assert shown == [[(e, t, 0) for t in range(n)] for e, n in enumerate([3, 5])]

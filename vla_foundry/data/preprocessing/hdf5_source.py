@@ -10,7 +10,7 @@ Images are decoded as stored: raw uint8 arrays [L, H, W, 3], or encoded bytes pe
 padded uint8 array [L, N] as ACT's compressed files keep them, or variable-length bytes). The mapping YAML
 (`--mapping_path`) replaces the detected cameras / fields with dataset paths relative to the episode's group,
 and may give the language (`language: text` or `{attribute: name}`) and per-step `timestamps` (seconds).
-An S3 file is downloaded to a temporary file, read and removed.
+Planning reads only file metadata (ranged reads on S3); a read task downloads an S3 file, reads it and removes it.
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ class Hdf5Converter(Converter):
         total = 0
         for root, path in find_episode_files(self.params.source_episodes, SUFFIXES, "HDF5"):
             name = episode_name(root, path, SUFFIXES)
-            # The layout (and robomimic's demo list) is read from the file's metadata, not its arrays.
-            with storage.local_copy(path) as local:
+            # The layout (and robomimic's demo list) is read from the file's metadata, not its arrays (on S3 by
+            # ranged reads of the blocks h5py asks for).
+            with storage.open_seekable(path) as stream:
                 try:
-                    with h5py.File(local, "r") as handle:
+                    with h5py.File(stream, "r") as handle:
                         layout = detect_layout(handle)
                         groups = demo_names(handle) if layout == "robomimic" else [""]
                 except (OSError, ValueError) as e:
