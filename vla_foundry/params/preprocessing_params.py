@@ -139,7 +139,12 @@ class RoboticsPreprocessingParams(RunParams):
         from vla_foundry.plugins import load_plugins
 
         load_plugins(self.plugins, entry_points=False)  # plugins register converters, so they load first
-        get_converter(self.type)  # an unknown --type ends here, with the closest registered names
+        converter = get_converter(self.type)  # an unknown --type ends here, with the closest registered names
+        for name, default in (("mapping_path", None), ("trust_pickle", False)):
+            if getattr(self, name) != default and name not in converter.source_params:
+                raise ConfigError(
+                    f"{name} is not read by type={self.type}; remove it (it applies to hdf5, mcap, robodm)"
+                )
         if not self.source_episodes:
             raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
         for name in ("past_lowdim_steps", "future_lowdim_steps", "max_past_padding", "max_future_padding"):

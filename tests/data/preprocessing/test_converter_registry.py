@@ -88,3 +88,14 @@ def test_preprocessing_flag_plugins_loads_modules_before_the_type_is_checked(tmp
     assert get_converter("toy_cli_extra").__name__ == "Toy"
     for name in ("toy_cli_source", "toy_cli_extra"):
         sys.modules.pop(name)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--trust_pickle", "True"), ("--mapping_path", "pyproject.toml")])
+def test_a_source_specific_flag_given_to_a_source_that_ignores_it_is_refused(flag: str, value: str, tmp_path):
+    from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
+
+    argv = ["--type", "lerobot", "--source_episodes", "[/data/x]", "--output_dir", str(tmp_path), flag, value]
+    with pytest.raises(ConfigError, match=f"{flag[2:]} is not read by type=lerobot"):
+        parse_preprocessing_params(RoboticsPreprocessingParams, argv)
+    argv[1] = "robodm" if flag == "--trust_pickle" else "hdf5"
+    assert parse_preprocessing_params(RoboticsPreprocessingParams, argv).type == argv[1]

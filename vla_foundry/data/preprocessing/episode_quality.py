@@ -145,6 +145,7 @@ class EpisodeQuality:
                 "steps_beyond_tolerance": len(off),
                 "gaps": [{"after_step": int(i), "gap_s": round(float(diffs[i]), 6)} for i in gaps[:MAX_LISTED]],
                 "num_gaps": len(gaps),
+                "non_increasing": int(np.count_nonzero(diffs <= 0)),
             }
             if len(gaps) or np.any(diffs <= 0):
                 failed.add("timestamp_gap")

@@ -90,6 +90,8 @@ class Converter(ABC):
 
     # The --type value selecting this converter.
     name: ClassVar[str] = ""
+    # Source-specific params this converter reads (e.g. mapping_path); set for another type they are refused.
+    source_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: RoboticsPreprocessingParams) -> None:
         self.params = params

@@ -81,6 +81,8 @@ def decode_image(row: Any) -> np.ndarray:
 class Hdf5Converter(Converter):
     """ALOHA/ACT and robomimic HDF5 files: one read task per file (a robomimic file holds many episodes)."""
 
+    source_params = ("mapping_path",)
+
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self.mapping = load_mapping(params.mapping_path, MAPPING_KEYS, "hdf5")

@@ -157,6 +157,8 @@ def align(times: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class McapConverter(Converter):
     """MCAP logs: one read task per episode (a file, or a rosbag2 folder of split files)."""
 
+    source_params = ("mapping_path",)
+
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         if params.mapping_path is None:

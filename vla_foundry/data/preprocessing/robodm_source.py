@@ -72,6 +72,8 @@ def refuse_untrusted(path: str, codecs: dict[str, str], trust_pickle: bool) -> N
 class RobodmConverter(Converter):
     """Robo-DM `.vla` trajectories: one episode and one read task per file."""
 
+    source_params = ("mapping_path", "trust_pickle")
+
     def __init__(self, params: Any) -> None:
         import importlib.util
 
