@@ -53,7 +53,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class RoboticsPreprocessingParams(RunParams):
-    """Robot episodes (LeRobot v3.0 / v2.1, Spartan, MCAP, HDF5, Robo-DM) -> windowed robotics samples (FORMATS.md §2)."""
+    """Robot episodes (LeRobot, Spartan, MCAP, HDF5, Robo-DM) -> windowed robotics samples (FORMATS.md §2)."""
 
     # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
     type: str = "lerobot"
@@ -100,11 +100,13 @@ class RoboticsPreprocessingParams(RunParams):
 
     # Modules imported before the converter is looked up (here and on every Ray worker): `--plugins mod[,mod]`.
     plugins: list[str] = field(default_factory=list)
-    # MCAP / HDF5 / Robo-DM: YAML naming the cameras, low-dim fields and language of the source (docs/preprocessing.md).
+    # MCAP / HDF5 / Robo-DM: YAML naming the source's cameras, low-dim fields and language (docs/preprocessing.md).
     mapping_path: str | None = None
-    # MCAP (required) / Robo-DM (optional): streams are aligned to this rate on the log's timestamps.
+    # MCAP (required): topics are aligned to this rate on the log times; Robo-DM: resample to it. The quality
+    # report takes 1 / fps as the expected timestamp step (else the median step).
     fps: float | None = None
-    # MCAP: a sample takes the latest message at most this old (seconds); older is a gap. None: one period, 1 / fps.
+    # MCAP: a step takes the latest message at most this old (seconds), older is a gap (None: one period); the
+    # quality report: steps off the period by more than this are jitter, longer ones gaps (None: half a period).
     tolerance_s: float | None = None
     # Robo-DM: its files store low-dim values pickled; reading them runs pickle, so it must be allowed explicitly.
     trust_pickle: bool = False
