@@ -156,3 +156,18 @@ def test_s3_logs_and_output_give_the_samples_of_the_local_run(mcap_run, s3_bucke
                 assert a == b
             else:
                 assert data == local_samples[key][suffix], (key, suffix)
+
+
+def test_a_field_path_the_messages_lack_fails_the_episode_naming_topic_and_field(tmp_path: Path):
+    from vla_foundry.data.preprocessing.mcap_source import McapConverter
+    from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
+
+    write_mcap([tmp_path / "run_0.mcap"], 0, mcap_times(300))
+    mapping = {**MCAP_MAPPING, "lowdim": {"observation.state": {"topic": "/joint_states", "field": "positon"}}}
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
+    flags = ["--mapping_path", str(tmp_path / "mapping.yaml"), "--fps", "10"]
+    argv = robotics_argv([tmp_path], tmp_path / "out", *flags, type_="mcap")
+    converter = McapConverter(parse_preprocessing_params(RoboticsPreprocessingParams, argv))
+    (task,) = converter.plan_read_tasks()
+    (failure,) = converter.read_task(task)
+    assert failure.kind == "missing_field" and "/joint_states" in failure.reason and "positon" in failure.reason

@@ -220,20 +220,27 @@ class McapConverter(Converter):
         cameras = self.select_cameras(eid, available)
 
         # Pass 1: low-dim and language messages decoded; camera messages' log times only.
-        rows: dict[str, list[tuple[int, Any]]] = {t: [] for t in lowdim_topics}
+        times_of: dict[str, list[int]] = {t: [] for t in lowdim_topics}
+        fields_of: dict[str, list[tuple[str, list[str]]]] = {t: [] for t in lowdim_topics}
+        for name, (topic, paths) in self.lowdim.items():
+            fields_of[topic].append((name, paths))
+        rows: dict[str, list[np.ndarray]] = {name: [] for name in self.lowdim}
         instruction = None
         for topic, time_ns, message in log.messages([*lowdim_topics, *([language_topic] if language_topic else [])]):
             if topic == language_topic:
                 if instruction is None:
                     instruction = str(field_value(message, str(language_spec["field"])))
-                if topic not in rows:
+                if topic not in times_of:
                     continue
-            rows[topic].append((time_ns, message))
+            times_of[topic].append(time_ns)
+            # Messages become numeric rows as they are read: memory holds numbers, not decoded messages.
+            for name, paths in fields_of[topic]:
+                rows[name].append(self._row(eid, topic, name, message, paths))
         camera_times: dict[str, list[int]] = {renamed[c]: [] for c in cameras}
         if cameras:
             for topic, time_ns, _ in log.messages(list(camera_times), decode=False):
                 camera_times[topic].append(time_ns)
-        stream_times = {t: np.array([r[0] for r in v], np.int64) for t, v in rows.items()}
+        stream_times = {t: np.array(v, np.int64) for t, v in times_of.items()}
         stream_times.update({t: np.array(v, np.int64) for t, v in camera_times.items()})
         empty = [t for t, v in stream_times.items() if len(v) == 0]
         if empty:
@@ -267,11 +274,7 @@ class McapConverter(Converter):
         lowdim: dict[str, np.ndarray] = {}
         for name, (topic, paths) in self.lowdim.items():
             try:
-                values = np.stack([numeric_row(m, paths) for _, m in rows[topic]])  # (messages, D)
-            except (AttributeError, KeyError, IndexError, TypeError) as e:
-                raise EpisodeError(
-                    eid, f"topic {topic}: field {paths} of {name!r} unreadable ({e!r})", "missing_field"
-                ) from e
+                values = np.stack(rows[name])  # (messages, D)
             except ValueError as e:
                 raise EpisodeError(
                     eid, f"topic {topic}: field {paths} of {name!r} changes size ({e})", "read_error"
@@ -293,6 +296,15 @@ class McapConverter(Converter):
             timestamps=(grid - grid[0]) / 1e9,
             quality={"stream_gaps": stream_gaps},
         )
+
+    @staticmethod
+    def _row(eid: str, topic: str, name: str, message: Any, paths: list[str]) -> np.ndarray:
+        try:
+            return numeric_row(message, paths)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as e:
+            raise EpisodeError(
+                eid, f"topic {topic}: field {paths} of {name!r} unreadable ({e!r})", "missing_field"
+            ) from e
 
     @staticmethod
     def _frames(
