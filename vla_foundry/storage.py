@@ -226,6 +226,53 @@ class S3StreamReader(io.RawIOBase):
         super().close()
 
 
+class S3RangeReader(io.RawIOBase):
+    """A seekable reader over an S3 object: each read is one ranged GET (for formats that read a few blocks of a
+    large file, e.g. HDF5 metadata, without downloading it)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.bucket, self.key = split_s3(url)
+        self.offset = 0
+        self.length = size(url)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.offset
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.length}[whence]
+        self.offset = max(0, base + offset)
+        return self.offset
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self.offset + len(buffer), self.length)
+        if end <= self.offset:
+            return 0
+        span = f"bytes={self.offset}-{end - 1}"
+        get = with_retries(self.url, "reading")(
+            lambda: s3_client().get_object(Bucket=self.bucket, Key=self.key, Range=span)["Body"].read()
+        )
+        data = get()
+        buffer[: len(data)] = data
+        self.offset += len(data)
+        return len(data)
+
+
+def open_seekable(path: str | os.PathLike) -> IO[bytes]:
+    """A seekable binary stream: a local file, or ranged GETs of an S3 object (nothing downloaded up front)."""
+    path = str(path)
+    if not is_s3(path):
+        return open(path, "rb")
+    return io.BufferedReader(S3RangeReader(path), buffer_size=64 * 1024)
+
+
 def _read_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -304,6 +351,22 @@ def download_file(url: str, local_path: str | os.PathLike) -> None:
         os.replace(tmp, local_path)
 
     download()
+
+
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike) -> Iterator[str]:
+    """A local path holding `path`'s bytes: the file itself when local, else a temporary download removed after."""
+    path = str(path)
+    if not is_s3(path):
+        yield path
+        return
+    directory = tempfile.mkdtemp(prefix="vla_foundry_copy_")
+    try:
+        local = os.path.join(directory, basename(path))
+        download_file(path, local)
+        yield local
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def list_files(prefix: str | os.PathLike, recursive: bool = True) -> list[str]:

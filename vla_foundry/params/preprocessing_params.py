@@ -55,7 +55,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class RoboticsPreprocessingParams(RunParams):
-    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (docs/formats.md §2)."""
+    """Robot episodes (LeRobot, Spartan, MCAP, HDF5, Robo-DM) -> windowed robotics samples (docs/formats.md §2)."""
 
     # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
     type: str = "lerobot"
@@ -103,6 +103,39 @@ class RoboticsPreprocessingParams(RunParams):
     # Spartan: YAML {task_name: {original: [...], randomized: [...], ...}}.
     language_annotations_path: str | None = None
 
+    # Modules imported before the converter is looked up (here and on every Ray worker): `--plugins mod[,mod]`.
+    plugins: list[str] = field(default_factory=list)
+    # MCAP / HDF5 / Robo-DM: YAML naming the source's cameras, low-dim fields and language (docs/preprocessing.md).
+    mapping_path: str | None = None
+    # MCAP (required): topics are aligned to this rate on the log times; Robo-DM: resample to it. The quality
+    # report takes 1 / fps as the expected timestamp step (else the median step).
+    fps: float | None = None
+    # MCAP: a step takes the latest message at most this old (seconds), older is a gap (None: one period); the
+    # quality report: steps off the period by more than this are jitter, longer ones gaps (None: half a period).
+    tolerance_s: float | None = None
+    # Robo-DM: its files store low-dim values pickled; reading them runs pickle, so it must be allowed explicitly.
+    trust_pickle: bool = False
+
+    # Quality report (processing_metadata.json "quality"): which rules end the job when an episode breaks them.
+    qa_fail_on: list[str] = field(default_factory=list)
+    # Drop samples whose whole window is still (every step moves less than still_threshold); counted as "still".
+    filter_still_samples: bool = False
+    # A step is still when no value of `still_fields` changes by more than this from the previous step.
+    still_threshold: float = 1e-3
+    # Low-dim fields judged for stillness (None: every field of the episode).
+    still_fields: list[str] | None = None
+    # Still runs at least this many steps long are reported as still segments.
+    qa_still_min_steps: int = 10
+    # A step where an action field changes by more than this (max abs over its dims) is an action jump; None: off.
+    qa_action_jump_threshold: float | None = None
+    # Fields checked for action jumps (None: every field whose name contains "action").
+    qa_action_fields: list[str] | None = None
+    # A camera frame whose mean pixel value is at most this is black.
+    qa_black_level: float = 8.0
+    # A camera repeating the same frame (mean abs difference <= qa_frozen_max_diff) for this many frames is frozen.
+    qa_frozen_min_frames: int = 5
+    qa_frozen_max_diff: float = 0.0
+
     @property
     def window_length(self) -> int:
         return self.past_lowdim_steps + 1 + self.future_lowdim_steps
@@ -110,8 +143,15 @@ class RoboticsPreprocessingParams(RunParams):
     def validate(self) -> None:
         super().validate()
         from vla_foundry.data.preprocessing.episodes import get_converter
+        from vla_foundry.plugins import load_plugins
 
-        get_converter(self.type)  # an unknown --type ends here, with the closest registered names
+        load_plugins(self.plugins, entry_points=False)  # plugins register converters, so they load first
+        converter = get_converter(self.type)  # an unknown --type ends here, with the closest registered names
+        for name, default in (("mapping_path", None), ("trust_pickle", False)):
+            if getattr(self, name) != default and name not in converter.source_params:
+                raise ConfigError(
+                    f"{name} is not read by type={self.type}; remove it (it applies to hdf5, mcap, robodm)"
+                )
         if not self.source_episodes:
             raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
         for name in ("past_lowdim_steps", "future_lowdim_steps", "max_past_padding", "max_future_padding"):
@@ -131,7 +171,19 @@ class RoboticsPreprocessingParams(RunParams):
             raise ConfigError(f"max_episodes_to_process={self.max_episodes_to_process} must be >= 1")
         if self.camera_names is not None and len(set(self.camera_names)) != len(self.camera_names):
             raise ConfigError(f"camera_names={self.camera_names} holds a repeated camera")
-        for path_field in ("action_fields_config_path", "language_annotations_path"):
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError(f"fps={self.fps} must be > 0")
+        if self.tolerance_s is not None and self.tolerance_s < 0:
+            raise ConfigError(f"tolerance_s={self.tolerance_s} must be >= 0")
+        if self.still_threshold < 0 or self.qa_still_min_steps < 1 or self.qa_frozen_min_frames < 2:
+            raise ConfigError(
+                f"still_threshold={self.still_threshold} must be >= 0, qa_still_min_steps={self.qa_still_min_steps} "
+                f">= 1 and qa_frozen_min_frames={self.qa_frozen_min_frames} >= 2"
+            )
+        from vla_foundry.data.preprocessing.episode_quality import check_rule_names
+
+        check_rule_names(self.qa_fail_on)
+        for path_field in ("action_fields_config_path", "language_annotations_path", "mapping_path"):
             path = getattr(self, path_field)
             if path is not None and not path.startswith("s3://") and not os.path.isfile(path):
                 raise ConfigError(f"{path_field}={path!r}: file not found")
@@ -213,6 +265,17 @@ def expand_list_includes(cls: type, argv: Sequence[str]) -> list[str]:
     return out
 
 
+def plugin_list_flag(argv: list[str]) -> list[str]:
+    """`--plugins a.b,c` (the comma form users type) -> `--plugins '[a.b, c]'` for the list field."""
+    from vla_foundry.plugins import split_plugin_names
+
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--plugins":
+            out[i + 1] = "[" + ", ".join(split_plugin_names(out[i + 1])) + "]"
+    return out
+
+
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
     """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags.
 
@@ -221,7 +284,7 @@ def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) 
     from vla_foundry.params.parsing import build_params, compose_config
     from vla_foundry.params.preprocessing_aliases import apply_preprocessing_aliases
 
-    data, sources = compose_config(expand_list_includes(cls, argv or []))
+    data, sources = compose_config(plugin_list_flag(expand_list_includes(cls, argv or [])))
     params = build_params(cls, apply_preprocessing_aliases(cls, data), "", sources)
     params.validate()
     return params

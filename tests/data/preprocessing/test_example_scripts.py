@@ -19,7 +19,15 @@ from vla_foundry.params.preprocessing_params import (
 )
 
 SCRIPTS_DIR = REPO_ROOT / "examples" / "preprocessing"
-SCRIPTS = ["lerobot_to_shards.sh", "spartan_to_shards.sh", "text_to_shards.sh", "captions_to_shards.sh"]
+SCRIPTS = [
+    "lerobot_to_shards.sh",
+    "spartan_to_shards.sh",
+    "text_to_shards.sh",
+    "captions_to_shards.sh",
+    "hdf5_to_shards.sh",
+    "mcap_to_shards.sh",
+    "robodm_to_shards.sh",
+]
 JOBS = {
     "vla_foundry/data/preprocessing/preprocess_robotics_to_tar.py": RoboticsPreprocessingParams,
     "vla_foundry/data/preprocessing/preprocess_text_to_tar.py": TextPreprocessingParams,
@@ -36,7 +44,12 @@ ARGPARSE_ENTRIES = {
 def dry_run(script: str, *args: str, **env: str) -> list[list[str]]:
     """The commands the script would run, one argv each (entry point first, after `uv run python [-m]`)."""
     commands = []
-    for argv in dry_run_lines(SCRIPTS_DIR / script, list(args), env, ("SOURCE", "TASKS", "RAW", "OUTPUT", "CAMERAS")):
+    for argv in dry_run_lines(
+        SCRIPTS_DIR / script,
+        list(args),
+        env,
+        ("SOURCE", "TASKS", "RAW", "OUTPUT", "CAMERAS", "MAPPING", "FPS", "TRUST_PICKLE"),
+    ):
         assert argv[:3] == ["uv", "run", "python"], argv
         commands.append(argv[4:] if argv[3] == "-m" else argv[3:])
     return commands
@@ -66,6 +79,13 @@ def test_script_is_executable_bash_with_a_header(script: str):
         ("text_to_shards.sh", {"SOURCE": "corpus/"}),
         ("text_to_shards.sh", {"SOURCE": "corpus/", "TOKENIZED": "1"}),
         ("captions_to_shards.sh", {"SOURCE": "captions.parquet"}),
+        ("hdf5_to_shards.sh", {"SOURCE": "/data/aloha/sim_transfer_cube"}),
+        (
+            "hdf5_to_shards.sh",
+            {"SOURCE": "/data/aloha", "MAPPING": "config_presets/preprocessing/mappings/hdf5_aloha.yaml"},
+        ),
+        ("mcap_to_shards.sh", {"SOURCE": "/data/raw-mcap", "FPS": "15"}),
+        ("robodm_to_shards.sh", {"SOURCE": "/data/robodm-cache", "TRUST_PICKLE": "1"}),
     ],
 )
 def test_job_commands_parse_with_existing_presets(script: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
@@ -82,7 +102,13 @@ def test_job_commands_parse_with_existing_presets(script: str, env: dict[str, st
 
 def test_every_other_command_uses_flags_its_entry_point_accepts(capsys: pytest.CaptureFixture, tmp_path: Path):
     # The LeRobot script without SOURCE also makes the synthetic dataset; text and captions need one.
-    sources = {"text_to_shards.sh": "corpus/", "captions_to_shards.sh": "captions.parquet"}
+    sources = {
+        "text_to_shards.sh": "corpus/",
+        "captions_to_shards.sh": "captions.parquet",
+        "hdf5_to_shards.sh": "/data/aloha",
+        "mcap_to_shards.sh": "/data/raw-mcap",
+        "robodm_to_shards.sh": "/data/robodm-cache",
+    }
     commands = [
         c
         for script in SCRIPTS
@@ -116,7 +142,10 @@ def test_lerobot_script_without_a_source_makes_the_synthetic_dataset_first(tmp_p
     assert job[job.index("--source_episodes") + 1] == f"[{tmp_path}/toy_lerobot]"
 
 
-@pytest.mark.parametrize("script", ["text_to_shards.sh", "captions_to_shards.sh"])
+@pytest.mark.parametrize(
+    "script",
+    ["text_to_shards.sh", "captions_to_shards.sh", "hdf5_to_shards.sh", "mcap_to_shards.sh", "robodm_to_shards.sh"],
+)
 def test_script_without_a_source_stops_naming_the_variable(script: str):
     env = {k: v for k, v in os.environ.items() if k != "SOURCE"}
     proc = subprocess.run(["bash", str(SCRIPTS_DIR / script)], env=env, capture_output=True, text=True, timeout=60)

@@ -81,7 +81,7 @@ def test_an_unknown_flag_names_the_closest_field():
 
 
 def test_an_invalid_choice_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="type='rlds'.*lerobot, spartan"):
+    with pytest.raises(ConfigError, match="type='rlds'.*hdf5, lerobot, mcap, robodm, spartan"):
         parse_preprocessing_params(RoboticsPreprocessingParams, [*ROBOTICS, "--type", "rlds"])
 
 

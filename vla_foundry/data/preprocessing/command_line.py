@@ -30,7 +30,13 @@ def outcome_summary(outcome: Any, inputs_name: str) -> str:
         f"(potential {samples.get('potential')}, dropped: {dropped_text}), "
         f"{outcome.metadata.get('inputs_failed', 0)} failed {inputs_name}"
     )
-    return line + (" (already complete)" if outcome.already_complete else "")
+    line += " (already complete)" if outcome.already_complete else ""
+    quality = outcome.metadata.get("quality")
+    if quality:
+        from vla_foundry.data.preprocessing.episode_quality import summary_text
+
+        line += "\n" + summary_text(quality["summary"])
+    return line
 
 
 def run_preprocessing_command(

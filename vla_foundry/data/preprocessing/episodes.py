@@ -23,6 +23,9 @@ from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 BUILTIN_CONVERTERS: dict[str, str] = {
     "lerobot": "vla_foundry.data.preprocessing.lerobot_source",
     "spartan": "vla_foundry.data.preprocessing.spartan_source",
+    "hdf5": "vla_foundry.data.preprocessing.hdf5_source",
+    "mcap": "vla_foundry.data.preprocessing.mcap_source",
+    "robodm": "vla_foundry.data.preprocessing.robodm_source",
 }
 
 _CONVERTERS: dict[str, type[Converter]] = {}
@@ -65,6 +68,11 @@ class Episode:
     # Arrays stored as they are in every sample (e.g. intrinsics [3, 3]) or sliced per window when [L, ...].
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Source time of each step in seconds (L,), when the source records one; the quality report checks its gaps.
+    timestamps: np.ndarray | None = None
+    # What the converter itself found about the episode (e.g. MCAP streams older than the tolerance), reported
+    # under the episode's quality entry; JSON-serialisable.
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +90,8 @@ class Converter(ABC):
 
     # The --type value selecting this converter.
     name: ClassVar[str] = ""
+    # Source-specific params this converter reads (e.g. mapping_path); set for another type they are refused.
+    source_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: RoboticsPreprocessingParams) -> None:
         self.params = params

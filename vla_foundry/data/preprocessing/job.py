@@ -69,6 +69,8 @@ class TaskResult:
     failures: list[dict] = field(default_factory=list)  # {"id", "reason", "kind", "potential"}
     dropped: dict[str, int] = field(default_factory=dict)  # samples dropped by reason
     counters: dict[str, int] = field(default_factory=dict)
+    # Robotics: the quality report of each converted episode (episode_quality.py).
+    quality: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -273,11 +275,13 @@ def run_job(
     task_inputs: list[int],
     finalize: Callable[[JobPaths, list[TaskResult]], dict],
     sources: list[str],
+    check_results: Callable[[list[TaskResult]], None] | None = None,
 ) -> JobOutcome:
     """Run read tasks (skipping finished ones), check failures, write shards, then the job's dataset files.
 
     `task_fn(*task_args[i], output_dir)` must commit a TaskSpool and return its TaskResult as a dict;
-    `finalize` writes the job's own files (stats.json, preprocessing_config.yaml) and returns extra metadata.
+    `finalize` writes the job's own files (stats.json, preprocessing_config.yaml) and returns extra metadata;
+    `check_results`, when given, may end the job (raising) after reading, before any shard is written.
     """
     from tqdm import tqdm
 
@@ -314,6 +318,8 @@ def run_job(
         bar.close()
         final = [r for r in results if r is not None]
         _check_failures(kind, params, final, paths)
+        if check_results is not None:
+            check_results(final)
 
         # Every sample of every task, in task order; the seeded permutation cuts them into shards.
         entries: list[tuple[str, SpoolEntry]] = []

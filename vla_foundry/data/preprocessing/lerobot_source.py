@@ -350,6 +350,7 @@ class LeRobotConverter(Converter):
             cameras=cameras,
             frames=_zip_frames(eid, len(rows), cameras, streams),
             metadata={"source": spec["root"], "episode_index": ep["episode_index"]},
+            timestamps=timestamps,
         )
 
     def stats(self) -> dict[str, int]:

@@ -15,6 +15,13 @@ import logging
 import numpy as np
 
 from vla_foundry import storage
+from vla_foundry.data.preprocessing.episode_quality import (
+    EpisodeQuality,
+    fatal_findings,
+    is_still_window,
+    still_fields_of,
+    summarize,
+)
 from vla_foundry.data.preprocessing.episodes import (
     Converter,
     Episode,
@@ -78,7 +85,11 @@ def make_converter(params: RoboticsPreprocessingParams) -> Converter:
 
 def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, output_dir: str) -> dict:
     """One read task (runs on a Ray worker): episodes -> samples in the task's spool + partial statistics."""
+    from vla_foundry.plugins import load_plugins
+
     task = ReadTask(**task_json)
+    # Workers are other processes: they import the plugins too before the converter is looked up.
+    load_plugins(params.plugins, entry_points=False)
     converter = make_converter(params)
     spool = TaskSpool(JobPaths(output_dir.rstrip("/")), task.task_id)
     stats = WindowStats(seed=params.seed)
@@ -91,14 +102,24 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
             non_finite = _check_finite(item, params)
             if non_finite is not None:
                 _record_failure(result, params, non_finite, item.length)
+                # Still reported: its low-dim and timestamp rules (its frames are never read).
+                result.quality[eid] = {**EpisodeQuality(params).finish(item), "dropped": "non_finite"}
                 continue
             potential = count_potential_samples(item.length, params)
             result.potential += potential
             mark = spool.writer.mark()
             episode_stats = WindowStats(seed=params.seed)
-            written = 0
+            written = still = 0
+            quality = EpisodeQuality(params)
             try:
-                for sample in cut_samples(item, params):
+                episode = quality.observe(item)
+                fields = still_fields_of(list(item.lowdim), params.still_fields, eid)
+                for sample in cut_samples(episode, params):
+                    if params.filter_still_samples and is_still_window(
+                        sample.lowdim, sample.valid, fields, params.still_threshold
+                    ):
+                        still += 1
+                        continue
                     spool.writer.add(sample.key, sample.members)
                     episode_stats.add_sample(sample.lowdim, sample.valid)
                     written += 1
@@ -118,6 +139,9 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
                 continue
             stats.merge(episode_stats)
             result.samples += written
+            if still:
+                result.dropped["still"] = result.dropped.get("still", 0) + still
+            result.quality[eid] = quality.finish(item)
         result.counters.update(converter.stats())
         spool.extra_files[".stats.npz"] = _npz_bytes(stats.to_npz_dict())
         spool.commit(result)
@@ -213,7 +237,9 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
         storage.write_text(
             storage.join(paths.dataset, "preprocessing_config.yaml"), preprocessing_config(params, cameras)
         )
+        episodes_quality = {e: q for r in results for e, q in r.quality.items()}
         return {
+            "quality": {"summary": summarize(episodes_quality, params.qa_fail_on), "episodes": episodes_quality},
             "type": params.type,
             "episodes": {
                 "total": sum(r.inputs for r in results),
@@ -222,6 +248,15 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
                 - sum(r.counters.get("episodes_skipped_missing_camera", 0) for r in results),
             },
         }
+
+    def check_quality(results: list) -> None:
+        findings = fatal_findings({e: q for r in results for e, q in r.quality.items()}, params.qa_fail_on)
+        if findings:
+            listing = "; ".join(findings[:20]) + (f" (and {len(findings) - 20} more)" if len(findings) > 20 else "")
+            raise JobError(
+                f"{len(findings)} quality finding(s) on rules made fatal by qa_fail_on={params.qa_fail_on}: "
+                f"{listing}. Fix or remove those episodes, or drop the rule from --qa_fail_on"
+            )
 
     return run_job(
         "robotics",
@@ -232,6 +267,7 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
         [len(t.episode_ids) for t in tasks],
         finalize,
         list(params.source_episodes),
+        check_results=check_quality,
     )
 
 
