@@ -209,6 +209,12 @@ class VLMParams(ModelParams):
     image_token_id: int = 259
     # Weight of the z-loss added to the cross-entropy; 0 disables it.
     z_loss_weight: float = 0.0
+    # Per-channel mean / std the images were normalised with in training, recorded with the model so that a policy
+    # built on this VLM (model.backbone_run) normalises camera images the same way.
+    image_mean: tuple[float, float, float] | None = derived_field(None, "data.image_mean of the VLM's training")
+    image_std: tuple[float, float, float] | None = derived_field(None, "data.image_std of the VLM's training")
+
+    SHARED_FROM_DATA: ClassVar[dict[str, str]] = {"image_mean": "image_mean", "image_std": "image_std"}
 
     def validate(self) -> None:
         side = self.vit.img_size // self.vit.patch_size
@@ -443,8 +449,11 @@ class DiffusionPolicyParams(ModelParams):
                 f"a backbone run must hold one of: {', '.join(BACKBONE_TYPES)}"
             )
         # The run's weights supersede whatever it was itself initialised from.
-        run_params = without_weight_sources(run_params)
+        run_params = with_training_image_stats(without_weight_sources(run_params), self.backbone_run)
         given = without_weight_sources(self.backbone)
+        if isinstance(given, VLMParams) and isinstance(run_params, VLMParams):
+            # Normalisation is recorded by the run, not part of the architecture compared here.
+            given = dataclasses.replace(given, image_mean=run_params.image_mean, image_std=run_params.image_std)
         if given not in (VLMParams(), run_params):
             raise ConfigError(
                 f"model.backbone ({given.type}) differs from the backbone run's {config_path} ({run_params.type}); "
@@ -489,6 +498,32 @@ class DiffusionPolicyParams(ModelParams):
                 f"model.backbone.transformer.vocab_size={transformer.vocab_size} is smaller than data.tokenizer "
                 f"{tokenizer!r}'s {tok.vocab_size} ids (the instruction and the <action> token must be embeddable)"
             )
+
+
+def with_training_image_stats(params: ModelParams, run: str) -> ModelParams:
+    """A native VLM's params with the image mean / std it was trained with: recorded in its config_model.yaml, or
+    (runs saved before they were recorded there) the `data` block of the run's config.yaml. Neither: a warning
+    naming the run (its images would be normalised with the 0.5 / 0.5 defaults)."""
+    import dataclasses
+    import warnings
+
+    import yaml
+
+    from vla_foundry import storage
+
+    if not isinstance(params, VLMParams) or params.image_mean is not None:
+        return params
+    config = storage.join(storage.dirname(backbone_run_config_path(run)), "config.yaml")
+    data = (yaml.safe_load(storage.read_text(config)) or {}).get("data") or {} if storage.exists(config) else {}
+    if data.get("image_mean") and data.get("image_std"):
+        return dataclasses.replace(params, image_mean=tuple(data["image_mean"]), image_std=tuple(data["image_std"]))
+    warnings.warn(
+        f"model.backbone_run={run}: neither its config_model.yaml nor {config} records the image mean / std the VLM "
+        "was trained with; camera images are normalised with mean 0.5, std 0.5 (set --model.backbone.image_mean "
+        "and --model.backbone.image_std if it used others)",
+        stacklevel=2,
+    )
+    return params
 
 
 def without_weight_sources(params):
