@@ -37,10 +37,9 @@ def built_stats(params) -> tuple[list[float], list[float]]:
 def test_vlm_training_records_the_data_normalisation_in_the_model_params():
     from vla_foundry.params import parse_train_params
 
-    params = parse_train_params(
-        ["--model", f"include {PRESETS}/models/vlm_tiny.yaml", "--data.type", "image_caption"]
-        + ["--data.image_mean", "[0.1, 0.2, 0.3]", "--data.image_std", "[0.6, 0.7, 0.8]"]
-    )
+    model = ["--model", f"include {PRESETS}/models/vlm_tiny.yaml"]
+    stats = ["--data.image_mean", "[0.1, 0.2, 0.3]", "--data.image_std", "[0.6, 0.7, 0.8]"]
+    params = parse_train_params([*model, "--data.type", "image_caption", *stats])
     assert (params.model.image_mean, params.model.image_std) == (TRAINED_MEAN, TRAINED_STD)
 
 
