@@ -126,3 +126,15 @@ def test_distributed_params_read_the_environment_once(monkeypatch):
     params = parse_train_params([*BASE, "--hparams.global_batch_size", "16"])
     monkeypatch.setenv("WORLD_SIZE", "8")  # a later change of the environment does not change the params
     assert (params.distributed.world_size, params.distributed.rank) == (2, 1)
+
+
+def test_a_global_batch_that_is_not_stated_cannot_be_kept_on_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="global_batch_size is unset and 2 processes run.*global_batch_size 16"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8"])
+
+
+def test_a_global_batch_the_world_cannot_divide_suggests_a_per_gpu_batch(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"global_batch_size=24 is not divisible by .* 8 x 4 = 32; e.g. .*size 6"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8", "--hparams.global_batch_size", "24"])

@@ -189,6 +189,10 @@ class _Sources:
     def where(self, dotted: str) -> str:
         if dotted in self.cli_keys or any(dotted.startswith(k + ".") for k in self.cli_keys):
             return "on the command line"
+        # A misspelled group (`hparam`) given only through flags inside it (`--hparam.lr`).
+        inside = sorted(k for k in self.cli_keys if k.startswith(dotted + "."))
+        if inside:
+            return f"on the command line: --{inside[0]}"
         leaf = dotted.rsplit(".", 1)[-1]
         for path in reversed(self.files):
             with open(path, encoding="utf-8") as f:

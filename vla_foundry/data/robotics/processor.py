@@ -176,19 +176,13 @@ def resolve_robotics_config(
             )
     cameras = list(data_params.camera_names) if data_params.camera_names is not None else layouts[0].camera_names
     indices = list(data_params.image_indices) if data_params.image_indices is not None else layouts[0].image_indices
-    stored_cameras = sorted({c for lay in layouts for c in lay.camera_names})
-    for camera in cameras:
-        # A name no dataset stores is a typo, not a camera to zero-pad.
-        if stored_cameras and camera not in stored_cameras:
-            raise ConfigError(
-                f"data.camera_names: no dataset stores a camera {camera!r}; {closest_names(camera, stored_cameras)}"
-            )
     for lay in layouts:
         absent = [c for c in cameras if lay.camera_names and c not in lay.camera_names]
         if absent and data_params.missing_camera == "error":
             raise ConfigError(
-                f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}); choose "
-                "data.camera_names among them or set data.missing_camera zero_pad"
+                f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}; "
+                f"{closest_names(absent[0], lay.camera_names)}); choose data.camera_names among them or set "
+                "data.missing_camera zero_pad"
             )
         bad_offsets = [i for i in indices if i not in lay.image_indices]
         if bad_offsets:
