@@ -5,7 +5,11 @@ A model type is one module that registers, under the name of its params class (`
   - a batch handler class with `@register_batch_handler(NAME)` (see `BatchHandler`);
   - its FSDP units: native blocks subclass `FSDPBlock`; other models (e.g. HF wrappers) define
     `fsdp_block_types() -> tuple[type, ...]`.
-Every module of the `vla_foundry.models` package is imported with it; nothing else changes.
+Every module of the `vla_foundry.models` package is imported with it; nothing else changes. A model type in a user's
+own module registers the same way when the module is imported as a plugin (`--plugins my_pkg.toy_model`, `plugins:`
+in a job YAML, or a `vla_foundry.plugins` entry point; see `vla_foundry/plugins.py` and
+tutorials/adding_new_models.ipynb). Its params class (`@register_model_params`) declares what it shares with the
+data params (`SHARED_FROM_DATA`, `shared_to_data`).
 """
 
 from __future__ import annotations

@@ -282,7 +282,8 @@ def _resolve_choice(cls: type, data: dict, path: str, sources: _Sources) -> type
     if name not in choices:
         raise ConfigError(
             f"{path}.type={name!r} ({sources.where(path + '.type')}) is not registered; "
-            f"closest: {_closest(str(name), list(choices))}; registered: {', '.join(sorted(choices))}"
+            f"closest: {_closest(str(name), list(choices))}; registered: {', '.join(sorted(choices))} (a type "
+            "defined in your own module registers when the module is imported: --plugins my_pkg.module)"
         )
     return choices[name]
 
