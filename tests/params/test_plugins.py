@@ -72,3 +72,17 @@ def test_an_unknown_model_type_points_at_plugins():
 def test_a_plugin_that_cannot_be_imported_is_one_config_error():
     with pytest.raises(ConfigError, match=r"plugin 'no_such_pkg.toy' cannot be imported"):
         parse_train_params(["--plugins", "no_such_pkg.toy", "--model.type", "transformer", *DATA])
+
+
+def test_a_saved_run_config_imports_the_plugins_it_records(tmp_path, monkeypatch):
+    from vla_foundry.params import TrainExperimentParams, load_params_from_yaml
+    from vla_foundry.params.parsing import save_params
+
+    write_plugin(tmp_path, "saved_plugin_model", "saved_plugin_type")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "config.yaml"
+    config.write_text("plugins: [saved_plugin_model]\nmodel:\n  type: saved_plugin_type\n  width: 5\ndata:\n  type: text\n")
+    loaded = load_params_from_yaml(TrainExperimentParams, config)
+    assert (loaded.model.type, loaded.model.width) == ("saved_plugin_type", 5)
+    save_params(loaded, tmp_path / "again.yaml")
+    assert load_params_from_yaml(TrainExperimentParams, tmp_path / "again.yaml") == loaded

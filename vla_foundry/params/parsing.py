@@ -481,6 +481,10 @@ def load_params_from_yaml(cls: type[T], path: str | os.PathLike, strict: bool = 
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of params")
+    from vla_foundry.plugins import load_plugins, split_plugin_names
+
+    # A run of a plugin's model type records its plugins; entry-point plugins load in any case.
+    load_plugins(split_plugin_names(data.get("plugins") or []))
     section = _section_for(cls)
     if section and section in data and "type" not in data:
         data = data[section]
