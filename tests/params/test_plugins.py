@@ -81,7 +81,9 @@ def test_a_saved_run_config_imports_the_plugins_it_records(tmp_path, monkeypatch
     write_plugin(tmp_path, "saved_plugin_model", "saved_plugin_type")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tmp_path / "config.yaml"
-    config.write_text("plugins: [saved_plugin_model]\nmodel:\n  type: saved_plugin_type\n  width: 5\ndata:\n  type: text\n")
+    config.write_text(
+        "plugins: [saved_plugin_model]\nmodel:\n  type: saved_plugin_type\n  width: 5\ndata:\n  type: text\n"
+    )
     loaded = load_params_from_yaml(TrainExperimentParams, config)
     assert (loaded.model.type, loaded.model.width) == ("saved_plugin_type", 5)
     save_params(loaded, tmp_path / "again.yaml")
