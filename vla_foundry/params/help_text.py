@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
+import os
 import re
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -48,14 +49,21 @@ def field_description(cls: type, name: str) -> str:
 
 @functools.cache
 def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> the `#` comment lines directly above its definition in `cls`'s body."""
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
+    """field name -> the `#` comment lines directly above its definition in `cls`'s body. Reads the module's source
+    text directly (`inspect.getsource` parses the whole module per class, which made `--help` slow)."""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return {}
+    lines = _source_lines(path)
+    start = next((i for i, line in enumerate(lines) if re.match(rf"class {cls.__name__}\b", line)), None)
+    if start is None:
         return {}
     out: dict[str, str] = {}
     block: list[str] = []
-    for line in lines[1:]:
+    for line in lines[start + 1 :]:
+        if line and not line[0].isspace():
+            break  # the class body ended
         stripped = line.strip()
         if stripped.startswith("#"):
             block.append(stripped.lstrip("#").strip())
@@ -65,6 +73,12 @@ def _field_comments(cls: type) -> dict[str, str]:
             out[match.group(1)] = " ".join(block)
         block = []
     return out
+
+
+@functools.cache
+def _source_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return f.read().splitlines()
 
 
 _FIELD_LINE = re.compile(r"^    (\w+)\s*:")
