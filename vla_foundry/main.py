@@ -74,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def help_plugins(args: Sequence[str]) -> list[str]:
     """Import the plugins named by `--plugins` (and entry points), so that `--help` lists their types."""
+    if not any(arg == "--plugins" or arg.startswith("--plugins=") for arg in args):
+        return []
     from vla_foundry.plugins import load_plugins, split_plugin_names
 
     names: list[str] = []
@@ -82,8 +84,9 @@ def help_plugins(args: Sequence[str]) -> list[str]:
             names += split_plugin_names(arg.split("=", 1)[1])
         elif arg == "--plugins" and i + 1 < len(args):
             names += split_plugin_names(args[i + 1])
-    # Scanning installed entry points costs a noticeable part of a second: only when plugins are asked for.
-    load_plugins(names, entry_points=bool(names))
+    # Installed entry points too (scanning them and importing importlib.metadata take a noticeable part of a
+    # second, which is why a plain --help skips plugins).
+    load_plugins(names)
     return names
 
 
