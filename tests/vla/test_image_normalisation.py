@@ -51,6 +51,16 @@ def test_a_policy_on_a_vlm_run_normalises_with_the_runs_statistics(tmp_path):
     assert mean == pytest.approx(TRAINED_MEAN) and std == pytest.approx(TRAINED_STD)
 
 
+def test_the_command_line_hand_off_carries_the_runs_statistics(tmp_path):
+    from vla_foundry.params import parse_train_params
+
+    vlm = dataclasses.replace(TINY_VLM, image_mean=TRAINED_MEAN, image_std=TRAINED_STD)
+    run = write_vlm_run(tmp_path / "vlm", vlm)
+    flags = ["--model.type", "diffusion_policy", "--model.backbone_run", run, "--data.type", "robotics"]
+    params = parse_train_params([*flags, "--data.action_fields", "[action]"])
+    assert params.model.resolve_files().backbone == vlm
+
+
 def test_an_older_run_without_recorded_statistics_uses_its_config_data_block(tmp_path):
     run = write_vlm_run(tmp_path / "vlm", TINY_VLM, {"image_mean": list(TRAINED_MEAN), "image_std": list(TRAINED_STD)})
     params = policy_params(backbone_run=run).resolve_files()

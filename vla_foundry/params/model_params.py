@@ -451,7 +451,7 @@ class DiffusionPolicyParams(ModelParams):
         # The run's weights supersede whatever it was itself initialised from.
         run_params = with_training_image_stats(without_weight_sources(run_params), self.backbone_run)
         given = without_weight_sources(self.backbone)
-        if isinstance(given, VLMParams) and isinstance(run_params, VLMParams):
+        if given != VLMParams() and isinstance(given, VLMParams) and isinstance(run_params, VLMParams):
             # Normalisation is recorded by the run, not part of the architecture compared here.
             given = dataclasses.replace(given, image_mean=run_params.image_mean, image_std=run_params.image_std)
         if given not in (VLMParams(), run_params):
