@@ -234,8 +234,9 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     full_resume = resume is not None and not params.model.resume_weights_only
     check_nested_weight_paths(params.model)
     params = derive_data_values(params)
+    hp = params.hparams
     if params.samples_per_checkpoint is None:
-        raise ValueError("set a training budget: total_train_samples or num_epochs")
+        raise ConfigError("set a training budget: total_train_samples or num_epochs")
     run_dir = resolve_run_dir(params, resume, ctx)
     if not full_resume and list_checkpoints(run_dir, complete_only=False):
         raise ConfigError(
