@@ -10,6 +10,7 @@ included) and exits; `--plugins my_pkg.toy_model,...` imports modules that regis
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ def resolve_configs(params) -> str:
     from vla_foundry import storage
     from vla_foundry.params.parsing import params_to_yaml
 
-    text = params_to_yaml(params)
+    # The config the run would use, runnable as it is (`--config_path resolved_config.yaml` trains).
+    text = params_to_yaml(dataclasses.replace(params, resolve_configs=False, resolve_configs_path=None))
     if params.resolve_configs_path:
         storage.makedirs(params.resolve_configs_path)
         storage.write_text(storage.join(params.resolve_configs_path, "resolved_config.yaml"), text)

@@ -44,6 +44,7 @@ def test_resolve_configs_prints_the_data_derived_values():
     assert (model["action_dim"], model["proprioception_dim"]) == (4, 4)
     assert (model["past_lowdim_steps"], model["future_lowdim_steps"]) == (1, 4)
     assert printed["data"]["image_size"] == model["backbone"]["vit"]["img_size"]
+    assert printed["resolve_configs"] is False  # the printed config trains as it is
 
 
 def one_error_line(capsys, *args: str) -> str:
