@@ -3,6 +3,7 @@ normalisation overrides) is checked against what the dataset declares before tra
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 
@@ -57,7 +58,8 @@ def first_raw_sample() -> dict:
 
 
 def test_a_sample_without_any_requested_instruction_type_is_a_counted_bad_sample():
-    params = resolved("--data.language_instruction_types", "[alternative]").data
+    # (The resolve step refuses such a dataset up front when its first sample lacks them; later samples may too.)
+    params = parse_train_params([*JOB, "--data.language_instruction_types", "[alternative]"]).data
     processor = RoboticsProcessor.from_data_params(params)
     raw = first_raw_sample()
     stored = sorted(json.loads(raw["language_instructions.json"]))
@@ -71,3 +73,26 @@ def test_a_requested_instruction_type_is_the_one_drawn():
     raw = first_raw_sample()
     sample = RoboticsProcessor.from_data_params(params).process_sample(raw, str(DATASET), rng=None, training=False)
     assert sample["metadata"]["instruction"] == json.loads(raw["language_instructions.json"])["verbose"][0]
+
+
+def test_instruction_types_the_dataset_does_not_hold_are_refused_before_training(tmp_path):
+    import shutil
+
+    # A copy of the bundled dataset whose samples hold only "original" instructions.
+    dataset = tmp_path / "only_original"
+    shutil.copytree(DATASET, dataset)
+    for shard in dataset.glob("*.tar"):
+        members = []
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                data = tar.extractfile(member).read()
+                if member.name.endswith("language_instructions.json"):
+                    data = json.dumps({"original": json.loads(data)["original"]}).encode()
+                members.append((member.name, data))
+        with tarfile.open(shard, "w") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ConfigError, match=r"only_original hold none of them; valid: original$"):
+        resolved("--data.dataset_manifest", f"[{dataset}]", "--data.language_instruction_types", "[verbose]")

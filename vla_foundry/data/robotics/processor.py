@@ -260,6 +260,38 @@ def closest_names(name: str, valid: Sequence[str]) -> str:
     return f"closest: {', '.join(close)}; valid: {listed}" if close else f"valid: {listed}"
 
 
+def check_instruction_types(data_params: RoboticsDataParams) -> None:
+    """Each dataset's first sample must hold at least one of `data.language_instruction_types` (a dataset declares
+    the instruction types its samples carry in their language_instructions.json). Refused with the types it has and
+    the closest names; a dataset whose samples carry no instructions at all trains with empty instructions."""
+    from vla_foundry.data.manifest import read_manifest
+    from vla_foundry.data.tar_stream import iter_tar_samples
+
+    requested = list(data_params.language_instruction_types)
+    if not requested:
+        return
+    for path in data_params.dataset_manifest:
+        manifest = read_manifest(path)
+        if not manifest.shards:
+            continue
+        samples = iter_tar_samples(manifest.shard_url(manifest.shards[0].name))
+        try:
+            first = next(samples, None)
+        finally:
+            samples.close()
+        if first is None or "language_instructions.json" not in first:
+            continue
+        try:
+            stored = sorted(t for t, v in json.loads(first["language_instructions.json"]).items() if v)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # counted as a bad sample by the loader
+        if not set(requested) & set(stored):
+            raise ConfigError(
+                f"data.language_instruction_types={requested}: the samples of {manifest.dataset_dir} hold none of "
+                f"them; {closest_names(requested[0], stored)}"
+            )
+
+
 def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
     """(action_dim, proprioception_dim) from the datasets' stats and the field lists (reads the datasets' files)."""
     derived = derive_robotics_data(data_params)
@@ -269,12 +301,14 @@ def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
 def derive_robotics_data(data_params: RoboticsDataParams) -> RoboticsDataParams:
     """New data params with the values the datasets determine: action_dim and proprioception_dim, and the stored
     window / cameras / image offsets where they were left None. Every name (fields, cameras, image offsets,
-    normalisation overrides) is checked against the datasets on the way, with the closest valid names.
+    normalisation overrides, instruction types) is checked against the datasets on the way, with the closest valid
+    names.
 
     Part of the resolve step (after parsing, before `init_shared_attributes` shares them to the model). A
     user-given dim that contradicts the stats is a ConfigError.
     """
     pc, nc, _ = resolve_robotics_config(data_params)
+    check_instruction_types(data_params)
     changes: dict[str, Any] = {}
     for name, value in (("action_dim", nc.action_dim), ("proprioception_dim", nc.proprioception_dim)):
         given = getattr(data_params, name)
