@@ -7,7 +7,9 @@
 The training flags are parsed and validated here, with the job's world size, before anything is submitted; on the
 instances SageMaker runs `torchrun` (one process per GPU, every node) on `vla_foundry/main.py` with the same flags.
 `--sagemaker.dry_run True` prints the estimator settings, the image and the hyperparameters and exits without
-importing or calling anything of AWS.
+importing or calling anything of AWS. WANDB_API_KEY and HF_TOKEN set in the launching shell are passed on to the
+job's environment; secret values (those and AWS credentials, or any `--sagemaker.environment` entry named like a
+key, token, secret or password) are printed as `***`.
 """
 
 from __future__ import annotations
@@ -17,38 +19,69 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from vla_foundry.params.base_params import ConfigError  # noqa: E402
+from vla_foundry.secret_values import FORWARDED_SECRETS, is_secret_name, mask_secrets  # noqa: E402
 
-# GPUs per instance of the common training instance types (processes per node under torchrun).
+# GPUs per instance of the common training instance types (processes per node under torchrun), per AWS's
+# accelerated-computing instance tables: p4d/p4de 8x A100, p5 8x H100, p5e/p5en 8x H200; g5 (A10G) and g6e (L40S)
+# have 1 GPU up to 16xlarge, 4 at 12xlarge and 24xlarge, 8 at 48xlarge.
 GPUS_PER_INSTANCE = {
     "ml.p5e.48xlarge": 8,
     "ml.p5en.48xlarge": 8,
     "ml.p5.48xlarge": 8,
     "ml.p4de.24xlarge": 8,
     "ml.p4d.24xlarge": 8,
-    "ml.g6e.48xlarge": 8,
-    "ml.g6e.12xlarge": 4,
-    "ml.g6e.2xlarge": 1,
-    "ml.g5.48xlarge": 8,
-    "ml.g5.12xlarge": 4,
-    "ml.g5.2xlarge": 1,
+    **{
+        f"ml.{family}.{size}": 1
+        for family in ("g5", "g6e")
+        for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
+    },
+    **{f"ml.{family}.{size}": 4 for family in ("g5", "g6e") for size in ("12xlarge", "24xlarge")},
+    **{f"ml.{family}.48xlarge": 8 for family in ("g5", "g6e")},
 }
+# A family alone (as in VLA Foundry's launcher, `--sagemaker.instance_type p4de`) means its 8-GPU size.
+SHORT_INSTANCE_TYPES = {
+    "p4d": "ml.p4d.24xlarge",
+    "p4de": "ml.p4de.24xlarge",
+    "p5": "ml.p5.48xlarge",
+    "p5e": "ml.p5e.48xlarge",
+    "p5en": "ml.p5en.48xlarge",
+    "g5": "ml.g5.48xlarge",
+    "g6e": "ml.g6e.48xlarge",
+}
+
+
+def resolve_instance_type(name: str) -> str:
+    """`p4de` -> `ml.p4de.24xlarge` (a family alone), `g5.12xlarge` -> `ml.g5.12xlarge`; `ml.*` names unchanged."""
+    if name in SHORT_INSTANCE_TYPES:
+        return SHORT_INSTANCE_TYPES[name]
+    return name if name.startswith("ml.") else f"ml.{name}"
+
+
+def job_name_user(user: str) -> str:
+    """A user name as SageMaker job names allow it: `your.user.name` -> `your-user-name` (runs of characters outside
+    [A-Za-z0-9-] become one '-'; no leading or trailing '-')."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", user).strip("-")
+
+
 ENTRY_POINT = "vla_foundry/main.py"
 SAGEMAKER_PREFIX = "--sagemaker."
 
 
 @dataclass(frozen=True)
 class SageMakerParams:
-    # Who launches: part of the job name and a tag on the job.
+    # Who launches: a tag on the job and, with characters outside [A-Za-z0-9-] turned into '-', the job name's start.
     user: str = ""
     instance_count: int = 1
+    # A SageMaker type, the same without "ml.", or a family alone (p4d, p4de, p5, p5e, p5en, g5, g6e: its 8-GPU size).
     instance_type: str = "ml.p5.48xlarge"
     # Processes per instance; None takes the instance type's GPU count.
     nproc_per_node: int | None = None
@@ -75,14 +108,19 @@ class SageMakerParams:
     def validate(self) -> None:
         if not self.user:
             raise ConfigError("sagemaker.user is required (it names the job and tags it)")
-        if not re.fullmatch(r"[A-Za-z0-9-]+", self.user):
-            raise ConfigError(f"sagemaker.user={self.user!r} may hold only letters, digits and '-'")
+        if not job_name_user(self.user):
+            raise ConfigError(f"sagemaker.user={self.user!r} has no letter or digit to name the job with")
         if self.instance_count < 1:
             raise ConfigError(f"sagemaker.instance_count={self.instance_count} must be >= 1")
-        if self.nproc_per_node is None and self.instance_type not in GPUS_PER_INSTANCE:
+        if self.nproc_per_node is None and self.ml_instance_type not in GPUS_PER_INSTANCE:
+            import difflib
+
+            known = [*SHORT_INSTANCE_TYPES, *GPUS_PER_INSTANCE]
+            close = difflib.get_close_matches(self.instance_type, known, n=3, cutoff=0.5)
             raise ConfigError(
-                f"sagemaker.instance_type={self.instance_type!r} has no known GPU count; give "
-                f"--sagemaker.nproc_per_node N (known types: {', '.join(sorted(GPUS_PER_INSTANCE))})"
+                f"sagemaker.instance_type={self.instance_type!r} has no known GPU count"
+                + (f" (closest: {', '.join(close)})" if close else "")
+                + f"; give --sagemaker.nproc_per_node N or one of: {', '.join(known)}"
             )
         if self.output_s3 is not None and not self.output_s3.startswith("s3://"):
             raise ConfigError(f"sagemaker.output_s3={self.output_s3!r} must be an s3:// URL")
@@ -90,8 +128,13 @@ class SageMakerParams:
             raise ConfigError("sagemaker.max_wait_hours must be >= sagemaker.max_run_hours for spot training")
 
     @property
+    def ml_instance_type(self) -> str:
+        """The instance type as SageMaker names it (short names resolved)."""
+        return resolve_instance_type(self.instance_type)
+
+    @property
     def procs_per_node(self) -> int:
-        return self.nproc_per_node or GPUS_PER_INSTANCE[self.instance_type]
+        return self.nproc_per_node or GPUS_PER_INSTANCE[self.ml_instance_type]
 
     @property
     def world_size(self) -> int:
@@ -145,8 +188,7 @@ def train_flags_to_hyperparameters(train_args: Sequence[str]) -> dict[str, str]:
 def job_name(user: str, run_name: str, now: datetime.datetime | None = None) -> str:
     """`<user>-<run>-<UTC time>`, cut to SageMaker's 63 characters of [A-Za-z0-9-]."""
     stamp = (now or datetime.datetime.now(datetime.UTC)).strftime("%Y%m%d-%H%M%S")
-    run = re.sub(r"[^A-Za-z0-9-]+", "-", run_name).strip("-")
-    head = f"{user}-{run}"[: 63 - len(stamp) - 1].rstrip("-")
+    head = f"{job_name_user(user)}-{job_name_user(run_name)}"[: 63 - len(stamp) - 1].rstrip("-")
     return f"{head}-{stamp}"
 
 
@@ -184,12 +226,12 @@ def build_launch(sm: SageMakerParams, train_args: Sequence[str]) -> dict:
         "image_uri": image,
         "role": sm.role or "<SageMaker execution role>",
         "instance_count": sm.instance_count,
-        "instance_type": sm.instance_type,
+        "instance_type": sm.ml_instance_type,
         "distribution": {"torch_distributed": {"enabled": True}},
         "max_run": int(sm.max_run_hours * 3600),
         "volume_size": sm.volume_size_gb,
         "use_spot_instances": sm.spot,
-        "environment": {"OMP_NUM_THREADS": "1", **sm.environment},
+        "environment": {"OMP_NUM_THREADS": "1", **forwarded_secrets(os.environ), **sm.environment},
         "tags": [{"Key": "user", "Value": sm.user}],
     }
     if sm.spot:
@@ -202,6 +244,18 @@ def build_launch(sm: SageMakerParams, train_args: Sequence[str]) -> dict:
         "estimator": estimator,
         "hyperparameters": hyperparameters,
     }
+
+
+def forwarded_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """WANDB_API_KEY / HF_TOKEN of the launching shell, passed on to the job's environment (AWS credentials are
+    not: the job uses its IAM role). Printed only masked."""
+    return {name: environ[name] for name in FORWARDED_SECRETS if environ.get(name)}
+
+
+def printable(value: Any, sm: SageMakerParams | None = None) -> Any:
+    """`value` with every secret shown as `***` (secret-named variables, and secret values found in any text)."""
+    extra = [v for k, v in (sm.environment if sm else {}).items() if is_secret_name(k)]
+    return mask_secrets(value, extra)
 
 
 def resolve_aws(launch: dict, sm: SageMakerParams) -> dict:
@@ -249,14 +303,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sm = parse_params(SageMakerParams, sagemaker_args)
         launch = build_launch(sm, train_args)
     except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 2
     if sm.dry_run:
-        print(json.dumps(launch, indent=2))
+        print(json.dumps(printable(launch, sm), indent=2))
         return 0
     launch = resolve_aws(launch, sm)
     name = submit(launch, sm)
-    print(f"submitted SageMaker training job {name} ({sm.instance_count} x {sm.instance_type})")
+    print(f"submitted SageMaker training job {name} ({sm.instance_count} x {sm.ml_instance_type})")
     return 0
 
 

@@ -65,3 +65,17 @@ def s3_bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
     else:
         client.create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def dry_run_lines(script: Path, args: list[str], env: dict[str, str], unset: tuple[str, ...] = ()) -> list[list[str]]:
+    """The commands an example script prints under DRY_RUN=1 (one argv each), with `env` added to this process's
+    environment minus the variables in `unset` (so a caller's own SOURCE or RUN does not leak in)."""
+    import shlex
+    import subprocess
+
+    base = {k: v for k, v in os.environ.items() if k not in unset}
+    proc = subprocess.run(
+        ["bash", str(script), *args], env={**base, "DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [shlex.split(line) for line in proc.stdout.splitlines()]

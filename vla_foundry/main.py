@@ -26,9 +26,11 @@ def resolve_configs(params) -> str:
     """The fully resolved config as YAML; also written to `<resolve_configs_path>/resolved_config.yaml`."""
     from vla_foundry import storage
     from vla_foundry.params.parsing import params_to_yaml
+    from vla_foundry.secret_values import mask_secrets
 
-    # The config the run would use, runnable as it is (`--config_path resolved_config.yaml` trains).
-    text = params_to_yaml(dataclasses.replace(params, resolve_configs=False, resolve_configs_path=None))
+    # The config the run would use, runnable as it is (`--config_path resolved_config.yaml` trains); a secret pasted
+    # into a flag (or read from the environment) is never printed or written: shown as ***.
+    text = mask_secrets(params_to_yaml(dataclasses.replace(params, resolve_configs=False, resolve_configs_path=None)))
     if params.resolve_configs_path:
         storage.makedirs(params.resolve_configs_path)
         storage.write_text(storage.join(params.resolve_configs_path, "resolved_config.yaml"), text)

@@ -121,20 +121,20 @@ class MetricsLogger:
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=step)
         if self.print_records and "loss" in record:
-            parts = [f"step {step}", f"loss {record['loss']:.4f}"]
+            parts = [f"step {step}", f"loss {_shown(record['loss'], '.4f')}"]
             if "lr" in record:
-                parts.append(f"lr {record['lr']:.2e}")
+                parts.append(f"lr {_shown(record['lr'], '.2e')}")
             if "samples_per_sec" in record:
-                parts.append(f"{record['samples_per_sec']:.1f} samples/s")
-            if record.get("mfu") is not None:
+                parts.append(f"{_shown(record['samples_per_sec'], '.1f')} samples/s")
+            if isinstance(record.get("mfu"), (int, float)):
                 parts.append(f"mfu {100 * record['mfu']:.1f}%")
             print(" | ".join(parts), file=sys.stderr, flush=True)
         if self.bar is not None and "loss" in record:
-            shown = {"loss": f"{record['loss']:.4f}"}
+            shown = {"loss": _shown(record["loss"], ".4f")}
             if "lr" in record:
-                shown["lr"] = f"{record['lr']:.2e}"
+                shown["lr"] = _shown(record["lr"], ".2e")
             if "samples_per_sec" in record:
-                shown["samples/s"] = f"{record['samples_per_sec']:.1f}"
+                shown["samples/s"] = _shown(record["samples_per_sec"], ".1f")
             self.bar.set_postfix(shown, refresh=False)
 
     def advance(self, steps: int = 1) -> None:
@@ -156,3 +156,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def _shown(value: Any, spec: str) -> str:
+    """A number formatted with `spec`; anything else (a non-finite value stored as "nan" / "inf", None) as text."""
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)

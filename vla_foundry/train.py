@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla_foundry.data.dataloader import SAMPLE_KEYS
 from vla_foundry.distributed import DistributedContext, all_reduce_sum, clip_grad_norm, gradient_sync, peak_memory_gib
 from vla_foundry.metrics import MetricsLogger, peak_flops
 from vla_foundry.models.registry import BatchHandler
@@ -97,6 +98,38 @@ def _next_batch(batches: Iterator[dict[str, Any]], window: int, step: int) -> di
         ) from None
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss of an optimizer step is NaN or Inf: the run stops before that step updates anything."""
+
+
+def check_finite_loss(
+    loss: float, micro_losses: list[tuple[torch.Tensor | float, list[str]]], state: TrainState, rank: int
+) -> None:
+    """Raise NonFiniteLossError naming the step, the window and the offending samples.
+
+    `micro_losses` holds this rank's (loss, sample keys) per micro-batch of the step. Every rank sees the same
+    reduced loss, so all of them get here together and gather the keys of the micro-batches whose own loss is
+    non-finite, on any rank; when none is (the reduction itself overflowed), this rank's samples of the step are
+    named instead."""
+    if math.isfinite(loss):
+        return
+    from vla_foundry.distributed import all_gather_objects
+
+    local = [k for value, keys in micro_losses if not math.isfinite(float(value)) for k in keys]
+    keys = [k for per_rank in all_gather_objects(local) for k in per_rank]
+    which = "samples of the micro-batches with a non-finite loss"
+    if not keys:
+        keys = [k for _, group in micro_losses for k in group]
+        which = f"no single micro-batch loss was non-finite; samples of the step on rank {rank}"
+    shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "unknown"
+    raise NonFiniteLossError(
+        f"non-finite loss ({loss}) at optimizer step {state.step + 1}, checkpoint window {state.windows_done}; "
+        f"{which}: {shown}. Nothing of this step was applied or saved (the latest checkpoint is the last good one): "
+        "check those samples with python -m vla_foundry.data.validate, or lower hparams.lr, then resume with "
+        "--model.resume_from_checkpoint <run dir>"
+    )
+
+
 def train_one_checkpoint(
     model: nn.Module,
     batch_handler: BatchHandler,
@@ -127,6 +160,7 @@ def train_one_checkpoint(
         loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         local_tokens = 0
         handler_metrics: dict[str, float] = {}
+        micro_losses: list[tuple[torch.Tensor, list[str]]] = []  # (loss, sample keys) of each micro-batch
         seq_len = None
         for micro in range(accumulation):
             wait_start = time.perf_counter()
@@ -146,12 +180,16 @@ def train_one_checkpoint(
                     summed = scaler.scale(summed)
                 summed.backward()
             loss_sum += out.loss.detach().double() * out.num_tokens
+            # Kept as a tensor: read back only when the step's loss is non-finite (no extra device sync).
+            micro_losses.append((out.loss.detach(), list(batch.get(SAMPLE_KEYS) or [])))
             local_tokens += int(out.num_tokens)
             for k, v in out.metrics.items():
                 handler_metrics[k] = handler_metrics.get(k, 0.0) + float(v) / accumulation
 
         # One collective per step: the global loss sum and the global count of contributing elements.
         global_loss_sum, global_tokens = all_reduce_sum([loss_sum.item(), float(local_tokens)], ctx.device)
+        # Every rank holds the same reduced loss, so every rank stops here together, before the optimizer step.
+        check_finite_loss(global_loss_sum / max(global_tokens, 1.0), micro_losses, state, ctx.rank)
         if scaler is not None:
             scaler.unscale_(optimizer)
         if global_tokens > 0:

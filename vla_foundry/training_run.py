@@ -50,8 +50,9 @@ from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import params_to_dict, save_params
 from vla_foundry.params.train_experiment_params import TrainExperimentParams
 from vla_foundry.remote_sync import RemoteSyncError
+from vla_foundry.run_lock import RunLockError, lock_run_dir, release_run_locks
 from vla_foundry.storage import StorageError
-from vla_foundry.train import TrainState, evaluate, train_one_checkpoint
+from vla_foundry.train import NonFiniteLossError, TrainState, evaluate, train_one_checkpoint
 
 # Errors whose message already says what is wrong, where, and what is valid: `main.py` prints them as one line.
 USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
@@ -64,6 +65,8 @@ USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
     BadDataError,
     StorageError,
     RemoteSyncError,
+    NonFiniteLossError,
+    RunLockError,
 )
 
 # Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).
@@ -197,6 +200,7 @@ def run_training(params: TrainExperimentParams) -> RunResult:
     try:
         return _run(params, ctx)
     finally:
+        release_run_locks()
         destroy_distributed()
 
 
@@ -229,6 +233,10 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     from vla_foundry.remote_sync import RemoteSync
 
     hp = params.hparams
+    if hp.torch_threads is not None:
+        # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
+        # they gain from parallel kernels.
+        torch.set_num_threads(hp.torch_threads)
     # Fail fast: the resume path must exist before anything heavy is built.
     resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
     full_resume = resume is not None and not params.model.resume_weights_only
@@ -238,6 +246,8 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if params.samples_per_checkpoint is None:
         raise ConfigError("set a training budget: total_train_samples or num_epochs")
     run_dir = resolve_run_dir(params, resume, ctx)
+    # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
+    lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
     if not full_resume and list_checkpoints(run_dir, complete_only=False):
         raise ConfigError(
             f"run dir {run_dir} already holds checkpoints: continue it with --model.resume_from_checkpoint "

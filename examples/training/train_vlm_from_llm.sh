@@ -2,13 +2,15 @@
 # Train a tiny VLM whose language model starts from the LLM run of train_llm.sh (run that first).
 #   bash examples/training/train_vlm_from_llm.sh [LLM_RUN_DIR] [extra flags...]
 # LLM_RUN_DIR may be a local run dir, a checkpoint file, or an s3:// run dir; the latest checkpoint is used.
+# DRY_RUN=1 prints the command only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-LLM_RUN="${1:-experiments/llm_tiny}"
-shift || true
+LLM_RUN=experiments/llm_tiny
+if [ $# -gt 0 ] && [[ "$1" != --* ]]; then LLM_RUN=$1; shift; fi
+run() { if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "$@" && echo; else "$@"; fi; }
 
-uv run python vla_foundry/main.py \
+run uv run python vla_foundry/main.py \
   --model "include config_presets/models/vlm_tiny.yaml" \
   --model.transformer.resume_from_checkpoint "$LLM_RUN" \
   --data "include config_presets/data/tiny_image_caption.yaml" \

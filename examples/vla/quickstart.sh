@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Train a tiny VLA on the bundled robotics data (about 35 s on 2 CPU cores), then run the policy on recorded
-# samples: raw camera frames + proprioception + instruction in, denormalised action chunk out.
+# Train a tiny VLA on the bundled robotics data, then run the policy on recorded samples: raw camera frames +
+# proprioception + instruction in, denormalised action chunk out. Timing: see the README quickstart.
+#   bash examples/vla/quickstart.sh                      # run dir experiments/vla_quickstart_example
+#   NAME=other bash examples/vla/quickstart.sh --hparams.lr 1e-3   # extra flags go to the training command
+# Its run dir differs from the README quickstart's (experiments/vla_quickstart), so both can be run.
+# DRY_RUN=1 prints the commands only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# Tiny models on a CPU: one intra-op thread is several times faster than two (no thread synchronisation).
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+NAME=${NAME:-vla_quickstart_example}
+run() { if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "$@" && echo; else "$@"; fi; }
 
-uv run python vla_foundry/main.py \
+run uv run python vla_foundry/main.py \
     --config_path config_presets/training_jobs/vla_diffusion_tiny_quickstart.yaml \
-    --save_path experiments --name vla_quickstart
+    --save_path experiments --name "$NAME" "$@"
 
-uv run python -m vla_foundry.inference.sample_prediction \
-    --run_dir experiments/vla_quickstart --dataset examples/data/robotics_lerobot --num_samples 2
+run uv run python -m vla_foundry.inference.sample_prediction \
+    --run_dir "experiments/$NAME" --dataset examples/data/robotics_lerobot --num_samples 2

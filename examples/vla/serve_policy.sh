@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Serve a trained policy over HTTP, measure its latency from a client, and stop it.
-#   RUN=experiments/vla_quickstart bash examples/vla/serve_policy.sh
+#   RUN=experiments/vla_quickstart bash examples/vla/serve_policy.sh [extra flags for the server]
+# DRY_RUN=1 prints the server and client commands only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=${RUN:-experiments/vla_quickstart}
 PORT=${PORT:-8765}
+SERVE=(uv run python -m vla_foundry.inference.policy_server serve --run_dir "$RUN" --port "$PORT" "$@")
+LATENCY=(uv run python -m vla_foundry.inference.policy_server latency --url "http://127.0.0.1:$PORT" --n 50)
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  printf '%q ' "${SERVE[@]}" && echo
+  printf '%q ' "${LATENCY[@]}" && echo
+  exit 0
+fi
 
-uv run python -m vla_foundry.inference.policy_server serve --run_dir "$RUN" --port "$PORT" &
+"${SERVE[@]}" &
 SERVER=$!
 trap 'kill -TERM $SERVER; wait $SERVER' EXIT   # SIGTERM (or Ctrl-C in the foreground) stops the server
 
@@ -22,4 +30,4 @@ for _ in range(600):
     except OSError:
         time.sleep(0.5)
 "
-uv run python -m vla_foundry.inference.policy_server latency --url "http://127.0.0.1:$PORT" --n 50
+"${LATENCY[@]}"

@@ -236,7 +236,7 @@ def test_text_batches_have_the_agreed_keys_and_shapes(tiny_data):
     params = text_params([tiny_data["text"]], [1.0], seq_len=16)
     plan = plan_checkpoint(params, 0, 8)
     batch = next(iter(build_dataloader(params, plan, batch_size=4)))
-    assert set(batch) == {"input_ids", "loss_mask"}
+    assert set(batch) == {"input_ids", "loss_mask", "sample_keys"}
     assert batch["input_ids"].shape == (4, 17) and batch["input_ids"].dtype == torch.long
     assert batch["loss_mask"].dtype == torch.bool and bool(batch["loss_mask"].all())
 

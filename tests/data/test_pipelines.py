@@ -123,7 +123,7 @@ def test_image_caption_loader_batches(tiny_data):
         seq_len=48, image_size=32, img_num_tokens=4, num_workers=0, seed=0,
     )  # fmt: skip
     batch = next(iter(build_dataloader(params, plan_checkpoint(params, 0, 8), batch_size=4)))
-    assert set(batch) == {"input_ids", "loss_mask", "images"}
+    assert set(batch) == {"input_ids", "loss_mask", "images", "sample_keys"}
     assert batch["images"].shape == (4, 1, 3, 32, 32) and batch["input_ids"].shape == (4, 49)
     text = TOK.decode(batch["input_ids"][0].tolist())
     assert text.startswith("a ") and text.endswith("on a grey background")

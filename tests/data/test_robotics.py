@@ -251,7 +251,7 @@ def test_two_robotics_datasets_share_merged_stats(tiny_data, tmp_path):
 
 
 def write_vla_foundry_dataset(root) -> tuple[str, dict]:
-    """A dataset laid out exactly as VLA Foundry's preprocessing writes it (FORMATS.md §2-3), built by hand."""
+    """A dataset laid out exactly as VLA Foundry's preprocessing writes it (docs/formats.md §2-3), built by hand."""
     root.mkdir()
     t = 16  # 1past_14future
     rng = np.random.default_rng(0)
@@ -404,7 +404,9 @@ def test_loader_batches_equal_the_per_sample_processing(tiny_data):
         processor.process_sample(raw_sample(data, m["key"]), data, None, training=False) for m in batch["metadata"]
     ]
     expected = processor.collate(samples)
-    assert list(batch) == list(expected)
+    # The loader adds where each row came from ("<shard url> key <sample key>"), in row order.
+    assert list(batch) == [*expected, "sample_keys"]
+    assert [k.rsplit(" key ", 1)[1] for k in batch["sample_keys"]] == [m["key"] for m in batch["metadata"]]
     for k in expected:
         if k == "metadata":
             assert batch[k] == expected[k]

@@ -112,14 +112,23 @@ def test_policy_server_answers_with_the_in_process_actions(chain):
 
 
 def test_a_vla_run_loads_without_the_vlm_and_llm_runs(chain, tmp_path):
+    """With both the VLM and the LLM run moved away, the VLA run loads and predicts exactly as before."""
     import shutil
 
     moved = tmp_path / "vla"
     shutil.copytree(chain["vla"], moved)
-    policy = Policy.from_run(str(moved))
-    shutil.move(chain["llm"], tmp_path / "llm_gone")
+    obs = observation(np.random.default_rng(0))
+    expected = Policy.from_run(str(moved)).predict(obs, seed=0)
+    gone = {name: tmp_path / f"{name}_gone" for name in ("vlm", "llm")}
+    for name, dest in gone.items():
+        shutil.move(chain[name], dest)
     try:
-        assert Policy.from_run(str(moved)).predict(observation(np.random.default_rng(0)), seed=0).shape == (5, 4)
+        assert not os.path.exists(chain["vlm"]) and not os.path.exists(chain["llm"])
+        policy = Policy.from_run(str(moved))
+        predicted = policy.predict(obs, seed=0)
     finally:
-        shutil.move(tmp_path / "llm_gone", chain["llm"])
+        for name, dest in gone.items():
+            shutil.move(dest, chain[name])
+    assert predicted.shape == (5, 4)
+    np.testing.assert_array_equal(predicted, expected)
     assert policy.run.checkpoint.endswith("checkpoint_1.pt")

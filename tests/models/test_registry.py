@@ -30,9 +30,41 @@ def test_unknown_type_on_the_command_line_lists_registered_types() -> None:
         parse_params(TrainExperimentParams, ["--model.type", "transfomer"])
 
 
-def test_language_model_types_have_batch_handlers() -> None:
-    for params in (tiny_lm_params(), tiny_vlm_params()):
-        assert hasattr(get_batch_handler(params), "compute_loss")
+def _masked_next_token_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of -log softmax(logits)[target] over the masked positions, from the definition."""
+    log_probs = torch.log_softmax(logits.double(), dim=-1).gather(-1, targets[..., None])[..., 0]  # (B, T)
+    return float(-(log_probs * mask).sum() / mask.sum())
+
+
+def test_the_language_model_handler_gives_the_masked_next_token_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = create_model(tiny_lm_params())
+    ids = torch.randint(0, 62, (2, 9))
+    loss_mask = torch.ones_like(ids, dtype=torch.bool)
+    loss_mask[1, 5:] = False  # padding: not a target
+    out = get_batch_handler(tiny_lm_params()).compute_loss(model, {"input_ids": ids, "loss_mask": loss_mask})
+    with torch.no_grad():
+        logits = model(input_ids=ids[:, :-1])  # (B, T, V): position t predicts token t + 1
+    assert out.num_tokens == 8 + 4
+    assert float(out.loss.detach()) == pytest.approx(
+        _masked_next_token_ce(logits, ids[:, 1:], loss_mask[:, 1:]), rel=1e-5
+    )
+
+
+def test_the_vlm_handler_never_scores_image_placeholders() -> None:
+    torch.manual_seed(0)
+    params = tiny_vlm_params()
+    model = create_model(params)
+    ids = torch.randint(0, 62, (1, 10))
+    ids[0, 1:5] = params.image_token_id  # one image: 4 placeholder tokens
+    images = torch.rand(1, 1, 3, 16, 16)
+    out = get_batch_handler(params).compute_loss(model, {"input_ids": ids, "images": images})
+    with torch.no_grad():
+        logits = model(input_ids=ids[:, :-1], images=images)
+    targets = ids[:, 1:]
+    assert out.num_tokens == 9 - 4  # 9 targets (tokens 1..9), 4 of them placeholders
+    expected = _masked_next_token_ce(logits, targets, targets != params.image_token_id)
+    assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_native_blocks_are_the_fsdp_units() -> None:

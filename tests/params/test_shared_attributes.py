@@ -136,5 +136,20 @@ def test_a_global_batch_that_is_not_stated_cannot_be_kept_on_several_processes(m
 
 def test_a_global_batch_the_world_cannot_divide_suggests_a_per_gpu_batch(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(ConfigError, match=r"global_batch_size=24 is not divisible by .* 8 x 4 = 32; e.g. .*size 6"):
-        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8", "--hparams.global_batch_size", "24"])
+    with pytest.raises(ConfigError, match=r"global_batch_size=24 is not divisible by .* 5 x 4 = 20; e.g. .*size 3"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "5", "--hparams.global_batch_size", "24"])
+
+
+def test_a_global_batch_smaller_than_one_micro_batch_per_process_lowers_the_micro_batch(monkeypatch):
+    # The quickstart's global batch of 16 (per-GPU 16) on 8 GPUs: 2 samples per process, no accumulation.
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.warns(UserWarning, match="per_gpu_batch_size=16 lowered to 2 so that 8 processes keep"):
+        params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "16", "--hparams.global_batch_size", "16"])
+    assert (params.hparams.per_gpu_batch_size, params.hparams.accumulation_steps) == (2, 1)
+    assert params.global_batch_size == 16
+
+
+def test_a_global_batch_the_processes_cannot_share_is_an_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"global_batch_size=18 is not divisible by .* x 4"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8", "--hparams.global_batch_size", "18"])

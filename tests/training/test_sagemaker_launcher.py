@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,63 @@ def test_missing_user_and_unknown_instance_type_are_config_errors():
         "--config_path", "config_presets/training_jobs/quickstart.yaml",
     )  # fmt: skip
     assert proc.returncode == 2 and "--sagemaker.nproc_per_node" in proc.stderr
+
+
+def test_the_readme_command_with_a_short_instance_name_and_a_dotted_user_runs():
+    proc = _run(
+        "--sagemaker.user", "your.user.name", "--sagemaker.instance_count", "1", "--sagemaker.instance_type", "p4de",
+        "--sagemaker.dry_run", "True", "--config_path", "config_presets/training_jobs/quickstart.yaml",
+        "--hparams.per_gpu_batch_size", "4",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    launch = json.loads(proc.stdout)
+    assert launch["estimator"]["instance_type"] == "ml.p4de.24xlarge"
+    assert launch["world_size"] == 8 and launch["processes_per_node"] == 8
+    assert launch["job_name"].startswith("your-user-name-quickstart-")
+    assert launch["estimator"]["tags"] == [{"Key": "user", "Value": "your.user.name"}]
+
+
+@pytest.mark.parametrize(
+    ("given", "ml_name", "gpus"),
+    [
+        ("p4d", "ml.p4d.24xlarge", 8),
+        ("p5", "ml.p5.48xlarge", 8),
+        ("p5e", "ml.p5e.48xlarge", 8),
+        ("p5en", "ml.p5en.48xlarge", 8),
+        ("g5", "ml.g5.48xlarge", 8),
+        ("g6e", "ml.g6e.48xlarge", 8),
+        ("g5.12xlarge", "ml.g5.12xlarge", 4),
+        ("g6e.24xlarge", "ml.g6e.24xlarge", 4),
+        ("ml.g6e.4xlarge", "ml.g6e.4xlarge", 1),
+    ],
+)
+def test_instance_names_resolve_to_sagemaker_types_with_their_gpu_counts(given, ml_name, gpus):
+    launcher = _launcher()
+    sm = launcher.SageMakerParams(user="erin", instance_type=given, instance_count=2)
+    sm.validate()
+    assert (sm.ml_instance_type, sm.procs_per_node, sm.world_size) == (ml_name, gpus, 2 * gpus)
+
+
+def test_an_unknown_instance_name_lists_the_closest_known_ones():
+    launcher = _launcher()
+    with pytest.raises(launcher.ConfigError, match=r"instance_type='p4dee' has no known GPU count \(closest: p4de"):
+        launcher.SageMakerParams(user="erin", instance_type="p4dee").validate()
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"), [("your.user.name", "your-user-name"), ("_a__b_", "a-b"), ("x@y.z", "x-y-z")]
+)
+def test_user_names_become_valid_job_names(user, expected):
+    launcher = _launcher()
+    name = launcher.job_name(user, "run", datetime.datetime(2026, 1, 2, 3, 4, 5))
+    assert name == f"{expected}-run-20260102-030405"
+    assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)  # SageMaker's TrainingJobName pattern
+
+
+def test_a_user_name_without_letters_or_digits_is_a_config_error():
+    launcher = _launcher()
+    with pytest.raises(launcher.ConfigError, match="no letter or digit"):
+        launcher.SageMakerParams(user="...").validate()
 
 
 def test_unnamed_runs_are_named_after_the_job():

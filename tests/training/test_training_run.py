@@ -113,7 +113,7 @@ def test_missing_dataset_fails_in_one_line_before_the_run_dir_exists(tmp_path, t
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {missing}/manifest.jsonl does not exist; a dataset directory must hold manifest.jsonl "
-                   "(FORMATS.md §1)"]  # fmt: skip
+                   "(docs/formats.md §1)"]  # fmt: skip
     assert not os.path.exists(tmp_path / "never")
 
 

@@ -146,7 +146,7 @@ def test_native_vlm_appends_the_action_query_token_after_the_instruction():
     assert cond.shape == (2, 2, 1, TINY_VLM.transformer.hidden_dim)  # last 2 layers at the query position
 
 
-def test_freeze_options_and_backbone_learning_rate_groups():
+def test_freeze_options():
     frozen = create_model(policy_params(TINY_VLM, freeze_backbone=True))
     assert not any(p.requires_grad for p in frozen.backbone.parameters())
     assert all(p.requires_grad for p in frozen.head.parameters())
@@ -161,12 +161,20 @@ def test_freeze_options_and_backbone_learning_rate_groups():
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert not any(p.requires_grad for p in partial.backbone.model.vision.parameters())
 
+
+def test_the_training_optimizer_gives_the_backbone_its_learning_rate_multiplier():
+    """The optimizer exactly as training builds it: every backbone parameter at lr x 0.1, every other at lr."""
+    from vla_foundry.optim import build_optimizer
+    from vla_foundry.params import HyperParams
+    from vla_foundry.training_run import lr_multipliers
+
     slow = create_model(policy_params(TINY_VLM, backbone_lr_multiplier=0.1))
-    groups = {g["name"]: g for g in slow.param_groups(1e-3)}
-    assert groups["head"]["lr"] == 1e-3 and groups["backbone"]["lr"] == pytest.approx(1e-4)
-    n_backbone = sum(p.numel() for p in slow.backbone.parameters())
-    assert sum(p.numel() for p in groups["backbone"]["params"]) == n_backbone
-    assert slow.lr_multipliers() == {"backbone.": 0.1}
+    optimizer = build_optimizer(slow, HyperParams(lr=1e-3), lr_multipliers(slow))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    backbone = {id(p) for p in slow.backbone.parameters()}
+    assert set(lr_of) == {id(p) for p in slow.parameters()}
+    assert all(lr_of[i] == pytest.approx(1e-4) for i in backbone)
+    assert all(lr_of[i] == pytest.approx(1e-3) for i in set(lr_of) - backbone)
 
 
 def test_fsdp_units_cover_head_and_backbone_blocks():

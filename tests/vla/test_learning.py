@@ -9,6 +9,8 @@ import torch
 from tests.vla.conftest import ACTION_DIM, IMG, N_IMAGES, PAST, PROPRIO_DIM, TINY_VLM, WINDOW, policy_params
 from vla_foundry.data.processors.tokenizers import ByteTokenizer
 from vla_foundry.models import create_model, get_batch_handler
+from vla_foundry.optim import build_param_groups
+from vla_foundry.params import HyperParams
 
 # The targets have variance ~0.9 per element; predicting their mean would give an MSE of ~0.9.
 MSE_THRESHOLD = 0.05
@@ -69,7 +71,8 @@ def test_tiny_vla_open_loop_mse_drops_below_threshold(objective):
     assert ACTION_DIM == 3
     model = create_model(params)
     handler = get_batch_handler(params)
-    optimizer = torch.optim.AdamW(model.param_groups(2e-3), weight_decay=0.0)
+    groups = build_param_groups(model, HyperParams(lr=2e-3, weight_decay=0.0), model.lr_multipliers())
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
         loss = handler.compute_loss(model, synthetic_task(32, g)).loss

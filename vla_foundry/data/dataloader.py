@@ -35,6 +35,8 @@ from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 from vla_foundry.params.data_params import DataParams
 
 LOADER_KEY = "_loader"
+# Batch entry listing the source of each sample: "<shard url> key <sample key>".
+SAMPLE_KEYS = "sample_keys"
 # Bad-sample descriptions kept per worker (the counts are always exact).
 MAX_LISTED_BAD = 50
 
@@ -241,6 +243,7 @@ class WindowDataset(IterableDataset):
         mix_rng = np.random.default_rng([*base, 1_000_000])
         sample_counter = 0
         pending: list[dict[str, Any]] = []
+        pending_keys: list[str] = []  # where each pending item came from: "<shard url> key <sample key>"
         for b in range(worker, self.num_batches, self.num_workers):
             while len(pending) < self.batch_size:
                 i = active[int(mix_rng.choice(len(active), p=probs))] if len(active) > 1 else active[0]
@@ -257,10 +260,14 @@ class WindowDataset(IterableDataset):
                 stats.samples += 1
                 stats.samples_per_dataset[i] += 1
                 pending.extend(items)
+                pending_keys.extend([f"{raw.get('__url__')} key {raw.get('__key__')}"] * len(items))
             items, pending = pending[: self.batch_size], pending[self.batch_size :]
+            keys, pending_keys = pending_keys[: self.batch_size], pending_keys[self.batch_size :]
             if b < self.start_batch:
                 continue
             batch = pipeline.collate(items)
+            # The samples a batch holds, so a failure (e.g. a non-finite loss) can name them.
+            batch[SAMPLE_KEYS] = keys
             batch[LOADER_KEY] = {
                 "batch_index": b,
                 "worker": worker,

@@ -2,7 +2,7 @@
 
 A dataset is named by its directory or by the path of its `manifest.jsonl`; both resolve to the same
 `Manifest`. Each line is `{"shard": "<tar basename without .tar>", "num_sequences": <samples>}`; extra keys are
-ignored (FORMATS.md §1).
+ignored (docs/formats.md §1).
 """
 
 from __future__ import annotations
@@ -90,8 +90,13 @@ def read_manifest(path: str) -> Manifest:
     dataset_dir, manifest_path = dataset_paths(path)
     try:
         text = storage.read_text(manifest_path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise ManifestError(
-            f"{manifest_path} does not exist; a dataset directory must hold {MANIFEST_NAME} (FORMATS.md §1)"
+            f"{manifest_path} does not exist; a dataset directory must hold {MANIFEST_NAME} (docs/formats.md §1)"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"{manifest_path} is not a text file (undecodable byte at offset {e.start}; corrupt?): re-run "
+            "preprocessing to rewrite it"
         ) from None
     return Manifest(dataset_dir, manifest_path, tuple(parse_manifest(text, manifest_path)))

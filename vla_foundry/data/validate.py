@@ -1,4 +1,4 @@
-"""Check a dataset directory (local or s3://) against FORMATS.md and report every problem with shard and key.
+"""Check a dataset directory (local or s3://) against docs/formats.md and report every problem with shard and key.
 
     python -m vla_foundry.data.validate DIR [--modality robotics] [--max_samples_per_shard N]
 
@@ -20,6 +20,7 @@ import yaml
 
 from vla_foundry import storage
 from vla_foundry.data.manifest import dataset_paths, parse_manifest_line
+from vla_foundry.data.preprocessing.encoding import decode_image
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 
 METADATA_KEYS = (
@@ -36,17 +37,6 @@ METADATA_KEYS = (
 )
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
-
-def decode_image(data: bytes) -> None:
-    """Decode fully (PIL alone: the validator stays free of torch so it starts fast); ValueError if undecodable."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.convert("RGB")
-    except Exception as e:
-        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +129,13 @@ class DatasetValidator:
                 self.stats = json.loads(storage.read_text(stats_path))
             except json.JSONDecodeError as e:
                 self.add("stats.json", f"not valid JSON: {e}")
+            else:
+                from vla_foundry.data.robotics.stats import nonfinite_stats
+
+                if isinstance(self.stats, dict):
+                    entries = {k: v for k, v in self.stats.items() if isinstance(v, dict)}
+                    for where in nonfinite_stats(entries):
+                        self.add("stats.json", f"{where} holds non-finite values (NaN/Inf)")
         elif required:
             self.add("stats.json", "missing (robotics datasets need it)")
 
@@ -271,6 +268,13 @@ class DatasetValidator:
                     f"lowdim.npz {mask} has {len(arrays[mask])} rows, preprocessing_config.yaml says T={t_expected}",
                 )
         for name, arr in arrays.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = np.argwhere(~np.isfinite(arr))
+                self.add(
+                    where,
+                    f"lowdim.npz {name} holds {len(bad)} non-finite value(s) (NaN/Inf), first at index "
+                    f"{tuple(int(i) for i in bad[0])}",
+                )
             if name in ("past_mask", "future_mask") or arr.dtype.kind != "f" or arr.ndim != 2:
                 continue
             if t_expected is not None and arr.shape[0] != t_expected:
@@ -293,7 +297,7 @@ def validate_dataset(path: str, modality: str | None = None, max_samples_per_sha
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check a dataset directory against FORMATS.md.")
+    parser = argparse.ArgumentParser(description="Check a dataset directory against docs/formats.md.")
     parser.add_argument("path", help="dataset directory or its manifest.jsonl (local or s3://)")
     parser.add_argument("--modality", choices=["text", "text_untokenized", "image_caption", "robotics"])
     parser.add_argument("--max_samples_per_shard", type=int, default=None, help="check only the first N per shard")

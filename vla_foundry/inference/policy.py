@@ -148,6 +148,10 @@ class Policy:
                     f"{self.camera_names} ({n_frames} per camera, image offsets {self.image_indices})"
                 )
             frames = images[cam]
+            if not isinstance(frames, (list, tuple, np.ndarray)):
+                raise ValueError(
+                    f"{where}['images'][{cam!r}] is a {type(frames).__name__}; expected a list of uint8 (H, W, 3) frames"
+                )
             frames = [frames] if isinstance(frames, np.ndarray) and frames.ndim == 3 else list(frames)
             if len(frames) != n_frames:
                 raise ValueError(
@@ -156,9 +160,10 @@ class Policy:
                 )
             for frame in frames:
                 frame = np.asarray(frame)
-                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
                     raise ValueError(
-                        f"{where}['images'][{cam!r}] is {frame.dtype} of shape {frame.shape}; expected uint8 (H, W, 3)"
+                        f"{where}['images'][{cam!r}] is {frame.dtype} of shape {frame.shape}; expected uint8 (H, W, 3) "
+                        "with H, W > 0"
                     )
         proprio = obs.get("proprioception")
         rows = self.config.past_lowdim_steps + 1
@@ -169,7 +174,7 @@ class Policy:
         for name, dim in self.proprioception_fields.items():
             if name not in proprio:
                 raise ValueError(f"{where}['proprioception'] lacks field {name!r}: expected shape ({rows}, {dim})")
-            arr = np.asarray(proprio[name])
+            arr = _finite_numbers(proprio[name], f"{where}['proprioception'][{name!r}]")
             ok = arr.shape == (rows, dim) or (rows == 1 and arr.shape == (dim,))
             if not ok:
                 raise ValueError(
@@ -179,8 +184,9 @@ class Policy:
         past = obs.get("past_actions")
         if past is not None:
             shape = (self.config.past_lowdim_steps, self.normalizer.config.action_dim)
-            if np.asarray(past).shape != shape:
-                raise ValueError(f"{where}['past_actions'] has shape {np.asarray(past).shape}; expected {shape}")
+            arr = _finite_numbers(past, f"{where}['past_actions']")
+            if arr.shape != shape:
+                raise ValueError(f"{where}['past_actions'] has shape {arr.shape}; expected {shape}")
         if not isinstance(obs.get("instruction", ""), str):
             raise ValueError(f"{where}['instruction'] must be a string")
 
@@ -240,3 +246,19 @@ class Policy:
             out[name] = actions[..., start : start + dim]
             start += dim
         return out
+
+
+def _finite_numbers(value: Any, where: str) -> np.ndarray:
+    """`value` as an array of finite real numbers; ValueError naming `where` otherwise (NaN / Inf would give
+    NaN actions without any error)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{where} is not a rectangular array of numbers ({e})") from None
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{where} has dtype {arr.dtype}; expected real numbers (float or int)")
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"{where} holds {int(np.size(arr) - np.isfinite(arr).sum())} NaN/Inf value(s); expected finite numbers"
+        )
+    return arr

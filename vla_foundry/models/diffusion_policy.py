@@ -310,18 +310,9 @@ class DiffusionPolicy(nn.Module):
     # -- training-side hooks ----------------------------------------------------------------------------------
 
     def lr_multipliers(self) -> dict[str, float]:
-        """Parameter-name prefix -> factor on hparams.lr (for `optim.build_optimizer(..., lr_multipliers)`)."""
+        """Parameter-name prefix -> factor on hparams.lr; training passes it to `optim.build_optimizer` (and custom
+        loops to `optim.build_param_groups`)."""
         return {"backbone.": self.params.backbone_lr_multiplier}
-
-    def param_groups(self, base_lr: float) -> list[dict]:
-        """Trainable parameters in two groups: the head at `base_lr`, the backbone at base_lr x multiplier (left
-        out when the multiplier is 0)."""
-        head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        groups = [{"params": head, "lr": base_lr, "name": "head"}]
-        if backbone and self.params.backbone_lr_multiplier > 0:
-            groups.append({"params": backbone, "lr": base_lr * self.params.backbone_lr_multiplier, "name": "backbone"})
-        return groups
 
     def fsdp_block_types(self) -> tuple[type, ...]:
         return (HeadBlock, *self.backbone.fsdp_block_types())

@@ -160,7 +160,7 @@ class AugmentationParams:
 @register_data_params("robotics")
 @dataclass(frozen=True)
 class RoboticsDataParams(DataParams):
-    """Robot episodes cut into windows (FORMATS.md §2): actions, proprioception, camera images, instructions."""
+    """Robot episodes cut into windows (docs/formats.md §2): actions, proprioception, camera images, instructions."""
 
     # Low-dim fields concatenated (in this order) into the action and proprioception vectors.
     action_fields: list[str] = field(default_factory=list)

@@ -32,6 +32,9 @@ class HyperParams:
     beta2: float = 0.95
     # AdamW denominator epsilon.
     eps: float = 1e-8
+    # torch intra-op CPU threads of each training process (torch.set_num_threads, applied at start); None keeps
+    # torch's default (OMP_NUM_THREADS, else every core). Tiny models on a CPU run fastest on 1.
+    torch_threads: int | None = None
     # Clip the global gradient norm (0 disables).
     grad_clip_norm: float = 1.0
     # fp32; amp_bf16: fp32 weights + bf16 autocast; pure_bf16: bf16 weights; fp16: autocast + gradient scaler.
@@ -61,3 +64,5 @@ class HyperParams:
             raise ConfigError(f"hparams.warmup={self.warmup} must be >= 0")
         if self.lr <= 0:
             raise ConfigError(f"hparams.lr={self.lr} must be > 0")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"hparams.torch_threads={self.torch_threads} must be >= 1 (or null for torch's default)")

@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import posixpath
 import types
 import typing
 import warnings
@@ -32,6 +33,7 @@ from draccus.parsers.yaml_loader import SafeLoaderWithInclusion
 
 from vla_foundry import storage
 from vla_foundry.params.base_params import ConfigError, ParamsRegistry
+from vla_foundry.structured_files import read_structured_file, yaml_problem
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -72,28 +74,43 @@ class _IncludeLoader(SafeLoaderWithInclusion):
 
 def _include(loader: _IncludeLoader, node: yaml.Node) -> Any:
     parent = getattr(loader, "current_file", None) or getattr(loader.stream, "name", ".")
-    path = os.path.normpath(os.path.join(os.path.dirname(parent), node.value))
-    return _load_yaml_file(path, loader.files_read, included_from=parent)
+    return _load_yaml_file(_relative_to(parent, node.value), loader.files_read, included_from=parent)
+
+
+def _relative_to(parent: str, path: str) -> str:
+    """`path` as written in the config file `parent` (local or s3://): relative paths are from its folder."""
+    if storage.is_s3(path) or os.path.isabs(path):
+        return path
+    if storage.is_s3(parent):
+        bucket_and_key = parent[len("s3://") :]
+        return "s3://" + posixpath.normpath(posixpath.join(posixpath.dirname(bucket_and_key), path))
+    return os.path.normpath(os.path.join(os.path.dirname(parent), path))
 
 
 _IncludeLoader.add_constructor("!include", _include)
 
 
 def _load_yaml_file(path: str, files_read: list[str], included_from: str | None = None) -> Any:
-    if not os.path.isfile(path):
-        where = f" (included from {included_from})" if included_from else ""
-        raise ConfigError(f"config file not found: {path}{where}")
+    """One YAML config file (local or s3://) with its includes; any unreadable file is a one-line ConfigError."""
+    where = f" (included from {included_from})" if included_from else ""
+    try:
+        text = storage.read_text(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ConfigError(f"config file not found: {path}{where}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}{where} is not a text file (undecodable byte at offset {e.start}): give a YAML config"
+        ) from None
     files_read.append(path)
-    with open(path, encoding="utf-8") as f:
-        loader = _IncludeLoader(f)
-        loader.files_read = files_read
-        loader.current_file = path
-        try:
-            return loader.get_single_data()
-        except yaml.YAMLError as e:
-            raise ConfigError(f"invalid YAML in {path}: {e}") from None
-        finally:
-            loader.dispose()
+    loader = _IncludeLoader(text)
+    loader.files_read = files_read
+    loader.current_file = path
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML in {path}: {yaml_problem(e)}") from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: str | os.PathLike) -> tuple[dict, list[str]]:
@@ -101,7 +118,8 @@ def load_yaml(path: str | os.PathLike) -> tuple[dict, list[str]]:
     files: list[str] = []
     data = _load_yaml_file(str(path), files)
     if data is None:
-        data = {}
+        # A config file with no content at all is a truncated or wrongly written file, not an empty config.
+        raise ConfigError(f"{path} is empty: a config file holds a mapping of fields (truncated? rewrite it)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping at the top level")
     return data, files
@@ -474,13 +492,18 @@ def load_params_from_yaml(cls: type[T], path: str | os.PathLike, strict: bool = 
     `strict=True` makes them errors.
     """
     path = str(path)
-    try:
-        text = storage.read_text(path)
-    except FileNotFoundError:
-        raise ConfigError(f"params file not found: {path}") from None
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of params")
+    data = read_structured_file(
+        path,
+        ConfigError,
+        fix="restore it from the run's remote copy, or re-save the params",
+        missing=f"params file not found: {path}",
+        expect=None,
+    )
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            f"{path} does not hold a mapping of params (empty or truncated?): restore it from the run's remote copy, "
+            "or re-save the params"
+        )
     from vla_foundry.plugins import load_plugins, split_plugin_names
 
     # A run of a plugin's model type records its plugins; entry-point plugins load in any case.

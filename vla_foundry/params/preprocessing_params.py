@@ -39,6 +39,8 @@ class RunParams:
     # Keep <output_dir>/_work (per-task spools and partial statistics) after the job completes.
     keep_work_dir: bool = False
     show_progress: bool = True
+    # Record the code's git commit in processing_metadata.json (VLA Foundry's `skip_git_tagging: True` = False).
+    record_git_commit: bool = True
 
     def validate(self) -> None:
         if not self.output_dir:
@@ -53,7 +55,7 @@ class RunParams:
 
 @dataclass(frozen=True)
 class RoboticsPreprocessingParams(RunParams):
-    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (FORMATS.md §2)."""
+    """Robot episodes (LeRobot v3.0 / v2.1, Spartan) -> windowed robotics samples (docs/formats.md §2)."""
 
     # The robotics source (a converter registered by name: lerobot, spartan, or one a plugin registers).
     type: str = "lerobot"
@@ -83,6 +85,9 @@ class RoboticsPreprocessingParams(RunParams):
     camera_rename: dict[str, str] = field(default_factory=dict)
     # An episode lacking a requested camera is dropped and counted ("skip_episode") or fails the job ("error").
     missing_camera: Literal["skip_episode", "error"] = "skip_episode"
+    # An episode with NaN/Inf in any low-dim field: True fails the job naming the episode and field; False skips the
+    # episode, counts its samples under dropped[non_finite] and lists it under failures (max_failure_fraction).
+    fail_on_nan: bool = True
     # Stored image size [height, width]; None keeps the source size.
     image_size: list[int] | None = None
     # center_crop: scale to cover then crop the centre; fit: scale to fit and pad black; stretch: plain resize.
@@ -209,9 +214,14 @@ def expand_list_includes(cls: type, argv: Sequence[str]) -> list[str]:
 
 
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags."""
-    from vla_foundry.params.parsing import parse_params
+    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags.
 
-    params = parse_params(cls, expand_list_includes(cls, argv or []))
+    VLA Foundry's key names (`resize_images_size`, `max_padding_left`, ...) are read as this project's, with a note.
+    """
+    from vla_foundry.params.parsing import build_params, compose_config
+    from vla_foundry.params.preprocessing_aliases import apply_preprocessing_aliases
+
+    data, sources = compose_config(expand_list_includes(cls, argv or []))
+    params = build_params(cls, apply_preprocessing_aliases(cls, data), "", sources)
     params.validate()
     return params

@@ -171,26 +171,39 @@ def init_shared_attributes(
 
 
 def _batch_values(hp: HyperParams, world: int) -> dict[str, int]:
-    """global_batch_size, world_size and accumulation_steps: the global batch is kept on any world size."""
-    per_step = hp.per_gpu_batch_size * world
+    """global_batch_size, per_gpu_batch_size, world_size and accumulation_steps: the global batch is kept on any
+    world size. Accumulation = global / (per_gpu x world); when even one micro-batch per process would exceed the
+    global batch, the micro-batch is lowered to global / world (with a warning) instead."""
     global_bs = hp.global_batch_size
     if global_bs is None:
         if world > 1:
             raise ConfigError(
                 f"hparams.global_batch_size is unset and {world} processes run: state the global batch (samples per "
-                f"optimizer step) in the job file, e.g. --hparams.global_batch_size {per_step}, so it is the same on "
-                "any number of GPUs"
+                f"optimizer step) in the job file, e.g. --hparams.global_batch_size "
+                f"{hp.per_gpu_batch_size * world}, so it is the same on any number of GPUs"
             )
         global_bs = hp.per_gpu_batch_size
+    per_gpu = hp.per_gpu_batch_size
+    if global_bs < per_gpu * world and global_bs % world == 0:
+        import warnings
+
+        warnings.warn(
+            f"hparams.per_gpu_batch_size={per_gpu} lowered to {global_bs // world} so that {world} processes keep "
+            f"hparams.global_batch_size={global_bs} (no accumulation)",
+            stacklevel=3,
+        )
+        per_gpu = global_bs // world
+    per_step = per_gpu * world
     if global_bs % per_step != 0:
-        fitting = [b for b in range(hp.per_gpu_batch_size, 0, -1) if global_bs % (b * world) == 0]
+        fitting = [b for b in range(per_gpu, 0, -1) if global_bs % (b * world) == 0]
         hint = f"; e.g. --hparams.per_gpu_batch_size {fitting[0]}" if fitting else ""
         raise ConfigError(
             f"hparams.global_batch_size={global_bs} is not divisible by per_gpu_batch_size x world_size = "
-            f"{hp.per_gpu_batch_size} x {world} = {per_step}{hint}"
+            f"{per_gpu} x {world} = {per_step}{hint}"
         )
     return {
         "global_batch_size": global_bs,
+        "per_gpu_batch_size": per_gpu,
         "world_size": shared_value("distributed.world_size", world, hp.world_size, "hparams.world_size"),
         "accumulation_steps": shared_value(
             "global_batch_size / (per_gpu_batch_size x world_size)",

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, dry_run_lines
 from vla_foundry.params.preprocessing_params import (
     CaptionPreprocessingParams,
     RoboticsPreprocessingParams,
@@ -36,20 +35,9 @@ ARGPARSE_ENTRIES = {
 
 def dry_run(script: str, *args: str, **env: str) -> list[list[str]]:
     """The commands the script would run, one argv each (entry point first, after `uv run python [-m]`)."""
-    # Only the variables given here: a SOURCE or TASKS in the caller's environment must not leak in.
-    base = {k: v for k, v in os.environ.items() if k not in ("SOURCE", "TASKS", "RAW", "OUTPUT", "CAMERAS")}
-    proc = subprocess.run(
-        ["bash", str(SCRIPTS_DIR / script), *args],
-        env={**base, "DRY_RUN": "1", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
     commands = []
-    for line in proc.stdout.splitlines():
-        argv = shlex.split(line)
-        assert argv[:3] == ["uv", "run", "python"], line
+    for argv in dry_run_lines(SCRIPTS_DIR / script, list(args), env, ("SOURCE", "TASKS", "RAW", "OUTPUT", "CAMERAS")):
+        assert argv[:3] == ["uv", "run", "python"], argv
         commands.append(argv[4:] if argv[3] == "-m" else argv[3:])
     return commands
 

@@ -1,1 +1,1 @@
-"""Ray jobs turning robot episodes, text and image captions into training shards (FORMATS.md §1-5)."""
+"""Ray jobs turning robot episodes, text and image captions into training shards (docs/formats.md §1-5)."""

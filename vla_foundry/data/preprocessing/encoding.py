@@ -1,4 +1,4 @@
-"""Byte-level encoders of sample members: images (JPEG/PNG), npz without timestamps, JSON.
+"""Byte-level encoders of sample members (images as JPEG/PNG, npz without timestamps, JSON) and the image decoder.
 
 Everything here is deterministic: the same input gives the same bytes (zip entries carry a fixed date), so
 the same inputs and seed give byte-identical shards.
@@ -26,11 +26,15 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG/... bytes -> (H, W, 3) uint8."""
+    """JPEG/PNG/WebP bytes -> uint8 (H, W, 3), decoded fully by PIL alone (no torch: the validator imports this and
+    stays fast to start). Raises ValueError for undecodable bytes."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return np.array(img if img.mode == "RGB" else img.convert("RGB"))
+    except Exception as e:
+        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
 def encode_npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -43,7 +43,15 @@ logger = logging.getLogger(__name__)
 WORK_DIR = "_work"
 DATASET_DIR = "shards"
 # Params that change how a job runs, not what it writes: excluded from the fingerprint.
-RUN_ONLY_FIELDS = ("ray_address", "num_cpus", "overwrite", "keep_work_dir", "show_progress", "max_failure_fraction")
+RUN_ONLY_FIELDS = (
+    "ray_address",
+    "num_cpus",
+    "overwrite",
+    "keep_work_dir",
+    "show_progress",
+    "max_failure_fraction",
+    "record_git_commit",
+)
 
 
 class JobError(RuntimeError):
@@ -420,7 +428,7 @@ def processing_metadata(
         "kind": kind,
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "versions": package_versions(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit() if params.record_git_commit else None,
         "fingerprint": digest,
         "sources": list(sources),
         "output_dir": params.output_dir,

@@ -1,4 +1,4 @@
-"""LeRobot datasets (v3.0 and v2.1) as a robotics source (FORMATS.md §5).
+"""LeRobot datasets (v3.0 and v2.1) as a robotics source (docs/formats.md §5).
 
 v3.0 packs many episodes into each data parquet and each camera's MP4, and the files of data and of every camera
 roll over independently. Read tasks come from file-group partitioning: episodes whose data file and video file

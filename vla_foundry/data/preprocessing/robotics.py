@@ -15,8 +15,15 @@ import logging
 import numpy as np
 
 from vla_foundry import storage
-from vla_foundry.data.preprocessing.episodes import Converter, EpisodeError, ReadTask, TaskFailure, get_converter
-from vla_foundry.data.preprocessing.job import JobOutcome, JobPaths, TaskResult, TaskSpool, run_job
+from vla_foundry.data.preprocessing.episodes import (
+    Converter,
+    Episode,
+    EpisodeError,
+    ReadTask,
+    TaskFailure,
+    get_converter,
+)
+from vla_foundry.data.preprocessing.job import JobError, JobOutcome, JobPaths, TaskResult, TaskSpool, run_job
 from vla_foundry.data.preprocessing.sample_cutting import count_potential_samples, cut_samples
 from vla_foundry.data.preprocessing.video import VideoDecodeError
 from vla_foundry.data.preprocessing.window_statistics import WindowStats
@@ -29,6 +36,39 @@ logger = logging.getLogger(__name__)
 
 class MissingCameraError(EpisodeError):
     """A requested camera is absent and `missing_camera: error` makes that fatal."""
+
+
+class NonFiniteEpisodeError(JobError):
+    """An episode holds NaN/Inf low-dim values and `fail_on_nan: true` makes that fatal."""
+
+
+def nonfinite_lowdim(episode: Episode) -> str | None:
+    """What is non-finite in an episode's low-dim arrays and constants ("action: 2 values, first at timestep 3"),
+    or None when every float value is finite. NaN/Inf would pass into shards and stats and only show as a NaN loss."""
+    found = []
+    for name, arr in {**episode.lowdim, **episode.constants}.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "fc":
+            continue
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            first = np.argwhere(bad)[0]
+            found.append(f"{name}: {int(bad.sum())} value(s), first at index {tuple(int(i) for i in first)}")
+    return "; ".join(found) or None
+
+
+def _check_finite(episode: Episode, params: RoboticsPreprocessingParams) -> TaskFailure | None:
+    """None for a finite episode; the failure to record when `fail_on_nan` is off; raises when it is on."""
+    found = nonfinite_lowdim(episode)
+    if found is None:
+        return None
+    reason = f"non-finite low-dim values (NaN/Inf): {found}"
+    if params.fail_on_nan:
+        raise NonFiniteEpisodeError(
+            f"episode {episode.episode_id}: {reason}; fail_on_nan is on: fix the source, or pass --fail_on_nan false "
+            "to skip such episodes (counted under dropped[non_finite] in processing_metadata.json)"
+        )
+    return TaskFailure(episode.episode_id, reason, "non_finite", episode.length)
 
 
 def make_converter(params: RoboticsPreprocessingParams) -> Converter:
@@ -47,6 +87,10 @@ def read_robotics_task(params: RoboticsPreprocessingParams, task_json: dict, out
         for item, eid in zip(converter.read_task(task), task.episode_ids):
             if isinstance(item, TaskFailure):
                 _record_failure(result, params, item, item.length or _known_length(eid, task))
+                continue
+            non_finite = _check_finite(item, params)
+            if non_finite is not None:
+                _record_failure(result, params, non_finite, item.length)
                 continue
             potential = count_potential_samples(item.length, params)
             result.potential += potential

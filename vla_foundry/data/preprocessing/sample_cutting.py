@@ -1,4 +1,4 @@
-"""Cutting an episode into windowed samples (FORMATS.md §2, robotics).
+"""Cutting an episode into windowed samples (docs/formats.md §2, robotics).
 
 A sample is centred on an anchor timestep a: low-dim rows a - past .. a + future (T = past + 1 + future, the
 anchor at row `past`), camera frames at a + offset for each of `image_indices` (clamped to the episode),

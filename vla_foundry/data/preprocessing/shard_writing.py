@@ -1,9 +1,9 @@
 """Tar shards written directly, byte-reproducibly, and the per-task spools they are assembled from.
 
-A read task appends its samples to one spool: a plain tar of the samples' members (fixed mtime, uid, gid,
-mode and no user names), with an index of each sample's byte range. Since a tar member is a self-contained
-run of 512-byte blocks, a shard is the concatenation of its samples' byte ranges plus the end-of-archive
-marker: no sample is decoded or re-encoded when shards are assembled, and the same samples in the same order
+A read task appends its samples to one spool: a plain tar of the samples' members (written by
+`tar_stream.sample_bytes`, the project's one tar writer), with an index of each sample's byte range. Since a tar
+member is a self-contained run of 512-byte blocks, a shard is the concatenation of its samples' byte ranges plus
+the end-of-archive marker: no sample is decoded or re-encoded when shards are assembled, and the same samples in the same order
 give the same bytes. Shards are written under a temporary name and renamed (local) or PUT whole (S3), so a
 shard name always means a finished shard.
 """
@@ -12,31 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import tarfile
 from dataclasses import dataclass
 
 from vla_foundry import storage
-
-BLOCK = tarfile.BLOCKSIZE  # 512
-END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
-
-
-def tar_member(name: str, data: bytes) -> bytes:
-    """One tar member (header + data + padding) with fixed metadata."""
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    header = info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="strict")
-    padding = (BLOCK - len(data) % BLOCK) % BLOCK
-    return header + data + b"\0" * padding
-
-
-def sample_bytes(key: str, members: dict[str, bytes]) -> bytes:
-    """A sample's members (`KEY.suffix`), in sorted suffix order."""
-    return b"".join(tar_member(f"{key}.{suffix}", members[suffix]) for suffix in sorted(members))
+from vla_foundry.data.tar_stream import END_OF_ARCHIVE, sample_bytes
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Spartan (LBM) episode folders as a robotics source (FORMATS.md §5).
+"""Spartan (LBM) episode folders as a robotics source (docs/formats.md §5).
 
 An episode is a folder `.../tasks/<TaskName>/.../<episode>/processed/` with metadata.yaml (camera id -> semantic
 name), observations.npz (per camera id images [T, H, W, 3]; robot__* arrays [T, D]), actions.npz (`actions`

@@ -1,4 +1,4 @@
-"""Normalisation statistics of windowed low-dim fields, built from per-task partial aggregates (FORMATS.md §3).
+"""Normalisation statistics of windowed low-dim fields, built from per-task partial aggregates (docs/formats.md §3).
 
 Each read task accumulates, per field and per window row t, the count of valid rows, their mean and sum of
 squared deviations (merged with Chan et al.'s parallel update, so merged mean/std/min/max/count are exact up to

@@ -14,18 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# The one image decoder, re-exported for the pipelines: it lives with the encoders, free of torch.
+from vla_foundry.data.preprocessing.encoding import decode_image  # noqa: F401
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """JPEG/PNG/WebP bytes -> uint8 (H, W, 3). Raises ValueError for undecodable bytes."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return np.array(img if img.mode == "RGB" else img.convert("RGB"))
-    except Exception as e:
-        raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
 def open_image(data: bytes):

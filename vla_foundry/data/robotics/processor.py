@@ -46,6 +46,7 @@ from vla_foundry.data.robotics.npz import NpzArrays
 from vla_foundry.data.robotics.stats import Stats, StatsError, crop_stats_window, field_dim, load_stats, merge_stats
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import AugmentationParams, RoboticsDataParams
+from vla_foundry.structured_files import read_structured_file
 
 PROCESSOR_CONFIG = "config_processor.yaml"
 STATS_NAME = "stats.json"
@@ -95,10 +96,12 @@ class DatasetLayout:
 def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
     """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml`."""
     path = storage.join(dataset_dir, PREPROCESSING_CONFIG)
-    try:
-        cfg = yaml.safe_load(storage.read_text(path)) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist; robotics datasets need it (FORMATS.md §4)") from None
+    cfg = read_structured_file(
+        path,
+        ConfigError,
+        fix="re-run preprocessing to rewrite it (it records the window, cameras and image offsets)",
+        missing=f"{path} does not exist; robotics datasets need it (docs/formats.md §4)",
+    )
     missing = [k for k in ("past_lowdim_steps", "future_lowdim_steps", "image_indices") if k not in cfg]
     if missing:
         raise ConfigError(f"{path} lacks {', '.join(missing)}")
@@ -362,9 +365,20 @@ class RoboticsProcessor:
     @classmethod
     def load(cls, run_dir: str) -> RoboticsProcessor:
         """Rebuild the processor saved by `save` (local or s3:// run directory); inference never needs data params."""
-        pc = ProcessorConfig(**yaml.safe_load(storage.read_text(storage.join(run_dir, PROCESSOR_CONFIG))))
-        nc = NormalizerConfig.from_dict(yaml.safe_load(storage.read_text(storage.join(run_dir, NORMALIZER_CONFIG))))
-        return cls(pc, Normalizer(nc, load_stats(storage.join(run_dir, STATS_NAME))))
+        fix = "restore it from the run's remote copy (training writes it into the run directory)"
+        configs = []
+        for name, build in (
+            (PROCESSOR_CONFIG, lambda d: ProcessorConfig(**d)),
+            (NORMALIZER_CONFIG, NormalizerConfig.from_dict),
+        ):
+            path = storage.join(run_dir, name)
+            data = read_structured_file(path, ConfigError, fix, missing=f"{path} does not exist: {run_dir} is not a "
+                                        "robotics run directory (or it is incomplete)")  # fmt: skip
+            try:
+                configs.append(build(data))
+            except (TypeError, KeyError, ValueError) as e:
+                raise ConfigError(f"{path} does not describe a {name.removesuffix('.yaml')} ({e}): {fix}") from None
+        return cls(configs[0], Normalizer(configs[1], load_stats(storage.join(run_dir, STATS_NAME))))
 
     # ---- pieces ----------------------------------------------------------------------------------------------
 
@@ -497,7 +511,7 @@ class RoboticsProcessor:
         views: list[np.ndarray | None] = []
         for cam in cfg.camera_names:
             for offset in cfg.image_indices:
-                # Only the JPEG is the colour image: a PNG of the same name holds depth (uint16, FORMATS.md §2).
+                # Only the JPEG is the colour image: a PNG of the same name holds depth (uint16, docs/formats.md §2).
                 data = raw.get(f"{cam}_t{offset}.jpg")
                 if data is None:
                     if cfg.missing_camera == "zero_pad":

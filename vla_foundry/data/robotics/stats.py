@@ -1,4 +1,4 @@
-"""Low-dimensional field statistics (stats.json, FORMATS.md §3): compute, load, crop to a window, merge.
+"""Low-dimensional field statistics (stats.json, docs/formats.md §3): compute, load, crop to a window, merge.
 
 Standard deviations are population (ddof=0) statistics over the rows valid under the sample masks. Merging several
 datasets is exact for mean/std/min/max (count-weighted means, pooled variance) and approximate for percentiles
@@ -7,12 +7,9 @@ datasets is exact for mean/std/min/max (count-weighted means, pooled variance) a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
-
-from vla_foundry import storage
 
 PERCENTILES = (1, 2, 5, 95, 98, 99)
 GLOBAL_KEYS = ("mean", "std", "min", "max", *(f"percentile_{p}" for p in PERCENTILES))
@@ -60,15 +57,38 @@ def compute_field_stats(values: np.ndarray, valid: np.ndarray) -> dict[str, Any]
 
 def load_stats(path: str) -> Stats:
     """Read a stats.json (local or s3://); every field entry needs at least mean/std/min/max lists."""
-    try:
-        stats = json.loads(storage.read_text(path))
-    except FileNotFoundError:
-        raise StatsError(f"{path} does not exist; robotics datasets need stats.json (FORMATS.md §3)") from None
-    except json.JSONDecodeError as e:
-        raise StatsError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(stats, dict):
-        raise StatsError(f"{path}: expected an object with one entry per low-dim field")
-    return {k: v for k, v in stats.items() if isinstance(v, dict)}
+    from vla_foundry.structured_files import read_structured_file
+
+    stats = read_structured_file(
+        path,
+        StatsError,
+        fix="re-run preprocessing to rewrite it (or restore the run's copy); it holds one entry per low-dim field",
+        missing=f"{path} does not exist; robotics datasets need stats.json (docs/formats.md §3)",
+    )
+    stats = {k: v for k, v in stats.items() if isinstance(v, dict)}
+    bad = nonfinite_stats(stats)
+    if bad:
+        raise StatsError(
+            f"{path} holds NaN/Inf statistics ({'; '.join(bad)}): every normalised value would be NaN; re-run "
+            "preprocessing on finite data (its fail_on_nan check names the episodes)"
+        )
+    return stats
+
+
+def nonfinite_stats(stats: Stats) -> list[str]:
+    """Every "<field>: <key>" of `stats` whose global mean/std/min/max holds a NaN or Inf (or a non-number)."""
+    bad = []
+    for name, entry in stats.items():
+        for key in ("mean", "std", "min", "max"):
+            if key not in entry:
+                continue
+            try:
+                finite = bool(np.isfinite(np.asarray(entry[key], dtype=np.float64)).all())
+            except (TypeError, ValueError):
+                finite = False
+            if not finite:
+                bad.append(f"{name}: {key}")
+    return bad
 
 
 def field_dim(stats: Stats, name: str, where: str) -> int:

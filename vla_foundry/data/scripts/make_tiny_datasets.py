@@ -1,4 +1,4 @@
-"""Generate tiny deterministic datasets of every modality (FORMATS.md) for tests, quickstarts and benchmarks.
+"""Generate tiny deterministic datasets of every modality (docs/formats.md) for tests, quickstarts and benchmarks.
 
     python -m vla_foundry.data.scripts.make_tiny_datasets --output_dir examples/data
 
