@@ -56,8 +56,7 @@ def build_params(args: argparse.Namespace, compile_model: bool, steps: int):
         ],
     )  # fmt: skip
     assert isinstance(params.data, TextDataParams)
-    init_shared_attributes(params)
-    return params
+    return init_shared_attributes(params)
 
 
 def random_batches(n: int, batch_size: int, seq_len: int, vocab: int, device: torch.device):

@@ -17,6 +17,7 @@ in_process, which shrinks as models grow; and in_process / batched-per-observati
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -30,7 +31,7 @@ def build_run(model_preset: str, root: str) -> str:
     import torch
 
     from vla_foundry.checkpoint import checkpoint_file, save_file
-    from vla_foundry.data.robotics.processor import RoboticsProcessor, resolve_robotics_dims
+    from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data
     from vla_foundry.data.scripts.make_tiny_datasets import make_robotics
     from vla_foundry.models import create_model
     from vla_foundry.params import init_shared_attributes
@@ -46,8 +47,7 @@ def build_run(model_preset: str, root: str) -> str:
             "--data.dataset_manifest", f"[{dataset}]",
         ],
     )  # fmt: skip
-    resolve_robotics_dims(params.data)
-    init_shared_attributes(params)
+    params = init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
     run_dir = os.path.join(root, "run")
     os.makedirs(run_dir)
     save_params(params, os.path.join(run_dir, "config.yaml"))

@@ -46,8 +46,7 @@ def experiment(args: argparse.Namespace):
         total_train_samples=args.steps * args.batch_size,
         log_every_n_steps=10,
     )
-    init_shared_attributes(params)
-    return params
+    return init_shared_attributes(params)
 
 
 def build(params):

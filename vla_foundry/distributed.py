@@ -49,6 +49,8 @@ def init_distributed(params: DistributedParams) -> DistributedContext:
 
     A single process (WORLD_SIZE unset or 1) gets no process group. NCCL on GPU, gloo on CPU unless forced.
     """
+    # The process group itself is set up from the environment (MASTER_ADDR ...), so rank and world size are too.
+    params = params.from_environment()
     world_size, rank, local_rank = params.world_size, params.rank, params.local_rank
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)

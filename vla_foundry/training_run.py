@@ -48,7 +48,7 @@ from vla_foundry.distributed import (
 from vla_foundry.metrics import MetricsLogger, model_flops_per_token, truncate_metrics
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import params_to_dict, save_params
-from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+from vla_foundry.params.train_experiment_params import TrainExperimentParams
 from vla_foundry.remote_sync import RemoteSyncError
 from vla_foundry.run_lock import RunLockError, lock_run_dir, release_run_locks
 from vla_foundry.storage import StorageError
@@ -137,46 +137,22 @@ def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedCo
     return CheckpointRef(run_dir, ref.number, checkpoint_file(run_dir, ref.number))
 
 
-def derive_data_values(params: TrainExperimentParams) -> None:
-    """Fill data-derived values (robotics dims, the dataset size for num_epochs) and run the shared-attribute pass."""
-    from vla_foundry.data.manifest import read_manifest
-    from vla_foundry.data.planner import dataset_sources
+def derive_data_values(params: TrainExperimentParams) -> TrainExperimentParams:
+    """The resolve step (`vla_foundry.params.resolve`): new params with data-derived values and shared attributes."""
+    from vla_foundry.params.resolve import resolve_params
 
-    # Every manifest is read now, before the run dir exists: a wrong dataset path fails in seconds, naming it.
-    paths, _, _ = dataset_sources(params.data)
-    dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
-    if params.data.val_dataset_manifest:
-        for path in dataset_sources(params.data, split="val")[0]:
-            read_manifest(path)
-    if params.num_epochs is None or params.total_train_samples is not None:
-        dataset_num_samples = None
-    if params.data.type == "robotics":
-        from vla_foundry.data.robotics.processor import resolve_robotics_dims
-
-        # action / proprioception dims and the stored window come from the datasets (owner: data).
-        resolve_robotics_dims(params.data)
-    init_shared_attributes(params, dataset_num_samples=dataset_num_samples)
-    check_image_token_id(params)
+    return resolve_params(params)
 
 
-def check_image_token_id(params: TrainExperimentParams) -> None:
-    """A native VLM's `model.image_token_id` must be the `<image>` id of `data.tokenizer`: the caption pipeline
-    writes that id as the image placeholders, and the model puts image embeddings where it finds its own id. A
-    mismatch would otherwise only fail at the first step. Loading an HF tokenizer reads its files."""
-    from vla_foundry.data.processors.tokenizers import get_tokenizer
-    from vla_foundry.params.data_params import ImageCaptionDataParams
-    from vla_foundry.params.model_params import VLMParams
-
-    model, data = params.model, params.data
-    # With data.processor the placeholders are the processor's own (a vlm_hf setup): nothing to compare.
-    if not isinstance(model, VLMParams) or not isinstance(data, ImageCaptionDataParams) or data.processor:
-        return
-    tokenizer_id = get_tokenizer(data.tokenizer).image_token_id
-    if model.image_token_id != tokenizer_id:
-        raise ConfigError(
-            f"model.image_token_id={model.image_token_id} but data.tokenizer {data.tokenizer!r} gives <image> the id "
-            f"{tokenizer_id} (the id the captions' image placeholders carry): set --model.image_token_id {tokenizer_id}"
-        )
+def batch_summary(params: TrainExperimentParams) -> str:
+    """The derived batch and budget values, printed at the start of a run."""
+    hp = params.hparams
+    return (
+        f"global batch {hp.global_batch_size} = per-GPU {hp.per_gpu_batch_size} x world size "
+        f"{params.distributed.world_size} x accumulation {hp.accumulation_steps}; {params.total_steps} optimizer "
+        f"steps, {params.total_train_samples} samples in {params.num_checkpoints} checkpoint windows of "
+        f"{params.samples_per_checkpoint}"
+    )
 
 
 def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
@@ -265,9 +241,10 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
     full_resume = resume is not None and not params.model.resume_weights_only
     check_nested_weight_paths(params.model)
-    derive_data_values(params)
+    params = derive_data_values(params)
+    hp = params.hparams
     if params.samples_per_checkpoint is None:
-        raise ValueError("set a training budget: total_train_samples or num_epochs")
+        raise ConfigError("set a training budget: total_train_samples or num_epochs")
     run_dir = resolve_run_dir(params, resume, ctx)
     # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
     lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
@@ -282,6 +259,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         write_run_files(params, run_dir)
     barrier()
     log(ctx, f"run dir: {run_dir} | world size {ctx.world_size} ({ctx.wrapping}) on {ctx.device.type}")
+    log(ctx, batch_summary(params))
 
     # Identical initial weights on every rank (FSDP2 shards whatever each rank built).
     seed_everything(hp.seed)

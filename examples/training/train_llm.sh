@@ -21,6 +21,7 @@ run "${LAUNCH[@]}" vla_foundry/main.py \
   --data "include config_presets/data/tiny_text_untokenized.yaml" \
   --hparams "include config_presets/hparams/cpu_tiny.yaml" \
   --hparams.per_gpu_batch_size 8 \
+  --hparams.global_batch_size 16 \
   --total_train_samples 1024 \
   --num_checkpoints 2 \
   --log_every_n_steps 8 \

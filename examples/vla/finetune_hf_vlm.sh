@@ -17,4 +17,5 @@ run uv run torchrun --nproc_per_node "${GPUS:-1}" vla_foundry/main.py \
     --data.dataset_manifest "[$DATASET]" --data.dataset_weighting "[1.0]" --data.dataset_modality "[robotics]" \
     --data.action_fields "[action]" --data.proprioception_fields "[observation.state]" \
     --hparams.lr 1e-4 --hparams.per_gpu_batch_size 32 --ema.enabled True \
+    --hparams.global_batch_size 256 \
     --total_train_samples 1_000_000 --num_checkpoints 10 --name vla_smolvlm "$@"

@@ -16,7 +16,7 @@ import yaml
 from vla_foundry.data.dataloader import build_dataloader
 from vla_foundry.data.planner import plan_checkpoint
 from vla_foundry.data.robotics.normalizer import FieldSpec, Normalizer, NormalizerConfig
-from vla_foundry.data.robotics.processor import RoboticsProcessor, resolve_robotics_dims
+from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data, resolve_robotics_dims
 from vla_foundry.data.robotics.stats import StatsError, compute_field_stats, merge_stats
 from vla_foundry.data.scripts.make_tiny_datasets import encode_jpeg, make_robotics
 from vla_foundry.data.tar_stream import iter_tar_samples
@@ -100,6 +100,7 @@ def test_merged_stats_equal_stats_of_the_pooled_data():
 def test_dims_are_derived_from_stats_and_fields(tiny_data):
     lerobot = robotics_params([tiny_data["robotics_lerobot"]])
     assert resolve_robotics_dims(lerobot) == (4, 4)
+    lerobot = derive_robotics_data(lerobot)
     assert lerobot.action_dim == 4 and lerobot.past_lowdim_steps == 1 and lerobot.future_lowdim_steps == 4
     assert lerobot.camera_names == ["front", "wrist"] and lerobot.image_indices == [-1, 0]
     spartan = robotics_params([tiny_data["robotics_spartan"]], action_fields=SPARTAN_ACTIONS,

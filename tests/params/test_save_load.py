@@ -101,18 +101,10 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_resolve_configs_prints_the_resolved_yaml_and_exits_without_touching_s3(tmp_path):
+def test_resolve_configs_prints_the_resolved_yaml_and_writes_it(tmp_path):
     result = run_main(
-        "--model",
-        f"include {PRESETS}/models/transformer_tiny.yaml",
-        "--data.type",
-        "text",
-        "--data.dataset_manifest",
-        "[s3://unreachable-bucket/ds/manifest.jsonl]",
-        "--data.dataset_weighting",
-        "[1.0]",
-        "--data.dataset_modality",
-        "[text]",
+        "--config_path",
+        f"{PRESETS}/training_jobs/quickstart.yaml",
         "--total_train_samples",
         "256",
         "--hparams.per_gpu_batch_size",
@@ -125,7 +117,7 @@ def test_resolve_configs_prints_the_resolved_yaml_and_exits_without_touching_s3(
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["model"]["hidden_dim"] == 64
-    assert printed["samples_per_checkpoint"] == 256
+    assert printed["samples_per_checkpoint"] == 128  # 256 samples / 2 checkpoints (quickstart.yaml)
     assert printed["data"]["seed"] == printed["hparams"]["seed"]
     written = yaml.safe_load((tmp_path / "resolved_config.yaml").read_text())
     assert written == printed

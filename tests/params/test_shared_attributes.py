@@ -66,7 +66,7 @@ def test_num_epochs_budget_uses_the_dataset_size():
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(TrainExperimentParams, [*BASE, "--num_epochs", "3", "--hparams.per_gpu_batch_size", "10"])
-    init_shared_attributes(params, dataset_num_samples=200)
+    params = init_shared_attributes(params, dataset_num_samples=200)
     assert params.total_train_samples == 600
     assert params.samples_per_checkpoint == 600
 
@@ -94,16 +94,62 @@ def test_contradicting_image_token_count_is_an_error():
 
 
 def test_robotics_dims_flow_from_data_to_the_policy():
+    import dataclasses
+
     from vla_foundry.params import init_shared_attributes, parse_params
-    from vla_foundry.params.base_params import update_field
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(
         TrainExperimentParams,
         ["--model.type", "diffusion_policy", "--data.type", "robotics", "--data.action_fields", "[action]"],
     )
-    # Dims are derived from dataset stats by the data side before the shared pass.
-    update_field(params.data, "action_dim", 7)
-    update_field(params.data, "proprioception_dim", 9)
-    init_shared_attributes(params)
-    assert (params.model.action_dim, params.model.proprioception_dim) == (7, 9)
+    # Dims are derived from dataset stats by the data side (the resolve step) before the shared pass.
+    params = dataclasses.replace(params, data=dataclasses.replace(params.data, action_dim=7, proprioception_dim=9))
+    shared = init_shared_attributes(params)
+    assert (shared.model.action_dim, shared.model.proprioception_dim) == (7, 9)
+    assert params.model.action_dim is None  # the input params are left as they were
+
+
+def test_the_shared_pass_returns_new_params_and_leaves_its_input_alone():
+    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    params = parse_params(TrainExperimentParams, [*BASE, "--total_train_samples", "64", "--hparams.seed", "5"])
+    derived = init_shared_attributes(params)
+    assert (derived.data.seed, derived.total_steps, derived.hparams.accumulation_steps) == (5, 8, 1)
+    assert (params.data.seed, params.total_steps, params.hparams.accumulation_steps) == (None, None, None)
+
+
+def test_distributed_params_read_the_environment_once(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    params = parse_train_params([*BASE, "--hparams.global_batch_size", "16"])
+    monkeypatch.setenv("WORLD_SIZE", "8")  # a later change of the environment does not change the params
+    assert (params.distributed.world_size, params.distributed.rank) == (2, 1)
+
+
+def test_a_global_batch_that_is_not_stated_cannot_be_kept_on_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="global_batch_size is unset and 2 processes run.*global_batch_size 16"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8"])
+
+
+def test_a_global_batch_the_world_cannot_divide_suggests_a_per_gpu_batch(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"global_batch_size=24 is not divisible by .* 5 x 4 = 20; e.g. .*size 3"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "5", "--hparams.global_batch_size", "24"])
+
+
+def test_a_global_batch_smaller_than_one_micro_batch_per_process_lowers_the_micro_batch(monkeypatch):
+    # The quickstart's global batch of 16 (per-GPU 16) on 8 GPUs: 2 samples per process, no accumulation.
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.warns(UserWarning, match="per_gpu_batch_size=16 lowered to 2 so that 8 processes keep"):
+        params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "16", "--hparams.global_batch_size", "16"])
+    assert (params.hparams.per_gpu_batch_size, params.hparams.accumulation_steps) == (2, 1)
+    assert params.global_batch_size == 16
+
+
+def test_a_global_batch_the_processes_cannot_share_is_an_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"global_batch_size=18 is not divisible by .* x 4"):
+        parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "8", "--hparams.global_batch_size", "18"])

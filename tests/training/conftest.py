@@ -37,8 +37,7 @@ def tiny_experiment(
         num_checkpoints=num_checkpoints,
         log_every_n_steps=1,
     )
-    init_shared_attributes(params)
-    return params
+    return init_shared_attributes(params)
 
 
 def synthetic_batches(num_samples: int, batch_size: int, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:

@@ -58,5 +58,5 @@ def test_image_token_id_equal_to_the_hf_tokenizers_passes(tmp_path, tiny_dataset
     params = parse_params(
         TrainExperimentParams, vlm_caption_args(tiny_datasets["image_caption"], str(tmp_path), *extra)
     )
-    derive_data_values(params)
+    params = derive_data_values(params)
     assert params.model.image_token_id == 4 and params.data.img_num_tokens == params.model.img_num_tokens

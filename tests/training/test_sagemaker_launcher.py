@@ -45,7 +45,7 @@ def test_dry_run_prints_estimator_image_and_hyperparameters_without_aws():
     proc = _run(
         "--sagemaker.user", "alice", "--sagemaker.instance_count", "2", "--sagemaker.dry_run", "True",
         "--sagemaker.output_s3", "s3://bucket/runs", "--sagemaker.image", "123.dkr.ecr.us-east-1.amazonaws.com/vf:1",
-        "--config_path", "config_presets/training_jobs/quickstart.yaml", "--hparams.per_gpu_batch_size", "4",
+        "--config_path", "config_presets/training_jobs/quickstart.yaml", "--hparams.per_gpu_batch_size", "1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     launch = json.loads(proc.stdout)
@@ -60,7 +60,7 @@ def test_dry_run_prints_estimator_image_and_hyperparameters_without_aws():
     assert est["distribution"] == {"torch_distributed": {"enabled": True}}
     assert launch["hyperparameters"] == {
         "config_path": "config_presets/training_jobs/quickstart.yaml",
-        "hparams.per_gpu_batch_size": "4",
+        "hparams.per_gpu_batch_size": "1",
         "remote_sync": "s3://bucket/runs/alice/quickstart",
         "save_path": "/opt/ml/checkpoints",
     }

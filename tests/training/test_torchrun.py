@@ -20,6 +20,9 @@ from vla_foundry.models.registry import create_model
 
 pytestmark = pytest.mark.slow
 
+# The job's global batch: 2 processes x per-GPU 8, no accumulation.
+TWO_PROCESS_BATCH = ("--hparams.global_batch_size", "16")
+
 
 def torchrun(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
@@ -36,7 +39,7 @@ def driver_output(tmp_path_factory, tiny_datasets) -> str:
     """One launch: the FSDP2/DDP equivalence runs, then a whole 2-checkpoint FSDP2 training job in `<out>/llm`."""
     out = tmp_path_factory.mktemp("torchrun")
     args_file = out / "run_args.json"
-    args_file.write_text(json.dumps(lm_run_args(tiny_datasets, str(out), "llm")))
+    args_file.write_text(json.dumps(lm_run_args(tiny_datasets, str(out), "llm", *TWO_PROCESS_BATCH)))
     torchrun(["tests/training/distributed_driver.py", str(out), str(args_file)])
     return str(out)
 
@@ -87,7 +90,9 @@ def test_fsdp2_resume_after_checkpoint_is_bitwise_identical(driver_output, tiny_
     torchrun(
         [
             "vla_foundry/main.py",
-            *lm_run_args(tiny_datasets, str(tmp_path), "llm", "--model.resume_from_checkpoint", resumed),
+            *lm_run_args(
+                tiny_datasets, str(tmp_path), "llm", *TWO_PROCESS_BATCH, "--model.resume_from_checkpoint", resumed
+            ),
         ]
     )
     assert _step_losses(resumed) == _step_losses(uninterrupted)

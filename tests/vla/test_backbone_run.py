@@ -1,4 +1,5 @@
-"""The VLM -> VLA hand-off at parse time: the backbone comes from a run's config_model.yaml, clear errors otherwise."""
+"""The VLM -> VLA hand-off in the resolve step: the backbone comes from a run's config_model.yaml (never read while
+parsing), clear errors otherwise."""
 
 from __future__ import annotations
 
@@ -21,12 +22,30 @@ def write_run(run_dir, model_params) -> str:
     return str(run_dir)
 
 
+def resolve_backbone(params):
+    """The model part of the resolve step (the data part needs datasets these tests do not have)."""
+    from vla_foundry.params import init_shared_attributes
+
+    return init_shared_attributes(dataclasses.replace(params, model=params.model.resolve_files()), resolved=True)
+
+
+def test_parsing_does_not_read_the_backbone_run():
+    from vla_foundry.params import VLMParams, parse_train_params
+
+    args = ["--model.type", "diffusion_policy", "--model.backbone_run", "s3://no-such-bucket/vlm_run", *ROBOTICS]
+    params = parse_train_params(args)
+    assert params.model.backbone == VLMParams()  # a placeholder until the resolve step
+    assert params.data.image_size is None  # nothing shared from the placeholder
+
+
 def test_backbone_is_taken_from_the_run_without_its_own_weight_sources(tmp_path):
     from vla_foundry.params import parse_train_params
 
     vlm = dataclasses.replace(TINY_VLM, transformer=dataclasses.replace(TINY_LM, resume_from_checkpoint="/llm/run"))
     run = write_run(tmp_path / "vlm", vlm)
-    params = parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", run, *ROBOTICS])
+    params = resolve_backbone(
+        parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", run, *ROBOTICS])
+    )
     assert params.model.backbone.transformer.hidden_dim == TINY_LM.hidden_dim
     assert params.model.backbone.vit.img_size == TINY_VLM.vit.img_size
     assert params.model.backbone.transformer.resume_from_checkpoint is None  # the VLM run's weights supersede it
@@ -38,7 +57,9 @@ def test_a_checkpoint_file_names_its_run(tmp_path):
 
     run = write_run(tmp_path / "vlm", TINY_VLM)
     ckpt = os.path.join(run, "checkpoints", "checkpoint_3.pt")
-    params = parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", ckpt, *ROBOTICS])
+    params = resolve_backbone(
+        parse_train_params(["--model.type", "diffusion_policy", "--model.backbone_run", ckpt, *ROBOTICS])
+    )
     assert params.model.backbone == TINY_VLM
 
 

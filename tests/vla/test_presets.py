@@ -53,14 +53,11 @@ def test_hf_presets_select_an_hf_backbone(name):
 
 @pytest.mark.parametrize("job", ["vla_diffusion_tiny_quickstart", "vla_diffusion_tiny_spartan"])
 def test_training_jobs_resolve_dims_and_window_from_the_bundled_data(job, monkeypatch):
-    from vla_foundry.data.robotics.processor import resolve_robotics_dims
-    from vla_foundry.params import init_shared_attributes
-    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+    from vla_foundry.params import parse_train_params
+    from vla_foundry.params.resolve import resolve_params
 
     monkeypatch.chdir(REPO_ROOT)
-    params = parse_params(TrainExperimentParams, ["--config_path", str(PRESETS / "training_jobs" / f"{job}.yaml")])
-    resolve_robotics_dims(params.data)
-    init_shared_attributes(params)
+    params = resolve_params(parse_train_params(["--config_path", str(PRESETS / "training_jobs" / f"{job}.yaml")]))
     expected_dim = 4 if job.endswith("quickstart") else 10
     assert params.model.action_dim == params.model.proprioception_dim == expected_dim
     assert (params.model.past_lowdim_steps, params.model.future_lowdim_steps) == (1, 4)

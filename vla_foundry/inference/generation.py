@@ -135,10 +135,8 @@ def caption_image(
             raise ValueError(f"images must be uint8 (H, W, 3); got shape {im.shape}")
     if run.model_params.type == "vlm_hf":
         return _caption_with_hf_processor(run, images, prompt, max_new_tokens, temperature, seed)
-    data: dict[str, Any] = run.experiment_config().get("data") or {}
     params = run.model_params
-    mean = tuple(data.get("image_mean") or (0.5, 0.5, 0.5))
-    std = tuple(data.get("image_std") or (0.5, 0.5, 0.5))
+    mean, std = training_image_stats(run)
     pixels = torch.stack([_caption_image_tensor(im, params.vit.img_size, mean, std) for im in images])  # (B, 3, H, W)
     tok = run_tokenizer(run, tokenizer)
     # As in training: one image's placeholders, then BOS; the caption follows.
@@ -154,6 +152,22 @@ def caption_image(
             generator=generator,
         )
     return _decode(tok, new)
+
+
+def training_image_stats(run: LoadedRun) -> tuple[tuple, tuple]:
+    """The image mean / std a native VLM run was trained with: recorded in its model params, else in the `data` block
+    of its config.yaml. A run recording neither is a ConfigError (captions of wrongly normalised images would
+    look plausible and be wrong)."""
+    params = run.model_params
+    if getattr(params, "image_mean", None) is not None and getattr(params, "image_std", None) is not None:
+        return tuple(params.image_mean), tuple(params.image_std)
+    data: dict[str, Any] = run.experiment_config().get("data") or {}
+    if data.get("image_mean") and data.get("image_std"):
+        return tuple(data["image_mean"]), tuple(data["image_std"])
+    raise ConfigError(
+        f"{run.run_dir} records no image mean / std (neither model.image_mean in its config_model.yaml nor "
+        "data.image_mean in its config.yaml): the images cannot be normalised as in training"
+    )
 
 
 def _caption_with_hf_processor(

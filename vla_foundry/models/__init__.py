@@ -16,6 +16,7 @@ from vla_foundry.models.registry import (
     get_batch_handler,
     list_registered_models,
     register_batch_handler,
+    register_fsdp_block,
     register_model,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "get_batch_handler",
     "list_registered_models",
     "register_batch_handler",
+    "register_fsdp_block",
     "register_model",
 ]

@@ -3,9 +3,13 @@
 A model type is one module that registers, under the name of its params class (`--model.type NAME`):
   - a factory `(params, load_pretrained) -> nn.Module` with `@register_model(NAME)`;
   - a batch handler class with `@register_batch_handler(NAME)` (see `BatchHandler`);
-  - its FSDP units: native blocks subclass `FSDPBlock`; other models (e.g. HF wrappers) define
-    `fsdp_block_types() -> tuple[type, ...]`.
-Every module of the `vla_foundry.models` package is imported with it; nothing else changes.
+  - its FSDP units: native blocks subclass `FSDPBlock` (or, for a block class it cannot change, `@register_fsdp_block`);
+    other models (e.g. HF wrappers) define `fsdp_block_types() -> tuple[type, ...]`.
+Every module of the `vla_foundry.models` package is imported with it; nothing else changes. A model type in a user's
+own module registers the same way when the module is imported as a plugin (`--plugins my_pkg.toy_model`, `plugins:`
+in a job YAML, or a `vla_foundry.plugins` entry point; see `vla_foundry/plugins.py` and
+tutorials/adding_new_models.ipynb). Its params class (`@register_model_params`) declares what it shares with the
+data params (`SHARED_FROM_DATA`, `shared_to_data`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ ModelFactory = Callable[[Any, bool], nn.Module]
 
 _FACTORIES: dict[str, ModelFactory] = {}
 _BATCH_HANDLERS: dict[str, type] = {}
+# Block classes registered as FSDP units without subclassing `FSDPBlock`.
+_FSDP_BLOCKS: set[type] = set()
 
 
 class FSDPBlock(nn.Module):
@@ -87,6 +93,13 @@ def register_batch_handler(name: str) -> Callable[[type], type]:
     return _registrar(_BATCH_HANDLERS, name, "a batch handler")
 
 
+def register_fsdp_block(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: each instance of `cls` is one FSDP unit and activation-checkpoint region, like an
+    `FSDPBlock` subclass (for a block class defined elsewhere: `register_fsdp_block(TheirBlock)`)."""
+    _FSDP_BLOCKS.add(cls)
+    return cls
+
+
 def _ensure_model_modules_imported() -> None:
     importlib.import_module("vla_foundry.models")
 
@@ -130,4 +143,5 @@ def fsdp_block_types(model: nn.Module) -> tuple[type, ...]:
     declared = getattr(model, "fsdp_block_types", None)
     if callable(declared):
         return tuple(declared())
-    return tuple(sorted({type(m) for m in model.modules() if isinstance(m, FSDPBlock)}, key=lambda t: t.__name__))
+    blocks = {type(m) for m in model.modules() if isinstance(m, FSDPBlock) or type(m) in _FSDP_BLOCKS}
+    return tuple(sorted(blocks, key=lambda t: t.__name__))

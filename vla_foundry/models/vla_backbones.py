@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -191,26 +192,62 @@ def _vision_tower_stats(params: ViTParams | ViTHFParams, model: nn.Module) -> tu
 
 
 def _processor_image_stats(name_or_path: str) -> tuple[tuple, tuple]:
-    """Mean/std from a local model directory's preprocessor_config.json, else the native pipelines' 0.5 / 0.5."""
+    """Mean/std of a transformers vision tower: its local preprocessor_config.json, else its image processor (hub
+    name, loaded cache-first). A tower whose normalisation cannot be found is a ConfigError: guessing would feed it
+    images on another scale than it was trained on."""
     path = os.path.join(name_or_path, "preprocessor_config.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             pre = json.load(f)
-        if "image_mean" in pre:
+        if "image_mean" in pre and "image_std" in pre:
             return tuple(pre["image_mean"]), tuple(pre["image_std"])
-    return DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
+        raise ConfigError(f"{path} has no image_mean / image_std: the vision tower's normalisation is unknown")
+    if os.path.isdir(name_or_path):
+        raise ConfigError(
+            f"vision tower {name_or_path} has no preprocessor_config.json: its image mean / std are unknown; save "
+            "its image processor there (AutoImageProcessor.save_pretrained)"
+        )
+    from transformers import AutoImageProcessor
+
+    from vla_foundry.models.hf_loading import load_from_hf
+
+    try:
+        processor = load_from_hf(
+            name_or_path,
+            "image processor",
+            lambda n, local_files_only: AutoImageProcessor.from_pretrained(n, local_files_only=local_files_only),
+        )
+    except OSError as e:
+        raise ConfigError(f"the image mean / std of vision tower {name_or_path!r} are unknown: {e}") from None
+    return tuple(processor.image_mean), tuple(processor.image_std)
 
 
 # -------------------------------------------------------------------------------------------------------------
 # Native VLM
 
 
+def _vlm_image_stats(params: DiffusionPolicyParams) -> tuple[tuple, tuple]:
+    """The image mean / std the backbone VLM was trained with (recorded in its params by its run). A VLM whose
+    weights come from a run that did not record them is normalised with the native 0.5 / 0.5, with a warning."""
+    vlm: VLMParams = params.backbone
+    if vlm.image_mean is not None and vlm.image_std is not None:
+        return tuple(vlm.image_mean), tuple(vlm.image_std)
+    source = params.backbone_run or vlm.resume_from_checkpoint
+    if source:
+        warnings.warn(
+            f"the backbone VLM from {source} does not record the image mean / std it was trained with; camera "
+            f"images are normalised with mean {DEFAULT_IMAGE_MEAN}, std {DEFAULT_IMAGE_STD}",
+            stacklevel=3,
+        )
+    return DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD
+
+
 class NativeVLMBackbone(BackboneAdapter):
     """A `vlm` trained here. Sequence: [<image> x img_num_tokens per image | instruction | <action>]."""
 
     def __init__(self, params: DiffusionPolicyParams, load_pretrained: bool) -> None:
-        super().__init__(params, DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD)
         vlm_params: VLMParams = params.backbone
+        super().__init__(params, *_vlm_image_stats(params))
         self.model = create_model(vlm_params, load_pretrained)
         lm = self.model.language_model
         self.hidden_dim = lm.hidden_dim

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 
@@ -23,6 +24,16 @@ class ParamsRegistry:
         return sorted(cls.get_known_choices())
 
 
-def update_field(params: Any, name: str, value: Any) -> None:
-    """Set a field of a frozen params object; used only by the shared-attribute / derived-value pass."""
-    object.__setattr__(params, name, value)
+DERIVED = "derived"
+
+
+def derived_field(default: Any = None, source: str = "") -> Any:
+    """A field filled by `init_shared_attributes` or the resolve step (from its owner, the data or the environment),
+    never typed by hand; `source` says where its value comes from (shown by `--help`). A user value equal to the
+    derived one is accepted, a different one is an error."""
+    return field(default=default, metadata={DERIVED: source or "derived"})
+
+
+def derived_source(f: Any) -> str | None:
+    """Where a derived field's value comes from, or None for a field users set."""
+    return f.metadata.get(DERIVED) if hasattr(f, "metadata") else None

@@ -13,9 +13,11 @@ from typing import ClassVar, Literal
 
 import draccus
 
-from vla_foundry.params.base_params import ConfigError, ParamsRegistry
+from vla_foundry.params.base_params import ConfigError, ParamsRegistry, derived_field
 
 MODALITIES = ("text", "text_untokenized", "image_caption", "robotics")
+# Instruction types a robotics sample's language_instructions.json may hold (docs/formats.md §2).
+INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,19 @@ class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
     dataset_modality: list[str] = field(default_factory=list)
     # Validation datasets (same form); empty means no validation.
     val_dataset_manifest: list[str] = field(default_factory=list)
+    # Relative sampling weight per validation dataset; empty means equal weights.
     val_dataset_weighting: list[float] = field(default_factory=list)
     # Wrap to a new (reshuffled) epoch of a dataset's shards when they run out; otherwise running out is an error.
     allow_multiple_epochs: bool = True
+    # Data loader worker processes per training process.
     num_workers: int = 2
+    # Batches each loader worker prepares ahead.
     prefetch_factor: int = 2
     # Samples held in the shuffle buffer of each loader worker.
     shuffle_buffer_size: int = 256
     # Above this fraction of undecodable samples in a checkpoint window, training stops with the list.
     max_bad_sample_fraction: float = 0.01
-    # Shared from hparams.seed.
-    seed: int | None = None
+    seed: int | None = derived_field(None, "hparams.seed")
 
     def validate(self) -> None:
         n = len(self.dataset_manifest)
@@ -81,7 +85,9 @@ def register_data_params(name: str):
 class TextDataParams(DataParams):
     """Pre-tokenized text: each sample is a list of token ids, randomly cropped to `seq_len + 1`."""
 
+    # Tokens per sample (the model reads seq_len + 1 ids: inputs and shifted targets).
     seq_len: int = 2048
+    # Id used to pad samples shorter than seq_len + 1 (masked out of the loss).
     pad_token_id: int = 0
 
 
@@ -90,9 +96,11 @@ class TextDataParams(DataParams):
 class TextUntokenizedDataParams(DataParams):
     """Raw text tokenized on the fly, then packed (concatenated across samples) or padded to `seq_len + 1`."""
 
+    # Tokens per sample (the model reads seq_len + 1 ids: inputs and shifted targets).
     seq_len: int = 2048
     # "byte" for the built-in byte-level tokenizer, or a transformers tokenizer name / local path.
     tokenizer: str = "byte"
+    # Concatenate documents across samples (no padding); False pads each document on its own.
     pack: bool = True
 
 
@@ -101,14 +109,19 @@ class TextUntokenizedDataParams(DataParams):
 class ImageCaptionDataParams(DataParams):
     """Image + caption pairs: image processed to `image_size`, caption prefixed by `<image>` placeholders."""
 
+    # Tokens per sample, image placeholders included.
     seq_len: int = 256
+    # "byte" for the built-in byte-level tokenizer, or a transformers tokenizer name / local path.
     tokenizer: str = "byte"
     # A transformers processor name / local path; when given it replaces the tokenizer and image processing.
     processor: str | None = None
     # Shared from the model (vision tower input size / image tokens per image).
     image_size: int | None = None
+    # Shared from the model: image tokens per image (the `<image>` placeholders written before each caption).
     img_num_tokens: int | None = None
+    # Per-channel mean the vision tower expects (images in [0, 1] are normalised with mean and std).
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Per-channel standard deviation the vision tower expects.
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
@@ -116,8 +129,11 @@ class ImageCaptionDataParams(DataParams):
 class NormalizationParams:
     """How low-dimensional fields are normalised with the dataset statistics (stats.json)."""
 
+    # How actions / proprioception are normalised with the dataset statistics.
     method: Literal["std", "min_max", "percentile_1_99", "percentile_5_95", "none"] = "std"
+    # One statistic per field (global) or per window row (per_timestep).
     scope: Literal["global", "per_timestep"] = "global"
+    # Added to the denominator (std or range) to avoid division by zero.
     epsilon: float = 1e-6
     # Per-field method overrides: {field_name: method}.
     field_overrides: dict[str, str] = field(default_factory=dict)
@@ -127,12 +143,17 @@ class NormalizationParams:
 class AugmentationParams:
     """Image augmentation for training (never applied at validation or inference)."""
 
+    # Augment training images (crop and colour jitter, one draw per sample for all its views).
     enabled: bool = False
     # Random crop keeping this fraction of each side, then resized back.
     crop_scale: float = 0.9
+    # Colour jitter: maximal relative brightness change.
     brightness: float = 0.2
+    # Colour jitter: maximal relative contrast change.
     contrast: float = 0.2
+    # Colour jitter: maximal relative saturation change.
     saturation: float = 0.2
+    # Colour jitter: maximal hue shift (fraction of the colour circle).
     hue: float = 0.0
 
 
@@ -143,28 +164,45 @@ class RoboticsDataParams(DataParams):
 
     # Low-dim fields concatenated (in this order) into the action and proprioception vectors.
     action_fields: list[str] = field(default_factory=list)
+    # Low-dim fields concatenated (in this order) into the proprioception vector.
     proprioception_fields: list[str] = field(default_factory=list)
     # Cameras and image offsets (relative to the anchor) to load; None means all stored ones.
     camera_names: list[str] | None = None
+    # Image offsets relative to the anchor to load (e.g. [-1, 0]); None means all stored ones.
     image_indices: list[int] | None = None
     # Window around the anchor; None means the stored window (preprocessing_config.yaml).
     past_lowdim_steps: int | None = None
+    # Rows after the anchor; None means the stored window.
     future_lowdim_steps: int | None = None
+    # Instruction types drawn from (original, randomized, verbose, alternative); [] trains without instructions.
     language_instruction_types: list[str] = field(default_factory=lambda: ["original"])
+    # Side of the square images the model reads; None keeps the stored size (shared from the backbone).
     image_size: int | None = None
+    # A sample lacking a requested camera: error, or zero images (masked) with zero_pad.
     missing_camera: Literal["error", "zero_pad"] = "error"
     normalization: NormalizationParams = field(default_factory=NormalizationParams)
     augmentation: AugmentationParams = field(default_factory=AugmentationParams)
+    # Tokenizer of the instructions: "byte" or a transformers name / path (an HF backbone's own).
     tokenizer: str = "byte"
+    # Instruction tokens kept (padded or cut to this length).
     max_instruction_tokens: int = 64
-    # Derived from dataset stats and the field lists (owner: data, shared to the model); never typed by hand.
-    action_dim: int | None = None
-    proprioception_dim: int | None = None
+    # Widths of the concatenated action / proprioception fields, from the datasets' stats.json (shared to the model).
+    action_dim: int | None = derived_field(None, "dataset statistics of data.action_fields")
+    proprioception_dim: int | None = derived_field(None, "dataset statistics of data.proprioception_fields")
 
     def validate(self) -> None:
         super().validate()
         if not self.action_fields:
             raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
+        for name in self.language_instruction_types:
+            if name not in INSTRUCTION_TYPES:
+                import difflib
+
+                close = difflib.get_close_matches(name, INSTRUCTION_TYPES, n=2, cutoff=0.5)
+                raise ConfigError(
+                    f"data.language_instruction_types: {name!r} is not an instruction type"
+                    f"{'; closest: ' + ', '.join(close) if close else ''}; valid: {', '.join(INSTRUCTION_TYPES)}"
+                )
         for name in (self.normalization.method, *self.normalization.field_overrides.values()):
             valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
             if name not in valid:

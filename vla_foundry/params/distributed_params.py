@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
+
+from vla_foundry.params.base_params import derived_field
 
 
 @dataclass(frozen=True)
@@ -13,6 +17,7 @@ class DistributedParams:
     fsdp: bool = True
     # Use DDP instead when fsdp is False and more than one process runs.
     ddp: bool = True
+    # FSDP2: keep parameters and optimizer state in CPU memory between uses.
     cpu_offload: bool = False
     # FSDP2: free gathered parameters after forward (saves memory; costs a second all-gather in backward).
     reshard_after_forward: bool = True
@@ -21,19 +26,28 @@ class DistributedParams:
     # Seconds a collective may wait before the process group gives up.
     timeout_s: int = 1800
 
-    # Read from the standard torchrun / SageMaker environment variables at access time. Reading them does not
-    # initialise a process group.
-    @property
-    def rank(self) -> int:
-        return int(os.environ.get("RANK", "0"))
+    # Read once from the torchrun / SageMaker environment (RANK, WORLD_SIZE, LOCAL_RANK) by `from_environment`
+    # (called by `init_shared_attributes` and `init_distributed`); never typed by users.
+    rank: int = derived_field(0, "environment variable RANK")
+    world_size: int = derived_field(1, "environment variable WORLD_SIZE")
+    local_rank: int = derived_field(0, "environment variable LOCAL_RANK")
 
-    @property
-    def world_size(self) -> int:
-        return int(os.environ.get("WORLD_SIZE", "1"))
+    # Field -> environment variable, for the parser's "do not set it" message.
+    ENVIRONMENT_FIELDS: ClassVar[dict[str, str]] = {
+        "rank": "RANK",
+        "world_size": "WORLD_SIZE",
+        "local_rank": "LOCAL_RANK",
+    }
 
-    @property
-    def local_rank(self) -> int:
-        return int(os.environ.get("LOCAL_RANK", "0"))
+    def from_environment(self, environ: Mapping[str, str] | None = None) -> DistributedParams:
+        """These params with rank / world size / local rank read from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        return dataclasses.replace(
+            self,
+            rank=int(env.get("RANK", "0")),
+            world_size=int(env.get("WORLD_SIZE", "1")),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+        )
 
     @property
     def is_distributed(self) -> bool:

@@ -9,10 +9,13 @@ from vla_foundry.params.base_params import ConfigError
 
 @dataclass(frozen=True)
 class EMAParams:
+    # Keep an exponential moving average of the weights (saved as ema_<n>.pt with each checkpoint).
     enabled: bool = False
+    # Weight of the old average at each update, in (0, 1).
     decay: float = 0.999
     # Optimizer steps before the EMA starts tracking (it copies the weights at that step).
     start_step: int = 0
+    # Update the average every n optimizer steps.
     update_every: int = 1
 
     def validate(self) -> None:

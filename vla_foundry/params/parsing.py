@@ -207,6 +207,10 @@ class _Sources:
     def where(self, dotted: str) -> str:
         if dotted in self.cli_keys or any(dotted.startswith(k + ".") for k in self.cli_keys):
             return "on the command line"
+        # A misspelled group (`hparam`) given only through flags inside it (`--hparam.lr`).
+        inside = sorted(k for k in self.cli_keys if k.startswith(dotted + "."))
+        if inside:
+            return f"on the command line: --{inside[0]}"
         leaf = dotted.rsplit(".", 1)[-1]
         for path in reversed(self.files):
             with open(path, encoding="utf-8") as f:
@@ -240,18 +244,33 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
+# Names users bring from other frameworks -> the field names here that mean the same (merged into suggestions).
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("lr",),
+    "batch_size": ("per_gpu_batch_size", "global_batch_size"),
+    "train_batch_size": ("global_batch_size", "per_gpu_batch_size"),
+    "micro_batch_size": ("per_gpu_batch_size",),
+    "gradient_accumulation_steps": ("global_batch_size",),
+    "max_grad_norm": ("grad_clip_norm",),
+    "clip_grad_norm": ("grad_clip_norm",),
+    "warmup_steps": ("warmup",),
+    "epochs": ("num_epochs",),
+    "max_steps": ("total_train_samples",),
+    "output_dir": ("save_path", "name"),
+    "dtype": ("precision",),
+    "mixed_precision": ("precision",),
+}
+
+
 def _closest(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    known = [alias for alias in SYNONYMS.get(name, ()) if alias in valid]
+    close = known + [c for c in difflib.get_close_matches(name, valid, n=3, cutoff=0.5) if c not in known]
     return ", ".join(close) if close else ", ".join(sorted(valid))
 
 
 def _env_only_fields(cls: type) -> dict[str, str]:
-    """Properties read from the environment (distributed rank etc.): never set by users."""
-    return {
-        name: env
-        for name, env in (("rank", "RANK"), ("world_size", "WORLD_SIZE"), ("local_rank", "LOCAL_RANK"))
-        if isinstance(getattr(cls, name, None), property) and not hasattr(cls, "get_known_choices")
-    }
+    """Fields read from the environment (distributed rank etc.): never set by users."""
+    return dict(getattr(cls, "ENVIRONMENT_FIELDS", {}))
 
 
 def build_params(cls: type[T], data: Any, path: str, sources: _Sources, strict: bool = True) -> T:
@@ -281,7 +300,8 @@ def _resolve_choice(cls: type, data: dict, path: str, sources: _Sources) -> type
     if name not in choices:
         raise ConfigError(
             f"{path}.type={name!r} ({sources.where(path + '.type')}) is not registered; "
-            f"closest: {_closest(str(name), list(choices))}; registered: {', '.join(sorted(choices))}"
+            f"closest: {_closest(str(name), list(choices))}; registered: {', '.join(sorted(choices))} (a type "
+            "defined in your own module registers when the module is imported: --plugins my_pkg.module)"
         )
     return choices[name]
 
@@ -294,7 +314,8 @@ def _build_dataclass(cls: type, data: dict, path: str, sources: _Sources, strict
     for key, value in data.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key in env_only:
-            if strict:
+            # A saved config records the values of its run; they are read again from this run's environment.
+            if strict and dotted in sources.cli_keys:
                 raise ConfigError(
                     f"{dotted} is read from the torchrun environment variable {env_only[key]}; do not set it"
                 )
@@ -420,12 +441,20 @@ def _delete_path(data: dict, parts: list[str]) -> None:
 
 
 def parse_train_params(args: Sequence[str] | None = None) -> Any:
-    """Parse a training config and run the shared-attribute / derived-value pass. Touches no network or GPU."""
-    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+    """Parse a training config and run the shared-attribute / derived-value pass.
 
-    params = parse_params(TrainExperimentParams, args)
-    init_shared_attributes(params)
-    return params
+    Plugins (`plugins:` in the YAML, `--plugins a.b,c` on the command line, and `vla_foundry.plugins` entry points)
+    are imported first, so the model / data types they register can be named. Reads the config files only: no
+    dataset, tokenizer, backbone run or network (that is the resolve step, `vla_foundry.params.resolve`).
+    """
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+    from vla_foundry.plugins import load_plugins, split_plugin_names
+
+    data, sources = compose_config(args)
+    if data.get("plugins") is not None:
+        data["plugins"] = split_plugin_names(data["plugins"])
+    load_plugins(data.get("plugins") or [])
+    return init_shared_attributes(build_params(TrainExperimentParams, data, "", sources))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -475,6 +504,10 @@ def load_params_from_yaml(cls: type[T], path: str | os.PathLike, strict: bool = 
             f"{path} does not hold a mapping of params (empty or truncated?): restore it from the run's remote copy, "
             "or re-save the params"
         )
+    from vla_foundry.plugins import load_plugins, split_plugin_names
+
+    # A run of a plugin's model type records its plugins; entry-point plugins load in any case.
+    load_plugins(split_plugin_names(data.get("plugins") or []))
     section = _section_for(cls)
     if section and section in data and "type" not in data:
         data = data[section]

@@ -17,7 +17,10 @@ transfer, and the conversion costs the loader about as much as a quarter of the 
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +44,7 @@ from vla_foundry.data.processors.tokenizers import get_tokenizer
 from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG, FieldSpec, Normalizer, NormalizerConfig
 from vla_foundry.data.robotics.npz import NpzArrays
 from vla_foundry.data.robotics.stats import Stats, StatsError, crop_stats_window, field_dim, load_stats, merge_stats
-from vla_foundry.params.base_params import ConfigError, update_field
+from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import AugmentationParams, RoboticsDataParams
 from vla_foundry.structured_files import read_structured_file
 
@@ -180,8 +183,9 @@ def resolve_robotics_config(
         absent = [c for c in cameras if lay.camera_names and c not in lay.camera_names]
         if absent and data_params.missing_camera == "error":
             raise ConfigError(
-                f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}); choose "
-                "data.camera_names among them or set data.missing_camera zero_pad"
+                f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}; "
+                f"{closest_names(absent[0], lay.camera_names)}); choose data.camera_names among them or set "
+                "data.missing_camera zero_pad"
             )
         bad_offsets = [i for i in indices if i not in lay.image_indices]
         if bad_offsets:
@@ -201,11 +205,17 @@ def resolve_robotics_config(
             for name in names:
                 if name not in stats:
                     raise StatsError(
-                        f"{path} has no statistics for field {name!r} (requested by {group}); available fields: "
-                        f"{', '.join(sorted(stats)) or 'none'}"
+                        f"{path} has no statistics for field {name!r} (requested by {group}); "
+                        f"{closest_names(name, sorted(stats))}"
                     )
         all_stats.append(crop_stats_window(stats, lay.past_lowdim_steps, past, future))
     wanted = list(dict.fromkeys([*data_params.action_fields, *data_params.proprioception_fields]))
+    for name in data_params.normalization.field_overrides:
+        if name not in wanted:
+            raise ConfigError(
+                f"data.normalization.field_overrides names {name!r}, which is not one of data.action_fields / "
+                f"data.proprioception_fields; {closest_names(name, wanted)}"
+            )
     dims: dict[str, int] = {}
     for lay, stats in zip(layouts, all_stats):
         for name in wanted:
@@ -246,14 +256,63 @@ def resolve_robotics_config(
     return processor_config, normalizer_config, merged
 
 
-def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
-    """Derive (action_dim, proprioception_dim) from the datasets' stats and the field lists.
+def closest_names(name: str, valid: Sequence[str]) -> str:
+    """'closest: a, b; valid: a, b, c' for an error message about a name that is not in `valid`."""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    listed = ", ".join(valid) or "none"
+    return f"closest: {', '.join(close)}; valid: {listed}" if close else f"valid: {listed}"
 
-    Also fills the unset derived fields of `data_params` (action_dim, proprioception_dim, and the stored window /
-    cameras / image offsets when left None) so `init_shared_attributes` can share them to the model. Call it after
-    parsing, before `init_shared_attributes`. A user-given dim that contradicts the stats is a ConfigError.
+
+def check_instruction_types(data_params: RoboticsDataParams) -> None:
+    """Each dataset's first sample must hold at least one of `data.language_instruction_types` (a dataset declares
+    the instruction types its samples carry in their language_instructions.json). Refused with the types it has and
+    the closest names; a dataset whose samples carry no instructions at all trains with empty instructions."""
+    from vla_foundry.data.manifest import read_manifest
+    from vla_foundry.data.tar_stream import iter_tar_samples
+
+    requested = list(data_params.language_instruction_types)
+    if not requested:
+        return
+    for path in data_params.dataset_manifest:
+        manifest = read_manifest(path)
+        if not manifest.shards:
+            continue
+        samples = iter_tar_samples(manifest.shard_url(manifest.shards[0].name))
+        try:
+            first = next(samples, None)
+        finally:
+            samples.close()
+        if first is None or "language_instructions.json" not in first:
+            continue
+        try:
+            stored = sorted(t for t, v in json.loads(first["language_instructions.json"]).items() if v)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # counted as a bad sample by the loader
+        if not set(requested) & set(stored):
+            raise ConfigError(
+                f"data.language_instruction_types={requested}: the samples of {manifest.dataset_dir} hold none of "
+                f"them; {closest_names(requested[0], stored)}"
+            )
+
+
+def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
+    """(action_dim, proprioception_dim) from the datasets' stats and the field lists (reads the datasets' files)."""
+    derived = derive_robotics_data(data_params)
+    return derived.action_dim, derived.proprioception_dim
+
+
+def derive_robotics_data(data_params: RoboticsDataParams) -> RoboticsDataParams:
+    """New data params with the values the datasets determine: action_dim and proprioception_dim, and the stored
+    window / cameras / image offsets where they were left None. Every name (fields, cameras, image offsets,
+    normalisation overrides, instruction types) is checked against the datasets on the way, with the closest valid
+    names.
+
+    Part of the resolve step (after parsing, before `init_shared_attributes` shares them to the model). A
+    user-given dim that contradicts the stats is a ConfigError.
     """
     pc, nc, _ = resolve_robotics_config(data_params)
+    check_instruction_types(data_params)
+    changes: dict[str, Any] = {}
     for name, value in (("action_dim", nc.action_dim), ("proprioception_dim", nc.proprioception_dim)):
         given = getattr(data_params, name)
         if given is not None and given != value:
@@ -261,7 +320,7 @@ def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
                 f"data.{name}={given} contradicts the dataset statistics ({value} from the fields "
                 f"{pc.action_fields if name == 'action_dim' else pc.proprioception_fields}); leave it unset"
             )
-        update_field(data_params, name, value)
+        changes[name] = value
     for name, value in (
         ("past_lowdim_steps", pc.past_lowdim_steps),
         ("future_lowdim_steps", pc.future_lowdim_steps),
@@ -269,8 +328,8 @@ def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
         ("image_indices", pc.image_indices),
     ):
         if getattr(data_params, name) is None:
-            update_field(data_params, name, value)
-    return nc.action_dim, nc.proprioception_dim
+            changes[name] = value
+    return dataclasses.replace(data_params, **changes)
 
 
 class RoboticsProcessor:
@@ -515,17 +574,24 @@ class RoboticsProcessor:
 
     def _choose_instruction(self, raw: dict[str, Any], rng: np.random.Generator | None) -> str:
         data = raw.get("language_instructions.json")
-        if data is None:
+        if data is None or not self.config.language_instruction_types:
             return ""
         try:
             instructions = json.loads(data)
         except json.JSONDecodeError as e:
             raise SampleError(f"language_instructions.json is not valid JSON: {e}") from None
+        if not isinstance(instructions, dict):
+            raise SampleError("language_instructions.json is not a mapping {type: [instructions]}")
         candidates = [
             s for t in self.config.language_instruction_types for s in (instructions.get(t) or []) if isinstance(s, str)
         ]
         if not candidates:
-            return ""
+            # Training on an empty instruction instead would silently drop the language conditioning.
+            stored = sorted(t for t, v in instructions.items() if v)
+            raise SampleError(
+                f"no instruction of the requested types {self.config.language_instruction_types} "
+                f"(data.language_instruction_types); this sample has: {', '.join(stored) or 'none'}"
+            )
         if len(candidates) == 1 or rng is None:  # a draw among one takes no randomness: rng is left as it was
             return candidates[0]
         return candidates[int(rng.integers(len(candidates)))]

@@ -1,0 +1,40 @@
+"""The adding-new-models tutorial runs top to bottom: a model type from a module outside the package, named as a
+plugin, parsed (with its shared attribute) and trained a few steps from a job YAML on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.tutorials.notebook_execution import code_outputs, execute_notebook, output_text
+
+NOTEBOOK = REPO_ROOT / "tutorials" / "adding_new_models.ipynb"
+
+
+def test_a_plugin_model_type_is_parsed_and_trained(tmp_path: Path):
+    nb = execute_notebook(NOTEBOOK, env={"TOY_MODEL_TUTORIAL_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"})
+
+    run = tmp_path / "toy"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["plugins"] == ["toy_mlp_lm"] and config["model"]["type"] == "toy_mlp_lm"
+    assert config["model"]["seq_len"] == config["data"]["seq_len"] == 64  # shared from the data side
+    state_files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "checkpoint_1.pt" in state_files
+
+    text = output_text(nb)
+    assert "model.seq_len shared from data.seq_len: 64 = 64" in text
+    assert "unknown key 'model.hiden_dim'" in text and "hidden_dim" in text
+    # 96 samples in global batches of 16: 6 steps, and the loss falls.
+    assert "in 6 steps" in text
+    first, last = (float(x) for x in text.split("loss went from ")[1].split(" in ")[0].split(" to "))
+    assert last < first
+
+
+def test_adding_new_models_notebook_is_committed_without_outputs():
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert not code_outputs(nb)
+    assert all(cell.get("execution_count") is None for cell in nb.cells if cell.cell_type == "code")
