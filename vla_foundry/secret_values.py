@@ -18,14 +18,20 @@ MASK = "***"
 FORWARDED_SECRETS = ("WANDB_API_KEY", "HF_TOKEN")
 # Cloud credentials: never forwarded (jobs use their IAM role), never printed.
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+# A secret-named variable ends in one of these words as an underscore-separated part, in a name of several parts
+# (WANDB_API_KEY, github_token) or all in upper case (TOKEN): "Key" (an AWS tag's field name), "tokenizer" and
+# "pad_token_id" are not secret.
+_SECRET_WORDS = {"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"}
 # Short values ("1", "true") are not masked inside other text: they would blank out ordinary words and numbers.
 _MIN_MASKED_LENGTH = 6
 
 
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable of this name holds a secret (WANDB_API_KEY, HF_TOKEN, AWS_*_KEY...)."""
-    return name in FORWARDED_SECRETS or name in CREDENTIAL_VARIABLES or bool(_SECRET_NAME.search(name))
+    if name in FORWARDED_SECRETS or name in CREDENTIAL_VARIABLES:
+        return True
+    parts = [p for p in re.split(r"[_\-.]", name) if p]
+    return bool(parts) and parts[-1].upper() in _SECRET_WORDS and (len(parts) > 1 or name.isupper())
 
 
 def secret_values(*environments: Mapping[str, str]) -> list[str]:
