@@ -848,7 +848,7 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _write_safetensors_streaming(
+def write_safetensors_streaming(
     output: str,
     specs: dict[str, tuple[tuple[int, ...], torch.dtype]],
     load_batch: Callable[[list[str]], dict[str, torch.Tensor]],
@@ -944,7 +944,7 @@ def export_weights(
             out.update({k: v.to(specs[k][1]) for k, v in ema.items()})
             return out
 
-        _write_safetensors_streaming(output, specs, load_batch, max_batch_bytes)
+        write_safetensors_streaming(output, specs, load_batch, max_batch_bytes)
     return output
 
 
