@@ -122,4 +122,4 @@ def test_a_vla_run_loads_without_the_vlm_and_llm_runs(chain, tmp_path):
         assert Policy.from_run(str(moved)).predict(observation(np.random.default_rng(0)), seed=0).shape == (5, 4)
     finally:
         shutil.move(tmp_path / "llm_gone", chain["llm"])
-    assert policy.run.checkpoint.endswith("checkpoint_1.pt")
+    assert policy.run.checkpoint.endswith("checkpoint_1")
