@@ -64,13 +64,13 @@ def test_checkpoint_directory_is_uploaded_only_once_indexed_and_index_last(tmp_p
     sync.run_pass()
     assert _remote_files(url) == {}  # the save has not finished: nothing of it goes up
     _write(ckpt / "index.json", b"{}")
-    _write(ckpt / "a_last_name.bin", b"x")
+    _write(ckpt / "zz_after_the_index.bin", b"x")
     order = []
     client = sync.client()
     upload = client.upload_file
     client.upload_file = lambda local, bucket, key: (order.append(key.rsplit("/", 1)[-1]), upload(local, bucket, key))
     sync.run_pass()
-    assert order[-1] == "index.json" and sorted(order) == ["__0_0.distcp", "a_last_name.bin", "index.json"]
+    assert order[-1] == "index.json" and sorted(order) == ["__0_0.distcp", "index.json", "zz_after_the_index.bin"]
 
 
 def test_pruned_checkpoint_directories_are_deleted_remotely(tmp_path, s3_bucket):
@@ -98,9 +98,15 @@ def test_unreachable_remote_is_summarised_once_per_pass_and_fails_the_end(tmp_pa
     for i in range(5):
         _write(tmp_path / f"file_{i}.txt", b"a")
     sync = RemoteSync(str(tmp_path), "s3://no-such-bucket-for-sync/run", timeout_s=5, attempts=2, backoff_s=0.01)
+    calls = []
+    client = sync.client()
+    upload = client.upload_file
+    client.upload_file = lambda *a: (calls.append(a[2]), upload(*a))
     sync.start()
     sync.start()
     assert sync.flush()
+    # A pass stops at the first file that fails all its attempts: 2 calls per pass, not 2 per file.
+    assert len(calls) == 2 * sync.passes
     err = capsys.readouterr().err
     # One line for the pass, naming the count, not one line (and one retry loop) per file.
     assert err.count("files not uploaded") == sync.passes and "5 files not uploaded" in err
