@@ -26,6 +26,9 @@ import threading
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A fixed mmap threshold: every tensor above 128 KiB is mapped and unmapped on free, so memory freed by one
+# measurement is returned to the OS and does not hide the next one's growth (glibc's default threshold rises).
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
@@ -40,6 +43,11 @@ class PeakRss:
     """Samples this process's resident memory every 2 ms while active; `peak - start` is the growth."""
 
     def __enter__(self) -> PeakRss:
+        import ctypes
+        import gc
+
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
         self.start = rss_bytes()
         self.peak = self.start
         self._stop = threading.Event()

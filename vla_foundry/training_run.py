@@ -157,7 +157,13 @@ def resolve_resume(params: TrainExperimentParams, ctx: DistributedContext) -> tu
     ):
         log(ctx, f"{stripped} holds no complete checkpoint (stopped before its first save finished): starting it over")
         return None, stripped
-    return resolve_resume_checkpoint(path, ctx, warn=lambda m: log(ctx, m)), None
+    ref = resolve_resume_checkpoint(path, ctx, warn=lambda m: log(ctx, m))
+    if not ref.sharded:
+        raise CheckpointError(
+            f"{ref.path} holds weights only (a consolidated file of an older run, or an export): resume its weights "
+            "with --model.resume_weights_only True, or give a run dir / checkpoints/checkpoint_<n> directory"
+        )
+    return ref, None
 
 
 def derive_data_values(params: TrainExperimentParams) -> None:
@@ -360,7 +366,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
         truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
     if full_resume:
-        log(ctx, f"resumed from {resume.model_file}: step {state.step}, {state.samples_seen} samples seen")
+        log(ctx, f"resumed from {resume.path}: step {state.step}, {state.samples_seen} samples seen")
     # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
     if not full_resume:
         seed_everything(hp.seed + 1 + ctx.rank)
