@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 from tests.conftest import REPO_ROOT
 from tests.training.conftest import lm_run_args, run_main
 from vla_foundry.checkpoint import INDEX_FILE, checkpoint_dir, latest_checkpoint
@@ -101,3 +103,15 @@ def test_time_blocked_by_each_save_is_in_the_metrics(llm_run):
     records = [r for r in read_metrics(os.path.join(llm_run.run_dir, "metrics.jsonl")) if "checkpoint_blocked_s" in r]
     assert [(r["step"], r["checkpoint"]) for r in records] == [(12, 1), (24, 2)]
     assert all(isinstance(r["checkpoint_blocked_s"], float) and r["checkpoint_blocked_s"] >= 0 for r in records)
+
+
+def test_end_of_run_export_equals_the_last_checkpoint_weights(llm_run):
+    from safetensors.torch import load_file
+
+    from tests.training.conftest import checkpoint_weights
+
+    for name, ema in (("model.safetensors", False), ("ema.safetensors", True)):
+        exported = load_file(os.path.join(llm_run.run_dir, name))
+        expected = checkpoint_weights(llm_run.run_dir, 2, ema=ema)
+        assert exported.keys() == expected.keys()
+        assert all(torch.equal(exported[k], v) for k, v in expected.items()), name
