@@ -489,10 +489,11 @@ def _dcp_load(state: dict[str, Any], ckpt_dir: str, process_group: Any = None, n
         ) from None
 
 
-def read_checkpoint_weights(path: str, use_ema: bool = False) -> dict[str, torch.Tensor]:
+def read_checkpoint_weights(path: str, use_ema: bool = False, verify: bool = True) -> dict[str, torch.Tensor]:
     """The consolidated model state dict of a checkpoint (any form `resolve_checkpoint` accepts; local or s3) in
-    one process, without a process group. With `use_ema` the EMA values replace the trainable weights."""
-    ref = resolve_checkpoint(path)
+    one process, without a process group. With `use_ema` the EMA values replace the trainable weights. `verify`
+    checks the checksums first (a run dir then skips a corrupt latest checkpoint with a warning)."""
+    ref = resolve_checkpoint(path, verify=verify)
     with local_checkpoint(ref) as local:
         if not local.sharded:
             state = load_file(local.path)
@@ -539,12 +540,13 @@ def _s3_metadata_only(ref: CheckpointRef) -> Iterator[str]:
         yield tmp
 
 
-def load_model_checkpoint(model: nn.Module, path: str, use_ema: bool = False) -> nn.Module:
+def load_model_checkpoint(model: nn.Module, path: str, use_ema: bool = False, verify: bool = True) -> nn.Module:
     """Load a checkpoint (any form `resolve_checkpoint` accepts; local or s3) into a plain (unwrapped) model in one
-    process. With `use_ema` the EMA weights are loaded (an error when the checkpoint has none)."""
-    ref = resolve_checkpoint(path)
+    process. With `use_ema` the EMA weights are loaded (an error when the checkpoint has none); `verify` checks the
+    checksums first (a run dir then skips a corrupt latest checkpoint with a warning)."""
+    ref = resolve_checkpoint(path, verify=verify)
     if not ref.sharded:
-        state = read_checkpoint_weights(ref.path if ref.number < 0 else path, use_ema=use_ema)
+        state = read_checkpoint_weights(ref.path if ref.number < 0 else path, use_ema=use_ema, verify=False)
         check_state_dict_matches(model, state, ref.path)
         model.load_state_dict(state, strict=True)
         return model
@@ -623,6 +625,7 @@ class CheckpointSaver:
         self.on_complete = on_complete
         self.process_group = checkpoint_process_group()
         self._pending: Future | None = None
+        self._stager: Any = None
         self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-finish")
         self.completed: list[int] = []
 
@@ -666,9 +669,26 @@ class CheckpointSaver:
         no_dist = not dist.is_initialized()
         info = {"checkpoint": n, "step": trainer_state.get("step"), "world_size": self.ctx.world_size}
         if self.async_save:
+            if self._stager is None:
+                from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
+
+                # One stager for the whole run: its host copy of this rank's shards is allocated once and reused
+                # (pinned on GPU hosts for fast copies), so later saves block only for the copy itself.
+                self._stager = DefaultStager(
+                    StagingOptions(
+                        use_pinned_memory=torch.cuda.is_available(),
+                        use_shared_memory=False,
+                        use_async_staging=False,
+                        use_non_blocking_copy=False,
+                    )
+                )
             with _single_process_quietly():
                 written = dcp.async_save(
-                    state, storage_writer=writer, process_group=self.process_group, no_dist=no_dist
+                    state,
+                    storage_writer=writer,
+                    process_group=self.process_group,
+                    async_stager=self._stager,
+                    no_dist=no_dist,
                 )
             self._pending = self._finisher.submit(self._finish, written, ckpt_dir, n, info)
         else:
@@ -701,6 +721,9 @@ class CheckpointSaver:
             self.wait()
         finally:
             self._finisher.shutdown(wait=True)
+            if self._stager is not None:
+                self._stager.close()
+                self._stager = None
 
 
 def save_checkpoint(
@@ -909,7 +932,7 @@ def export_weights(
     Default output: `<run>/model.safetensors` (`ema.safetensors` with `use_ema`)."""
     if checkpoint is not None:
         path = checkpoint_dir(path, checkpoint)
-    ref = resolve_checkpoint(path)
+    ref = resolve_checkpoint(path, verify=True)
     if output is None:
         if ref.run_dir and not storage.is_s3(ref.run_dir) and ref.number >= 0:
             output = os.path.join(ref.run_dir, EXPORTED_EMA if use_ema else EXPORTED_MODEL)
@@ -921,7 +944,7 @@ def export_weights(
         if not local.sharded:
             from safetensors.torch import save_file as save_safetensors
 
-            state = read_checkpoint_weights(path, use_ema=use_ema)
+            state = read_checkpoint_weights(path, use_ema=use_ema, verify=False)
             # Tensors that share memory (tied embeddings) are stored once each, as safetensors requires.
             state = {k: v.detach().clone().contiguous() for k, v in state.items()}
             with storage.atomic_local_path(output) as tmp:

@@ -53,7 +53,7 @@ def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str,
 
     path = str(path).rstrip("/")
     if path.endswith((".pt", ".safetensors")) or CHECKPOINT_DIR_RE.match(storage.basename(path)):
-        ref = resolve_checkpoint(path)
+        ref = resolve_checkpoint(path, verify=True)
         return ref.run_dir, ref.path
     if not storage.exists(storage.join(path, MODEL_CONFIG)):
         raise FileNotFoundError(
@@ -61,15 +61,16 @@ def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str,
             "training run wrote, or one of its checkpoints/checkpoint_<n> directories)"
         )
     if checkpoint is None:
-        return path, resolve_checkpoint(path).path
+        # The newest complete checkpoint whose checksums match (a corrupt newer one is skipped with a warning).
+        return path, resolve_checkpoint(path, verify=True).path
     if isinstance(checkpoint, int) or str(checkpoint).isdigit():
         for candidate in (checkpoint_dir(path, int(checkpoint)), checkpoint_file(path, int(checkpoint))):
             if storage.list_files(candidate) or storage.exists(candidate):
-                return path, resolve_checkpoint(candidate).path
+                return path, resolve_checkpoint(candidate, verify=True).path
         raise FileNotFoundError(
             f"checkpoint {checkpoint} of run {path} does not exist: {checkpoint_dir(path, int(checkpoint))}"
         )
-    return path, resolve_checkpoint(str(checkpoint)).path
+    return path, resolve_checkpoint(str(checkpoint), verify=True).path
 
 
 def load_run(
@@ -93,7 +94,7 @@ def load_run(
     # Every weight comes from the checkpoint: the sources the run was initialised from need not be reachable.
     model = create_model(without_weight_sources(model_params), load_pretrained=False)
     used_ema = use_ema and has_ema(resolve_checkpoint(ckpt))
-    load_model_checkpoint(model, ckpt, use_ema=used_ema)
+    load_model_checkpoint(model, ckpt, use_ema=used_ema, verify=False)  # split_run_path verified it
     device = torch.device(device)
     model.to(device).eval()
     return LoadedRun(run_dir, model_params, model, ckpt, used_ema, device)
