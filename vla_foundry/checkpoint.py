@@ -249,7 +249,9 @@ def resolve_checkpoint(path: str, verify: bool = False, warn: Callable[[str], No
         return ref
     if match := LEGACY_CHECKPOINT_RE.match(name):
         if not storage.exists(path):
-            raise CheckpointError(f"checkpoint not found: {path}")
+            as_dir = storage.join(parent, f"checkpoint_{match.group(1)}")
+            hint = f" (checkpoints are directories now: give {as_dir})" if _file_sizes(as_dir) else ""
+            raise CheckpointError(f"checkpoint not found: {path}{hint}")
         return CheckpointRef(run_of, int(match.group(1)), path, sharded=False)
     if name.endswith((".pt", ".safetensors")):
         if not storage.exists(path):

@@ -273,3 +273,9 @@ def test_export_without_ema_weights_names_the_checkpoint(tmp_path, cpu_ctx, caps
     _save(tmp_path, 1, model, opt, sched, None, cpu_ctx)
     assert checkpoint_main(["export", str(tmp_path), "--ema"]) == 2
     assert "checkpoint_1 holds no EMA weights" in capsys.readouterr().err
+
+
+def test_an_old_style_checkpoint_file_name_points_to_the_directory(saved_run):
+    run_dir, _, _ = saved_run
+    with pytest.raises(CheckpointError, match=f"checkpoints are directories now: give {checkpoint_dir(run_dir, 2)}"):
+        resolve_checkpoint(checkpoint_file(run_dir, 2))
