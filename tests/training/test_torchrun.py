@@ -107,12 +107,12 @@ def test_fsdp2_ema_on_local_shards_matches_single_process(driver_output, referen
 
 
 def test_fsdp2_ema_is_kept_as_local_shards(driver_output):
-    """Every shadow tensor is a DTensor sharded on dim 0 whose rank-0 part is about half of it (never a full copy)."""
+    """Every shadow tensor is a DTensor sharded on dim 0 whose rank-0 part is a strict part of it (never a full copy)."""
     layout = _results(driver_output)["fsdp"]["ema"]
     assert layout
     for name, (kind, placements, local, full) in layout.items():
         assert kind == "DTensor" and "Shard(dim=0)" in placements, name
-        assert local <= math.ceil(full / 2) + full // 2 // max(1, full) and local < full, name
+        assert 0 < local < full, name
 
 
 def test_async_save_overlapped_with_steps_equals_sync_save(driver_output, tmp_path):
