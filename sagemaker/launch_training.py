@@ -97,7 +97,8 @@ class SageMakerParams:
     # Managed spot training (max_wait_hours >= max_run_hours).
     spot: bool = False
     max_wait_hours: float | None = None
-    # Where the run dir is synced when the training flags give no --remote_sync: <output_s3>/<user>/<run name>.
+    # Where the run dir is synced when the training flags give no --remote_sync: <output_s3>/<user>/<run name>
+    # (--remote_sync <output_s3>/<user>; the run appends its name).
     output_s3: str | None = None
     # Extra environment variables for the training processes (e.g. WANDB_API_KEY is read from here).
     environment: dict[str, str] = field(default_factory=dict)
@@ -215,7 +216,8 @@ def build_launch(sm: SageMakerParams, train_args: Sequence[str]) -> dict:
         # Every node must agree on the run dir: name the run after the job.
         hyperparameters["name"] = name
     if params.remote_sync is None and sm.output_s3:
-        hyperparameters["remote_sync"] = f"{sm.output_s3.rstrip('/')}/{sm.user}/{hyperparameters.get('name', run_name)}"
+        # The training run adds its own name: the run dir lands in <output_s3>/<user>/<run name>.
+        hyperparameters["remote_sync"] = f"{sm.output_s3.rstrip('/')}/{sm.user}"
     if "save_path" not in hyperparameters:
         # Local disk of the instance (the volume); remote_sync carries the run dir to s3.
         hyperparameters["save_path"] = "/opt/ml/checkpoints"

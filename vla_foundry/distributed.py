@@ -75,7 +75,27 @@ def init_distributed(params: DistributedParams) -> DistributedContext:
     return DistributedContext(rank, world_size, local_rank, device, backend, wrapping)
 
 
+_CHECKPOINT_GROUP: list[Any] = []
+
+
+def checkpoint_process_group() -> Any:
+    """A gloo process group of all ranks used only by checkpoint saves and loads (None in a single process).
+
+    Collective: every rank must call it the first time, at the same point. An asynchronous save runs its
+    collectives (plan exchange, metadata gather) from a background thread; on the training's own group they
+    would interleave with the training step's collectives (measured with FSDP2 on gloo: the next collective
+    fails with "Received data size doesn't match"), so checkpoints get a group of their own. gloo also lets
+    NCCL runs save from host memory.
+    """
+    if not dist.is_initialized():
+        return None
+    if not _CHECKPOINT_GROUP:
+        _CHECKPOINT_GROUP.append(dist.new_group(backend="gloo"))
+    return _CHECKPOINT_GROUP[0]
+
+
 def destroy_distributed() -> None:
+    _CHECKPOINT_GROUP.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 

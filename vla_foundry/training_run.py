@@ -7,11 +7,13 @@ for each checkpoint window: plan data, build loader, train_one_checkpoint, save 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,14 +24,17 @@ from vla_foundry import storage
 from vla_foundry.checkpoint import (
     CheckpointError,
     CheckpointRef,
-    checkpoint_file,
-    list_checkpoints,
-    load_file,
+    CheckpointSaver,
+    checkpoint_dir,
+    export_run_weights,
+    latest_checkpoint,
+    load_model_checkpoint,
     load_training_state,
     prune_checkpoints,
+    remove_incomplete_checkpoints,
     resolve_checkpoint,
-    save_checkpoint,
-    set_full_model_state_dict,
+    resolve_resume_checkpoint,
+    verify_checkpoint,
 )
 from vla_foundry.data.dataloader import BadDataError
 from vla_foundry.data.manifest import ManifestError
@@ -122,19 +127,46 @@ def resolve_run_dir(params: TrainExperimentParams, resume: CheckpointRef | None,
 
 
 def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedContext) -> CheckpointRef:
-    """Copy checkpoint `ref` and the run's small files from s3 into the local run dir. The first process of every
-    node downloads (nodes need not share a file system)."""
+    """Copy checkpoint `ref` (its whole directory, checked against its index) and the run's small files from s3
+    into the local run dir. The first process of every node downloads (nodes need not share a file system)."""
+    local = CheckpointRef(run_dir, ref.number, checkpoint_dir(run_dir, ref.number))
     if ctx.local_rank == 0:
         for name in RUN_DIR_FILES:
             url = storage.join(ref.run_dir, name)
             if storage.exists(url):
                 storage.download_file(url, os.path.join(run_dir, name))
-        for kind in ("checkpoint", "optimizer", "ema", "trainer_state"):
-            url = ref.sibling(kind)
-            if storage.exists(url):
-                storage.download_file(url, checkpoint_file(run_dir, ref.number, kind))
+        if ref.sharded:
+            for url in storage.list_files(ref.path):
+                storage.download_file(url, os.path.join(local.path, url[len(ref.path) + 1 :]))
+            verify_checkpoint(local)
     barrier()
-    return CheckpointRef(run_dir, ref.number, checkpoint_file(run_dir, ref.number))
+    return local if ref.sharded else ref
+
+
+def resolve_resume(params: TrainExperimentParams, ctx: DistributedContext) -> tuple[CheckpointRef | None, str | None]:
+    """(checkpoint to load, None), or (None, run dir to restart) when `--model.resume_from_checkpoint` names a
+    local run dir that was stopped before its first checkpoint was complete: that run starts again from step 0,
+    in its own dir. A full resume picks the newest checkpoint whose checksums match (rank 0 verifies)."""
+    path = params.model.resume_from_checkpoint
+    if not path:
+        return None, None
+    if params.model.resume_weights_only:
+        return resolve_checkpoint(path), None
+    stripped = str(path).rstrip("/")
+    if (
+        not storage.is_s3(stripped)
+        and os.path.isfile(os.path.join(stripped, "config.yaml"))
+        and latest_checkpoint(stripped, warn=lambda m: None) is None
+    ):
+        log(ctx, f"{stripped} holds no complete checkpoint (stopped before its first save finished): starting it over")
+        return None, stripped
+    ref = resolve_resume_checkpoint(path, ctx, warn=lambda m: log(ctx, m))
+    if not ref.sharded:
+        raise CheckpointError(
+            f"{ref.path} holds weights only (a consolidated file of an older run, or an export): resume its weights "
+            "with --model.resume_weights_only True, or give a run dir / checkpoints/checkpoint_<n> directory"
+        )
+    return ref, None
 
 
 def derive_data_values(params: TrainExperimentParams) -> TrainExperimentParams:
@@ -198,10 +230,32 @@ def lr_multipliers(model: Any) -> dict[str, float]:
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
     try:
-        return _run(params, ctx)
+        with sigterm_as_exit():
+            return _run(params, ctx)
     finally:
         release_run_locks()
         destroy_distributed()
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job, a spot reclaim) raises SystemExit(143) in the main thread, so the
+    pending checkpoint and the remote upload are flushed by the normal exit path before the process ends."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
@@ -230,29 +284,33 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     from vla_foundry.models.ema import EMA
     from vla_foundry.models.registry import create_model, get_batch_handler
     from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.remote_sync import RemoteSync
+    from vla_foundry.remote_sync import RemoteSync, run_remote_url
 
     hp = params.hparams
     if hp.torch_threads is not None:
         # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
         # they gain from parallel kernels.
         torch.set_num_threads(hp.torch_threads)
-    # Fail fast: the resume path must exist before anything heavy is built.
-    resume = resolve_checkpoint(params.model.resume_from_checkpoint) if params.model.resume_from_checkpoint else None
+    # Fail fast: the resume path must exist (and its checkpoint be whole) before anything heavy is built.
+    resume, restart_dir = resolve_resume(params, ctx)
     full_resume = resume is not None and not params.model.resume_weights_only
     check_nested_weight_paths(params.model)
     params = derive_data_values(params)
     hp = params.hparams
     if params.samples_per_checkpoint is None:
         raise ConfigError("set a training budget: total_train_samples or num_epochs")
-    run_dir = resolve_run_dir(params, resume, ctx)
+    run_dir = restart_dir or resolve_run_dir(params, resume, ctx)
     # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
     lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
-    if not full_resume and list_checkpoints(run_dir, complete_only=False):
+    if not full_resume and latest_checkpoint(run_dir, warn=lambda m: None) is not None:
         raise ConfigError(
             f"run dir {run_dir} already holds checkpoints: continue it with --model.resume_from_checkpoint "
             f"{run_dir}, or start a new run with another --name (or --save_path)"
         )
+    if ctx.is_main:
+        # Interrupted saves (a directory without its index) and temporary files are removed before training.
+        remove_incomplete_checkpoints(run_dir, warn=lambda m: log(ctx, m))
+    barrier()
     if full_resume and storage.is_s3(resume.run_dir):
         resume = fetch_remote_checkpoint(resume, run_dir, ctx)
     if ctx.is_main:
@@ -266,8 +324,8 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     model = create_model(params.model, load_pretrained=not full_resume)
     if resume is not None and params.model.resume_weights_only:
         # Fine-tuning: weights only, loaded into the plain model before wrapping.
-        set_full_model_state_dict(model, load_file(resume.model_file), resume.model_file)
-        log(ctx, f"loaded weights from {resume.model_file}")
+        load_model_checkpoint(model, resume.path)
+        log(ctx, f"loaded weights from {resume.path}")
     plain_model = model
     flops_fn = (
         (lambda seq_len: model_flops_per_token(plain_model, seq_len)) if hasattr(model, "flops_per_token") else None
@@ -296,7 +354,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
         truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
     if full_resume:
-        log(ctx, f"resumed from {resume.model_file}: step {state.step}, {state.samples_seen} samples seen")
+        log(ctx, f"resumed from {resume.path}: step {state.step}, {state.samples_seen} samples seen")
     # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
     if not full_resume:
         seed_everything(hp.seed + 1 + ctx.rank)
@@ -314,10 +372,24 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         run_name=os.path.basename(run_dir),
         config=params_to_dict(params),
     )
-    sync = RemoteSync(run_dir, params.remote_sync) if params.remote_sync and ctx.is_main else None
+    sync = None
+    if params.remote_sync and ctx.is_main:
+        sync = RemoteSync(
+            run_dir, run_remote_url(params.remote_sync, run_dir), timeout_s=params.remote_sync_timeout_s,
+            log=lambda m: log(ctx, m),
+        )  # fmt: skip
+
+    def checkpoint_complete(n: int) -> None:
+        # Rank 0, in the background once checkpoint n's index is written: prune, then upload.
+        removed = prune_checkpoints(run_dir, params.max_checkpoint_limit)
+        if sync is not None:
+            sync.start(delete=[f"checkpoints/checkpoint_{k}" for k in removed])
+
+    saver = CheckpointSaver(run_dir, ctx, async_save=params.async_checkpoint, on_complete=checkpoint_complete)
     result = RunResult(run_dir=run_dir, state=state)
     previous = DataPlanState.from_dict(data_state) if data_state else None
 
+    finished = False
     try:
         for window in range(state.windows_done, params.num_checkpoints):
             plan = plan_checkpoint(params.data, window, params.samples_per_checkpoint, previous)
@@ -339,29 +411,32 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
                 "wandb_run_id": logger.wandb_run_id,
                 "saved_at": time.time(),
             }
-            save_checkpoint(
-                run_dir, state.windows_done, model, optimizer, scheduler, ema, trainer_state, ctx, scaler=scaler
-            )
-            removed = prune_checkpoints(run_dir, params.max_checkpoint_limit) if ctx.is_main else []
-            barrier()
+            blocked = saver.save(state.windows_done, model, optimizer, scheduler, ema, trainer_state, scaler=scaler)
+            logger.log(state.step, {"checkpoint": state.windows_done, "checkpoint_blocked_s": round(blocked, 4)})
 
             if _should_validate(params, state.windows_done):
                 val_loss = validate(params, model, batch_handler, ctx, state.windows_done, fsdp_mp)
                 result.val_losses[state.windows_done] = val_loss
                 logger.log(state.step, {"val_loss": val_loss})
-            if sync is not None:
-                sync.start(delete=[f"checkpoints/{k}_{n}.pt" for n in removed for k in _KINDS])
+        saver.wait()
+        finished = True
     finally:
-        logger.close()
+        try:
+            # A pending save is flushed on every exit path, so checkpoint k stays whole when window k+1 raises.
+            saver.close()
+        finally:
+            logger.close()
+            if sync is not None and not finished:
+                sync.abandon()
     barrier()
+    if ctx.is_main:
+        for path in export_run_weights(run_dir, with_ema=ema is not None, warn=lambda m: log(ctx, m)):
+            log(ctx, f"exported {path}")
     if sync is not None:
         # Only rank 0 uploads; the other ranks are done. An incomplete remote copy fails the run here.
         sync.finish()
-        log(ctx, f"remote copy complete: {params.remote_sync}")
+        log(ctx, f"remote copy complete: {sync.remote_url}")
     return result
-
-
-_KINDS = ("checkpoint", "optimizer", "ema", "trainer_state")
 
 
 def shorten_lines(text: str, width: int = 240) -> str:

@@ -131,4 +131,4 @@ def test_a_vla_run_loads_without_the_vlm_and_llm_runs(chain, tmp_path):
             shutil.move(dest, chain[name])
     assert predicted.shape == (5, 4)
     np.testing.assert_array_equal(predicted, expected)
-    assert policy.run.checkpoint.endswith("checkpoint_1.pt")
+    assert policy.run.checkpoint.endswith("checkpoint_1")

@@ -11,15 +11,18 @@ from safetensors.torch import save_file
 
 from tests.models.conftest import tiny_lm_params, tiny_vlm_params
 from vla_foundry import storage
+from vla_foundry.checkpoint import CheckpointError
 from vla_foundry.models import create_model
 from vla_foundry.models.weights import find_latest_checkpoint, load_weights_into, read_model_weights
 from vla_foundry.params import TransformerParams, ViTParams
 
 
 def save_run_checkpoint(run: Path, n: int, model: torch.nn.Module) -> Path:
+    """A complete checkpoint in the consolidated layout (weights + trainer state)."""
     path = run / "checkpoints" / f"checkpoint_{n}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
+    torch.save({"step": n}, run / "checkpoints" / f"trainer_state_{n}.pt")
     return path
 
 
@@ -42,11 +45,13 @@ def test_reads_a_safetensors_file(tmp_path: Path) -> None:
     assert_same_weights(read_model_weights(str(path)), model.state_dict())
 
 
-def test_run_directory_picks_the_highest_numbered_checkpoint(tmp_path: Path) -> None:
+def test_run_directory_picks_the_newest_complete_checkpoint(tmp_path: Path) -> None:
     models = [create_model(tiny_lm_params()) for _ in range(3)]
     for n, model in zip((2, 10, 9), models):
         save_run_checkpoint(tmp_path, n, model)
     (tmp_path / "checkpoints" / "optimizer_11.pt").write_bytes(b"not a model")
+    # Weights of a save that never finished (no trainer state): not the latest checkpoint.
+    torch.save(models[0].state_dict(), tmp_path / "checkpoints" / "checkpoint_11.pt")
     assert find_latest_checkpoint(str(tmp_path)).endswith("checkpoint_10.pt")
     assert_same_weights(read_model_weights(str(tmp_path)), models[1].state_dict())
 
@@ -63,21 +68,22 @@ def test_reads_a_run_directory_on_s3(s3_bucket: str, tmp_path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     storage.write_bytes(f"{s3_bucket}/runs/llm/checkpoints/checkpoint_3.pt", buffer.getvalue())
-    storage.write_bytes(f"{s3_bucket}/runs/llm/checkpoints/checkpoint_1.pt", b"older")
+    storage.write_bytes(f"{s3_bucket}/runs/llm/checkpoints/trainer_state_3.pt", b"complete")
+    storage.write_bytes(f"{s3_bucket}/runs/llm/checkpoints/checkpoint_4.pt", b"a save that never finished")
     assert_same_weights(read_model_weights(f"{s3_bucket}/runs/llm"), model.state_dict())
 
 
 def test_missing_checkpoint_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="checkpoint_7.pt"):
+    with pytest.raises(CheckpointError, match="checkpoint_7.pt"):
         read_model_weights(str(tmp_path / "checkpoint_7.pt"))
-    with pytest.raises(FileNotFoundError, match="no checkpoint found in run directory"):
+    with pytest.raises(CheckpointError, match=f"no complete checkpoint under {tmp_path}"):
         read_model_weights(str(tmp_path))
 
 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "obj": Path("/")}, path)
-    with pytest.raises(ValueError, match="not a weights-only torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a weights-only torch checkpoint"):
         read_model_weights(str(path))
 
 

@@ -153,3 +153,25 @@ def llm_run(tiny_datasets, tmp_path_factory):
     """An uninterrupted 2-checkpoint LLM run shared by the tests that compare against it."""
     save_path = str(tmp_path_factory.mktemp("runs"))
     return run_main(lm_run_args(tiny_datasets, save_path, "llm"))
+
+
+def checkpoint_weights(run_dir: str, n: int, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The consolidated model (or EMA) weights of checkpoint n of a run, read in this process."""
+    from vla_foundry.checkpoint import checkpoint_dir, read_checkpoint_weights
+
+    return read_checkpoint_weights(checkpoint_dir(run_dir, n), use_ema=ema)
+
+
+def checkpoint_contents(run_dir: str, n: int, tmp_dir: str) -> dict:
+    """Everything checkpoint n saved (model, optimizer, EMA; consolidated) and its trainer state."""
+    import os
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from vla_foundry.checkpoint import TRAINER_STATE_FILE, checkpoint_dir
+
+    out = os.path.join(tmp_dir, f"checkpoint_{n}_{abs(hash(run_dir))}.pt")
+    dcp_to_torch_save(checkpoint_dir(run_dir, n), out)
+    state = torch.load(out, weights_only=True)
+    state["trainer_state"] = torch.load(os.path.join(checkpoint_dir(run_dir, n), TRAINER_STATE_FILE), weights_only=True)
+    return state

@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from tests.conftest import PRESETS, REPO_ROOT
-from vla_foundry.checkpoint import checkpoint_file
+from vla_foundry.checkpoint import checkpoint_dir, load_trainer_state, resolve_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +61,7 @@ def runs(tiny_datasets, tmp_path_factory) -> dict[int, tuple[str, str]]:
 
 
 def trainer_state(run_dir: str) -> dict:
-    return torch.load(checkpoint_file(run_dir, 1, "trainer_state"), weights_only=False)
+    return load_trainer_state(resolve_checkpoint(checkpoint_dir(run_dir, 1)))
 
 
 def test_one_and_two_processes_take_the_same_steps_over_the_same_samples(runs):

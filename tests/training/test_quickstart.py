@@ -36,4 +36,4 @@ def test_quickstart_trains_with_a_reduced_budget(monkeypatch, tmp_path):
     assert result.run_dir == os.path.join(str(tmp_path), "quickstart")
     assert len(result.losses) == 12
     assert sum(result.losses[-3:]) / 3 < result.losses[0] - 0.5
-    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints")))[0] == "checkpoint_1.pt"
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints")))[0] == "checkpoint_1"

@@ -61,7 +61,7 @@ def test_dry_run_prints_estimator_image_and_hyperparameters_without_aws():
     assert launch["hyperparameters"] == {
         "config_path": "config_presets/training_jobs/quickstart.yaml",
         "hparams.per_gpu_batch_size": "1",
-        "remote_sync": "s3://bucket/runs/alice/quickstart",
+        "remote_sync": "s3://bucket/runs/alice",
         "save_path": "/opt/ml/checkpoints",
     }
     assert launch["job_name"].startswith("alice-quickstart-")

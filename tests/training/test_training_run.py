@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from tests.training.conftest import lm_run_args, run_main
+from tests.training.conftest import checkpoint_weights, lm_run_args, run_main
 from vla_foundry import storage
-from vla_foundry.checkpoint import checkpoint_file
+from vla_foundry.checkpoint import TRAINER_STATE_FILE, checkpoint_dir
 from vla_foundry.main import main
 from vla_foundry.metrics import read_metrics
 from vla_foundry.params import ModelParams, load_params_from_yaml
@@ -20,16 +20,21 @@ def _step_losses(run_dir: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r}
 
 
-def _assert_same_weights(a: str, b: str) -> None:
-    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+def _assert_same_weights(run_a: str, run_b: str, n: int, ema: bool = False) -> None:
+    sa, sb = checkpoint_weights(run_a, n, ema), checkpoint_weights(run_b, n, ema)
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
 
 
+def _trainer_state(run_dir: str, n: int) -> dict:
+    return torch.load(os.path.join(checkpoint_dir(run_dir, n), TRAINER_STATE_FILE), weights_only=True)
+
+
 def _copy_run_up_to_checkpoint(src: str, dst: str, n: int) -> None:
-    """What a run dir looks like when the job died after checkpoint n."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*(f"*_{k}.pt" for k in range(n + 1, 10))))
+    """What a run dir looks like when the job died after checkpoint n (before the end-of-run export)."""
+    later = [f"checkpoint_{k}" for k in range(n + 1, 10)]
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*later, "*.safetensors"))
 
 
 def test_llm_training_decreases_loss(llm_run):
@@ -40,10 +45,13 @@ def test_llm_training_decreases_loss(llm_run):
 
 def test_run_dir_holds_configs_metrics_and_checkpoints(llm_run):
     run_dir = llm_run.run_dir
-    assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.yaml", "config_model.yaml", "metrics.jsonl"]
-    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == sorted(
-        f"{k}_{n}.pt" for n in (1, 2) for k in ("checkpoint", "optimizer", "ema", "trainer_state")
-    )
+    assert sorted(os.listdir(run_dir)) == [
+        "checkpoints", "config.yaml", "config_model.yaml", "ema.safetensors", "metrics.jsonl", "model.safetensors",
+    ]  # fmt: skip
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == ["checkpoint_1", "checkpoint_2"]
+    assert sorted(os.listdir(checkpoint_dir(run_dir, 2))) == [
+        ".metadata", "__0_0.distcp", "index.json", "trainer_state.pt",
+    ]  # fmt: skip
     model_params = load_params_from_yaml(ModelParams, os.path.join(run_dir, "config_model.yaml"))
     assert model_params.type == "transformer" and model_params.hidden_dim == 64
     record = next(r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r)
@@ -52,7 +60,7 @@ def test_run_dir_holds_configs_metrics_and_checkpoints(llm_run):
         assert isinstance(record[key], float), key
     window_records = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "skipped_samples" in r]
     assert [(r["window"], r["skipped_samples"]) for r in window_records] == [(0, 0), (1, 0)]
-    state = torch.load(checkpoint_file(run_dir, 2, "trainer_state"), weights_only=True)
+    state = _trainer_state(run_dir, 2)
     assert (state["step"], state["samples_seen"], state["windows_done"]) == (24, 192, 2)
 
 
@@ -66,10 +74,8 @@ def test_resume_after_checkpoint_is_bitwise_identical(llm_run, tmp_path, tiny_da
     assert resumed.run_dir == resumed_dir
     assert resumed.losses == llm_run.losses[12:]
     assert _step_losses(resumed_dir) == _step_losses(llm_run.run_dir)
-    _assert_same_weights(checkpoint_file(llm_run.run_dir, 2), checkpoint_file(resumed_dir, 2))
-    ema_a = torch.load(checkpoint_file(llm_run.run_dir, 2, "ema"), weights_only=True)["shadow"]
-    ema_b = torch.load(checkpoint_file(resumed_dir, 2, "ema"), weights_only=True)["shadow"]
-    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    _assert_same_weights(llm_run.run_dir, resumed_dir, 2)
+    _assert_same_weights(llm_run.run_dir, resumed_dir, 2, ema=True)
 
 
 def test_gradient_accumulation_4x2_equals_batch_8(llm_run, tmp_path, tiny_datasets):
@@ -80,8 +86,8 @@ def test_gradient_accumulation_4x2_equals_batch_8(llm_run, tmp_path, tiny_datase
         )
     )  # fmt: skip
     assert accumulated.losses == pytest.approx(llm_run.losses, rel=1e-5)
-    a = torch.load(checkpoint_file(accumulated.run_dir, 2), weights_only=True)
-    b = torch.load(checkpoint_file(llm_run.run_dir, 2), weights_only=True)
+    a = checkpoint_weights(accumulated.run_dir, 2)
+    b = checkpoint_weights(llm_run.run_dir, 2)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
@@ -99,7 +105,7 @@ def test_weights_only_resume_starts_a_new_run_from_the_weights(llm_run, tmp_path
 
 
 def test_missing_resume_path_fails_before_building_anything(tmp_path, tiny_datasets, capsys):
-    missing = str(tmp_path / "gone" / "checkpoints" / "checkpoint_3.pt")
+    missing = str(tmp_path / "gone" / "checkpoints" / "checkpoint_3")
     code = main(lm_run_args(tiny_datasets, str(tmp_path), "never", "--model.resume_from_checkpoint", missing))
     assert code == 2
     assert missing in capsys.readouterr().err
@@ -141,13 +147,13 @@ def test_remote_copy_equals_run_dir_and_resume_works_from_remote_only(llm_run, t
     local_root = tmp_path / "local"
     resumed = run_main(
         lm_run_args(
-            tiny_datasets, str(local_root), "llm", "--remote_sync", remote,
-            "--model.resume_from_checkpoint", f"{remote}/checkpoints/checkpoint_1.pt",
+            tiny_datasets, str(local_root), "llm", "--remote_sync", f"{s3_bucket}/runs",
+            "--model.resume_from_checkpoint", f"{remote}/checkpoints/checkpoint_1",
         )
     )  # fmt: skip
     assert resumed.run_dir == str(local_root / "llm")
     assert resumed.losses == llm_run.losses[12:]
-    _assert_same_weights(checkpoint_file(llm_run.run_dir, 2), checkpoint_file(resumed.run_dir, 2))
+    _assert_same_weights(llm_run.run_dir, resumed.run_dir, 2)
     local = {os.path.relpath(p, resumed.run_dir): storage.read_bytes(p) for p in storage.list_files(resumed.run_dir)}
     remote_files = {u[len(remote) + 1 :]: storage.read_bytes(u) for u in storage.list_files(remote)}
     assert remote_files == local
@@ -162,22 +168,22 @@ def test_low_precision_modes_train(tmp_path, tiny_datasets, precision):
         )
     )  # fmt: skip
     assert len(result.losses) == 3 and result.losses[-1] < result.losses[0]
-    weights = torch.load(checkpoint_file(result.run_dir, 1), weights_only=True)
+    weights = checkpoint_weights(result.run_dir, 1)
     expected = torch.bfloat16 if precision == "pure_bf16" else torch.float32
     assert weights["tok_embeddings.weight"].dtype == expected
 
 
 def test_max_checkpoint_limit_prunes_local_and_remote(tmp_path, tiny_datasets, s3_bucket):
-    remote = f"{s3_bucket}/pruned"
     result = run_main(
         lm_run_args(
             tiny_datasets, str(tmp_path), "pruned", "--num_checkpoints", "3", "--total_train_samples", "48",
-            "--max_checkpoint_limit", "1", "--remote_sync", remote,
+            "--max_checkpoint_limit", "1", "--remote_sync", f"{s3_bucket}/runs",
         )
     )  # fmt: skip
-    kept = sorted(f"{k}_3.pt" for k in ("checkpoint", "optimizer", "ema", "trainer_state"))
-    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == kept
-    assert sorted(storage.basename(u) for u in storage.list_files(f"{remote}/checkpoints")) == kept
+    assert sorted(os.listdir(os.path.join(result.run_dir, "checkpoints"))) == ["checkpoint_3"]
+    remote = f"{s3_bucket}/runs/pruned/checkpoints"
+    remote_dirs = {u[len(remote) + 1 :].split("/")[0] for u in storage.list_files(remote)}
+    assert remote_dirs == {"checkpoint_3"}
 
 
 def test_resumed_run_continues_the_same_wandb_run(tmp_path, tiny_datasets, monkeypatch):
@@ -185,7 +191,7 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, tiny_datasets, monke
     monkeypatch.setenv("WANDB_SILENT", "true")
     args = ["--wandb", "True", "--total_train_samples", "32", "--ema.enabled", "False"]
     first = run_main(lm_run_args(tiny_datasets, str(tmp_path / "a"), "wb", *args))
-    run_id = torch.load(checkpoint_file(first.run_dir, 1, "trainer_state"), weights_only=True)["wandb_run_id"]
+    run_id = _trainer_state(first.run_dir, 1)["wandb_run_id"]
     assert run_id
     resumed_dir = str(tmp_path / "b" / "wb")
     _copy_run_up_to_checkpoint(first.run_dir, resumed_dir, 1)
@@ -194,7 +200,7 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, tiny_datasets, monke
     )
     runs = [d for d in os.listdir(os.path.join(resumed_dir, "wandb")) if d.startswith("offline-run-")]
     assert len(runs) == 2 and {d.rsplit("-", 1)[-1] for d in runs} == {run_id}
-    assert torch.load(checkpoint_file(resumed_dir, 2, "trainer_state"), weights_only=True)["wandb_run_id"] == run_id
+    assert _trainer_state(resumed_dir, 2)["wandb_run_id"] == run_id
 
 
 def test_metrics_plot_command_writes_png(llm_run, tmp_path):
@@ -231,7 +237,7 @@ def test_vlm_initialised_from_llm_run_trains(llm_run, tmp_path, tiny_datasets):
     vlm_params = load_params_from_yaml(ModelParams, os.path.join(result.run_dir, "config_model.yaml"))
     assert vlm_params.transformer.resume_from_checkpoint == llm_run.run_dir
     rebuilt = create_model(vlm_params)
-    llm_weights = torch.load(checkpoint_file(llm_run.run_dir, 2), weights_only=True)
+    llm_weights = checkpoint_weights(llm_run.run_dir, 2)
     for name, value in rebuilt.language_model.state_dict().items():
         assert torch.equal(value, llm_weights[name]), name
 

@@ -21,7 +21,7 @@ def test_a_plugin_model_type_is_parsed_and_trained(tmp_path: Path):
     assert config["plugins"] == ["toy_mlp_lm"] and config["model"]["type"] == "toy_mlp_lm"
     assert config["model"]["seq_len"] == config["data"]["seq_len"] == 64  # shared from the data side
     state_files = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert "checkpoint_1.pt" in state_files
+    assert "checkpoint_1" in state_files
 
     text = output_text(nb)
     assert "model.seq_len shared from data.seq_len: 64 = 64" in text

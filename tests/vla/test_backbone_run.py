@@ -91,6 +91,7 @@ def test_building_for_training_loads_the_run_weights_and_inference_does_not(tmp_
     torch.manual_seed(5)
     vlm = create_model(TINY_VLM)
     save_file(vlm.state_dict(), checkpoint_file(run, 1))
+    save_file({"step": 1}, checkpoint_file(run, 1, "trainer_state"))  # complete: weights and trainer state
     params = policy_params(TINY_VLM, backbone_run=run)
     trained = create_model(params, load_pretrained=True)
     for name, value in vlm.state_dict().items():

@@ -1,12 +1,13 @@
 """Load a trained run (local or s3://) for inference: config_model.yaml -> model -> checkpoint weights.
 
     run = load_run("experiments/my_vla")                       # latest checkpoint, EMA weights when saved
-    run = load_run("s3://bucket/runs/my_vla", checkpoint=3)    # checkpoint_3.pt
-    run = load_run("experiments/my_vla/checkpoints/checkpoint_2.pt", use_ema=False)
+    run = load_run("s3://bucket/runs/my_vla", checkpoint=3)    # checkpoints/checkpoint_3/
+    run = load_run("experiments/my_vla/checkpoints/checkpoint_2", use_ema=False)
 
 Only the model config is needed (never the data config); the model is built without downloading pretrained
 weights (`create_model(..., load_pretrained=False)`: the checkpoint holds every weight), then the checkpoint — or,
-when the run kept an EMA (`ema_<n>.pt` next to it) and `use_ema` is on, the EMA weights — is loaded.
+when the run kept an EMA and `use_ema` is on, the EMA weights — is read straight from the sharded checkpoint in this
+one process (no process group; an s3 checkpoint is downloaded to a temporary directory first).
 """
 
 from __future__ import annotations
@@ -46,26 +47,30 @@ class LoadedRun:
 
 
 def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str, str]:
-    """(run dir, checkpoint path) for a run dir (latest / numbered checkpoint) or a checkpoint file."""
-    from vla_foundry.checkpoint import checkpoint_file, resolve_checkpoint
+    """(run dir, checkpoint path) for a run dir (its latest complete checkpoint, or checkpoint number
+    `checkpoint`), a `checkpoint_<n>` directory or a weights file."""
+    from vla_foundry.checkpoint import CHECKPOINT_DIR_RE, checkpoint_dir, checkpoint_file, resolve_checkpoint
 
     path = str(path).rstrip("/")
-    if path.endswith((".pt", ".safetensors")):
-        ref = resolve_checkpoint(path)
-        return ref.run_dir, ref.model_file
+    if path.endswith((".pt", ".safetensors")) or CHECKPOINT_DIR_RE.match(storage.basename(path)):
+        ref = resolve_checkpoint(path, verify=True)
+        return ref.run_dir, ref.path
     if not storage.exists(storage.join(path, MODEL_CONFIG)):
         raise FileNotFoundError(
             f"{path} is not a run directory: {storage.join(path, MODEL_CONFIG)} does not exist (give the directory a "
-            "training run wrote, or one of its checkpoints/checkpoint_<n>.pt files)"
+            "training run wrote, or one of its checkpoints/checkpoint_<n> directories)"
         )
     if checkpoint is None:
-        return path, resolve_checkpoint(path).model_file
+        # The newest complete checkpoint whose checksums match (a corrupt newer one is skipped with a warning).
+        return path, resolve_checkpoint(path, verify=True).path
     if isinstance(checkpoint, int) or str(checkpoint).isdigit():
-        file = checkpoint_file(path, int(checkpoint))
-        if not storage.exists(file):
-            raise FileNotFoundError(f"checkpoint {checkpoint} of run {path} does not exist: {file}")
-        return path, file
-    return path, resolve_checkpoint(str(checkpoint)).model_file
+        for candidate in (checkpoint_dir(path, int(checkpoint)), checkpoint_file(path, int(checkpoint))):
+            if storage.list_files(candidate) or storage.exists(candidate):
+                return path, resolve_checkpoint(candidate, verify=True).path
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint} of run {path} does not exist: {checkpoint_dir(path, int(checkpoint))}"
+        )
+    return path, resolve_checkpoint(str(checkpoint), verify=True).path
 
 
 def load_run(
@@ -75,7 +80,7 @@ def load_run(
     device: str | torch.device = "cpu",
 ) -> LoadedRun:
     """Build the run's model and load its weights (EMA when present and `use_ema`); eval mode, on `device`."""
-    from vla_foundry.checkpoint import load_model_checkpoint, resolve_checkpoint
+    from vla_foundry.checkpoint import has_ema, load_model_checkpoint, resolve_checkpoint
     from vla_foundry.models.registry import create_model
     from vla_foundry.params.model_params import ModelParams, without_weight_sources
     from vla_foundry.params.parsing import load_params_from_yaml
@@ -88,9 +93,8 @@ def load_run(
         raise ConfigError(f"cannot read the model config of run {run_dir}: {e}") from None
     # Every weight comes from the checkpoint: the sources the run was initialised from need not be reachable.
     model = create_model(without_weight_sources(model_params), load_pretrained=False)
-    ema_file = resolve_checkpoint(ckpt).sibling("ema")
-    used_ema = use_ema and storage.exists(ema_file)
-    load_model_checkpoint(model, ckpt, use_ema=used_ema)
+    used_ema = use_ema and has_ema(resolve_checkpoint(ckpt))
+    load_model_checkpoint(model, ckpt, use_ema=used_ema, verify=False)  # split_run_path verified it
     device = torch.device(device)
     model.to(device).eval()
     return LoadedRun(run_dir, model_params, model, ckpt, used_ema, device)

@@ -1,7 +1,9 @@
-"""Exponential moving average of the weights.
+"""Exponential moving average of the weights, kept sharded like the parameters.
 
-The update `ema = decay * ema + (1 - decay) * param` is elementwise, so under FSDP2 it runs on each rank's
-local shard: no parameter is gathered per step. Only saving gathers the full tensors (once per checkpoint).
+The update `ema = decay * ema + (1 - decay) * param` is elementwise, so under FSDP2 it runs on each rank's local
+shard: no parameter is gathered, per step or per checkpoint. The shadow tensors are DTensors with the parameters'
+placements; checkpoints save and load them shard by shard with torch.distributed.checkpoint (`shards()`), so no
+rank ever holds a full copy during training.
 """
 
 from __future__ import annotations
@@ -42,40 +44,10 @@ class EMA:
         torch._foreach_lerp_(shadows, current, 1.0 - decay)
         self.num_updates += 1
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Full (gathered) EMA tensors on CPU. Under FSDP2 this is a collective: every rank must call it."""
-        out = {}
-        for (name, _), shadow in zip(self.named, self.shadow):
-            full = shadow.full_tensor() if hasattr(shadow, "full_tensor") else shadow
-            out[name] = full.detach().cpu()
-        return out
+    def shards(self) -> dict[str, torch.Tensor]:
+        """{parameter name: shadow tensor}: the tensors themselves (DTensor shards under FSDP2), not copies.
 
-    def state_dict(self) -> dict:
-        return {"shadow": self.full_state_dict(), "num_updates": self.num_updates}
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict) -> None:
-        """Load full tensors, re-sharding them like the parameters under FSDP2."""
-        shadow = state["shadow"]
-        missing = [n for n, _ in self.named if n not in shadow]
-        if missing:
-            raise KeyError(
-                f"EMA state lacks {len(missing)} of the model's {len(self.named)} trainable parameters: "
-                f"{', '.join(missing[:10])}; it was saved for another architecture or another set of trainable "
-                "(unfrozen) parameters"
-            )
-        for i, (name, param) in enumerate(self.named):
-            full = shadow[name].to(torch.float32)
-            if hasattr(param, "device_mesh"):
-                from torch.distributed.tensor import distribute_tensor
-
-                self.shadow[i] = distribute_tensor(full.to(param.device), param.device_mesh, param.placements)
-            else:
-                self.shadow[i] = full.to(param.device).clone()
-        self.num_updates = int(state.get("num_updates", 0))
-
-    @torch.no_grad()
-    def copy_to(self, model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A full model state dict with the EMA values in place of the trainable weights."""
-        ema = self.full_state_dict()
-        return {k: ema[k].to(v.dtype) if k in ema else v for k, v in model_state.items()}
+        torch.distributed.checkpoint saves each rank's shards from this dict and loads into it in place,
+        resharding when the checkpoint was written by another number of ranks.
+        """
+        return {name: shadow for (name, _), shadow in zip(self.named, self.shadow)}

@@ -1,82 +1,69 @@
 """Reading model weights from checkpoints and run directories, and loading them into modules with clear errors.
 
-Formats (agreed with the training side): `<run>/checkpoints/checkpoint_<n>.pt` holds the consolidated model
-state dict written by `torch.save` — a plain dict of tensors keyed like the model's own `state_dict()` — and is
-read with `torch.load(weights_only=True)` (never arbitrary pickle). `.safetensors` files are read too. Paths
-are local or `s3://`.
+Formats (owned by `vla_foundry.checkpoint`): a run's `<run>/checkpoints/checkpoint_<n>/` directories are sharded
+torch.distributed.checkpoint checkpoints, read here in one process without a process group; a run dir means its
+newest COMPLETE checkpoint (`vla_foundry.checkpoint.latest_checkpoint`, the one definition of "latest"). Single
+weights files are read too: `.safetensors`, and `.pt` / `.pth` / `.bin` with `torch.load(weights_only=True)` (never
+arbitrary pickle). Paths are local or `s3://`; every unreadable input is one `CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 
 import torch
 from torch import nn
 
 from vla_foundry import storage
+from vla_foundry.checkpoint import CheckpointError, read_checkpoint_weights, resolve_checkpoint
 
-CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)\.(pt|safetensors)$")
+CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)(\.(pt|safetensors))?$")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 # Wrappers that prefix state-dict keys without changing the weights (torch.compile, DDP).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 
 def find_latest_checkpoint(run_dir: str) -> str:
-    """The highest-numbered `checkpoints/checkpoint_<n>.pt` (or `.safetensors`) of a run directory.
-
-    `run_dir` may also be the `checkpoints` directory itself.
-    """
-    candidates: list[tuple[int, str]] = []
-    for directory in (storage.join(run_dir, "checkpoints"), run_dir):
-        for path in storage.list_files(directory, recursive=False):
-            match = CHECKPOINT_PATTERN.search(storage.basename(path))
-            if match:
-                candidates.append((int(match.group(1)), path))
-        if candidates:
-            break
-    if not candidates:
-        raise FileNotFoundError(
-            f"no checkpoint found in run directory {run_dir}: expected {storage.join(run_dir, 'checkpoints')}"
-            "/checkpoint_<n>.pt (or .safetensors), or give a checkpoint file"
-        )
-    return max(candidates)[1]
+    """The newest complete checkpoint of a run directory (or of its `checkpoints` directory); raises
+    `CheckpointError` naming the directory when there is none."""
+    return resolve_checkpoint(run_dir).path
 
 
 def read_model_weights(path: str) -> dict[str, torch.Tensor]:
-    """Model state dict from a checkpoint file (.pt / .safetensors) or a run directory (its latest checkpoint).
-
-    Local or s3://. A `.pt` file holding `{"model": state_dict, ...}` is accepted too; `_orig_mod.` /
-    `module.` key prefixes (torch.compile, DDP) are removed.
-    """
-    path = str(path)
-    if not path.endswith(WEIGHT_SUFFIXES):
-        if storage.is_s3(path) or os.path.isdir(path):
-            path = find_latest_checkpoint(path)
-        else:
-            raise FileNotFoundError(
-                f"checkpoint not found: {path} (give a run directory, or a .pt / .safetensors checkpoint file)"
-            )
-    if not storage.exists(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    data = storage.read_bytes(path)
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load as load_safetensors
-
-        state = load_safetensors(data)
+    """Model state dict from a run directory (its latest complete checkpoint), a checkpoint directory, or a weights
+    file (.pt / .pth / .bin / .safetensors). Local or s3://. A `.pt` file holding `{"model": state_dict, ...}` is
+    accepted too; `_orig_mod.` / `module.` key prefixes (torch.compile, DDP) are removed."""
+    path = str(path).rstrip("/")
+    if not path.endswith(WEIGHT_SUFFIXES) or CHECKPOINT_PATTERN.search(storage.basename(path)):
+        state = read_checkpoint_weights(path)
     else:
-        try:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(
-                f"{path} is not a weights-only torch checkpoint ({e.__class__.__name__}: {str(e)[:200]})"
-            ) from None
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a model state dict (a dict of parameter name -> tensor)")
+        state = _read_weights_file(path)
     return {_strip_wrapper_prefixes(k): v for k, v in state.items()}
+
+
+def _read_weights_file(path: str) -> dict[str, torch.Tensor]:
+    if not storage.exists(path):
+        raise CheckpointError(f"weights file not found: {path}")
+    data = storage.read_bytes(path)
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load as load_safetensors
+
+            state = load_safetensors(data)
+        else:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} is not a weights-only torch checkpoint, or it is truncated ({e.__class__.__name__}: "
+            f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); only tensors and plain containers "
+            "are loaded, never arbitrary pickled objects"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a model state dict (a dict of parameter name -> tensor)")
+    return state
 
 
 def _strip_wrapper_prefixes(key: str) -> str:

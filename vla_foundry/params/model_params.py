@@ -26,7 +26,8 @@ class ModelParams(ParamsRegistry, draccus.ChoiceRegistry):
     # Own registry (not shared with the other params registries).
     _choice_registry: ClassVar[dict[str, type]] = {}
 
-    # Checkpoint (local or s3://) to start from: a run's checkpoint file or run directory.
+    # Checkpoint (local or s3://) to start from: a run dir (its latest complete checkpoint), one of its
+    # checkpoints/checkpoint_<n> directories, or a weights file (.safetensors / .pt).
     resume_from_checkpoint: str | None = None
     # True: load weights only (fine-tuning). False: resume optimizer, scheduler, data position and RNG too.
     resume_weights_only: bool = False

@@ -36,6 +36,11 @@ class TrainExperimentParams:
     save_path: str = "experiments"
     # s3://bucket/prefix the run directory is uploaded to after every checkpoint.
     remote_sync: str | None = None
+    # Seconds each background upload pass (one per checkpoint, and the final one) may take before it gives up and
+    # reports what is missing; an unreachable remote never holds up training or the end of the run for longer.
+    remote_sync_timeout_s: float = 300.0
+    # Write checkpoints in the background (DCP async save): training waits only while the state is copied.
+    async_checkpoint: bool = True
     # Training budget: total_train_samples, or num_epochs x the datasets' size.
     total_train_samples: int | None = None
     # Budget as passes over the datasets (their manifests' sample counts); or total_train_samples.
@@ -83,6 +88,8 @@ class TrainExperimentParams:
             raise ConfigError(f"max_checkpoint_limit={self.max_checkpoint_limit} must be >= 1 (or unset)")
         if self.remote_sync is not None and not self.remote_sync.startswith("s3://"):
             raise ConfigError(f"remote_sync={self.remote_sync!r} must be an s3:// URL")
+        if self.remote_sync_timeout_s <= 0:
+            raise ConfigError(f"remote_sync_timeout_s={self.remote_sync_timeout_s} must be > 0 (seconds)")
         if self.log_every_n_steps < 1:
             raise ConfigError(f"log_every_n_steps={self.log_every_n_steps} must be >= 1")
 
