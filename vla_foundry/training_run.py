@@ -137,11 +137,12 @@ def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedCo
 def derive_data_values(params: TrainExperimentParams) -> None:
     """Fill data-derived values (robotics dims, the dataset size for num_epochs) and run the shared-attribute pass."""
     from vla_foundry.data.manifest import read_manifest
-    from vla_foundry.data.planner import dataset_sources
+    from vla_foundry.data.planner import dataset_manifest, dataset_sources
 
     # Every manifest is read now, before the run dir exists: a wrong dataset path fails in seconds, naming it.
-    paths, _, _ = dataset_sources(params.data)
-    dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
+    paths, _, modalities = dataset_sources(params.data)
+    prepare_streams(params)
+    dataset_num_samples = sum(dataset_manifest(params.data, p, m).num_samples for p, m in zip(paths, modalities))
     if params.data.val_dataset_manifest:
         for path in dataset_sources(params.data, split="val")[0]:
             read_manifest(path)
@@ -154,6 +155,26 @@ def derive_data_values(params: TrainExperimentParams) -> None:
         resolve_robotics_dims(params.data)
     init_shared_attributes(params, dataset_num_samples=dataset_num_samples)
     check_image_token_id(params)
+
+
+def prepare_streams(params: TrainExperimentParams) -> None:
+    """LeRobot roots streamed into training: their cache goes beside the runs (`<save_path>/stream_cache` unless
+    data.streaming.output_dir says otherwise) and holds each root's layout and statistics, computed once."""
+    from dataclasses import replace
+
+    from vla_foundry.data.streaming.source import is_stream, prepare_stream_dir
+    from vla_foundry.params.base_params import update_field
+
+    data = params.data
+    roots = [p for p, m in zip(data.dataset_manifest, data.dataset_modality) if is_stream(m)]
+    if not roots:
+        return
+    if not data.streaming.output_dir:
+        update_field(
+            data, "streaming", replace(data.streaming, output_dir=os.path.join(params.save_path, "stream_cache"))
+        )
+    for root in roots:
+        prepare_stream_dir(data, root)
 
 
 def check_image_token_id(params: TrainExperimentParams) -> None:
@@ -184,11 +205,11 @@ def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
     save_params(params.model, os.path.join(run_dir, "config_model.yaml"))
     if params.data.type != "robotics":
         return
-    from vla_foundry.data.manifest import dataset_paths
     from vla_foundry.data.robotics.processor import RoboticsProcessor
+    from vla_foundry.data.streaming.source import layout_dirs
 
     RoboticsProcessor.from_data_params(params.data).save(run_dir)
-    first_dataset = dataset_paths(params.data.dataset_manifest[0])[0]
+    first_dataset = layout_dirs(params.data)[0]
     for name in ("preprocessing_config.yaml", "processing_metadata.json"):
         source = storage.join(first_dataset, name)
         if storage.exists(source):
@@ -218,10 +239,35 @@ def lr_multipliers(model: Any) -> dict[str, float]:
 
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
+    started_ray = False
     try:
+        started_ray = start_stream_ray(params, ctx)
         return _run(params, ctx)
     finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
         destroy_distributed()
+
+
+def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> bool:
+    """When LeRobot roots are streamed: join data.ray_address or an initialised Ray (Ray Train workers), or start a
+    local Ray that rank 0 starts and the other ranks join (one node; several nodes need data.ray_address). Returns
+    whether this process started Ray."""
+    if "lerobot" not in params.data.dataset_modality:
+        return False
+    from vla_foundry.data.streaming.ray_stream import ensure_ray
+
+    if params.data.ray_address or ctx.world_size == 1:
+        return ensure_ray(params.data)
+    import ray
+
+    started = ensure_ray(params.data) if ctx.rank == 0 else False
+    address = broadcast_object(ray.get_runtime_context().gcs_address if ctx.rank == 0 else None)
+    if ctx.rank != 0:
+        ensure_ray(params.data, address=address)
+    return started
 
 
 def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:

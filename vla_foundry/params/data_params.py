@@ -14,8 +14,11 @@ from typing import ClassVar, Literal
 import draccus
 
 from vla_foundry.params.base_params import ConfigError, ParamsRegistry
+from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
-MODALITIES = ("text", "text_untokenized", "image_caption", "robotics")
+MODALITIES = ("text", "text_untokenized", "image_caption", "robotics", "lerobot")
+# Modalities read straight from a source dataset (no shards): which data.type streams them.
+STREAMED_MODALITIES = {"lerobot": "robotics"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,18 @@ class RoboticsDataParams(DataParams):
     augmentation: AugmentationParams = field(default_factory=AugmentationParams)
     tokenizer: str = "byte"
     max_instruction_tokens: int = 64
+    # How `lerobot` entries of dataset_manifest are cut into samples while training (window, cameras, image size,
+    # resize mode): the params of the offline robotics job, so one preset serves both. Its output_dir is where the
+    # stream's derived files (layout, statistics) are cached; unset, `<save_path>/stream_cache`.
+    streaming: RoboticsPreprocessingParams = field(default_factory=RoboticsPreprocessingParams)
+    # Ray cluster of the stream's CPU work ("auto" or host:port); None starts a local Ray (per node) when needed.
+    ray_address: str | None = None
+    # Ray Data tasks decoding and cutting episodes at once (and the CPUs of a local Ray started for the stream).
+    ray_num_workers: int = 2
+    # Memory (MiB) reserved for each decoding task on the Ray cluster; None reserves none.
+    ray_worker_memory_mb: int | None = None
+    # Object store of a local Ray started for the stream (MiB).
+    ray_object_store_mb: int = 512
     # Derived from dataset stats and the field lists (owner: data, shared to the model); never typed by hand.
     action_dim: int | None = None
     proprioception_dim: int | None = None
@@ -165,6 +180,14 @@ class RoboticsDataParams(DataParams):
         super().validate()
         if not self.action_fields:
             raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
+        if "lerobot" in self.dataset_modality:
+            if self.streaming.source_episodes:
+                raise ConfigError(
+                    "data.streaming.source_episodes must stay empty: streamed LeRobot roots are the "
+                    "data.dataset_manifest entries of modality lerobot"
+                )
+            if self.ray_num_workers < 1:
+                raise ConfigError(f"data.ray_num_workers={self.ray_num_workers} must be >= 1")
         for name in (self.normalization.method, *self.normalization.field_overrides.values()):
             valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
             if name not in valid:

@@ -141,9 +141,10 @@ class ProcessorConfig:
 
 
 def _dataset_dirs(data_params: RoboticsDataParams) -> list[str]:
-    from vla_foundry.data.manifest import dataset_paths
+    from vla_foundry.data.streaming.source import layout_dirs
 
-    return [dataset_paths(p)[0] for p in data_params.dataset_manifest]
+    # A streamed LeRobot root's layout and stats live in its stream dir.
+    return layout_dirs(data_params)
 
 
 def resolve_robotics_config(
