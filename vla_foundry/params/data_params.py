@@ -74,6 +74,27 @@ class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
             raise ConfigError(f"data.max_bad_sample_fraction={self.max_bad_sample_fraction} must be within [0, 1]")
 
 
+@dataclass(frozen=True)
+class StreamingParams(RoboticsPreprocessingParams):
+    """The robotics preprocessing params as the cut of a training stream (`data.streaming`): the sources are the
+    `lerobot` entries of data.dataset_manifest (source_episodes stays empty) and `output_dir` is the stream cache,
+    filled by training when unset; the job-only fields (samples_per_shard, jpeg_quality, ray_address, num_cpus,
+    overwrite, ...) are not used by a stream."""
+
+    def validate(self) -> None:
+        import dataclasses
+
+        if self.source_episodes:
+            raise ConfigError(
+                "data.streaming.source_episodes must stay empty: streamed LeRobot roots are the "
+                "data.dataset_manifest entries of modality lerobot"
+            )
+        # The offline job's checks of the window, cameras and image size (its output and sources are not ours).
+        RoboticsPreprocessingParams.validate(
+            dataclasses.replace(self, output_dir=self.output_dir or "unset", source_episodes=["unset"])
+        )
+
+
 def register_data_params(name: str):
     """Class decorator registering a `DataParams` subclass under `name` (`--data.type name`)."""
     return DataParams.register_subclass(name)
@@ -163,7 +184,7 @@ class RoboticsDataParams(DataParams):
     # How `lerobot` entries of dataset_manifest are cut into samples while training (window, cameras, image size,
     # resize mode): the params of the offline robotics job, so one preset serves both. Its output_dir is where the
     # stream's derived files (layout, statistics) are cached; unset, `<save_path>/stream_cache`.
-    streaming: RoboticsPreprocessingParams = field(default_factory=RoboticsPreprocessingParams)
+    streaming: StreamingParams = field(default_factory=StreamingParams)
     # Ray cluster of the stream's CPU work ("auto" or host:port); None starts a local Ray (per node) when needed.
     ray_address: str | None = None
     # Ray Data tasks decoding and cutting episodes at once (and the CPUs of a local Ray started for the stream).
@@ -180,14 +201,8 @@ class RoboticsDataParams(DataParams):
         super().validate()
         if not self.action_fields:
             raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
-        if "lerobot" in self.dataset_modality:
-            if self.streaming.source_episodes:
-                raise ConfigError(
-                    "data.streaming.source_episodes must stay empty: streamed LeRobot roots are the "
-                    "data.dataset_manifest entries of modality lerobot"
-                )
-            if self.ray_num_workers < 1:
-                raise ConfigError(f"data.ray_num_workers={self.ray_num_workers} must be >= 1")
+        if self.ray_num_workers < 1:
+            raise ConfigError(f"data.ray_num_workers={self.ray_num_workers} must be >= 1")
         for name in (self.normalization.method, *self.normalization.field_overrides.values()):
             valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
             if name not in valid:

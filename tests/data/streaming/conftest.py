@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vla_foundry.params.data_params import RoboticsDataParams
-from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
+from vla_foundry.params.data_params import RoboticsDataParams, StreamingParams
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-def window_params(cache: str | Path, **overrides) -> RoboticsPreprocessingParams:
+def window_params(cache: str | Path, **overrides) -> StreamingParams:
     """The streaming block: the window of `tests/data/preprocessing/conftest.py::robotics_argv` at 16x16."""
     kwargs = dict(
         output_dir=str(cache),
@@ -45,7 +44,7 @@ def window_params(cache: str | Path, **overrides) -> RoboticsPreprocessingParams
         image_size=[16, 16],
     )
     kwargs.update(overrides)
-    return RoboticsPreprocessingParams(**kwargs)
+    return StreamingParams(**kwargs)
 
 
 def stream_data_params(
