@@ -3,7 +3,6 @@ bad episodes: on a real local Ray, with synthetic LeRobot datasets whose frames 
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from pathlib import Path
