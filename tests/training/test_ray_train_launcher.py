@@ -21,7 +21,7 @@ from vla_foundry.launch.ray_train import split_args
 from vla_foundry.params.base_params import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOWS = 4
+WINDOWS = 3
 
 
 def launcher_args(save_path: Path, name: str) -> list[str]:

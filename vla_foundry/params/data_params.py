@@ -84,6 +84,8 @@ class StreamingParams(RoboticsPreprocessingParams):
     def validate(self) -> None:
         import dataclasses
 
+        if self.type != "lerobot":
+            raise ConfigError(f"data.streaming.type={self.type!r}: only lerobot sources are streamed; valid: lerobot")
         if self.source_episodes:
             raise ConfigError(
                 "data.streaming.source_episodes must stay empty: streamed LeRobot roots are the "
