@@ -156,3 +156,26 @@ def test_a_stream_mixed_with_shards_follows_the_weights(datasets, tmp_path):
     assert loader.stats.samples_per_dataset == [streamed, 96 - streamed]
     # 96 draws of weight 0.25: mean 24, standard deviation 4.2.
     assert 12 <= streamed <= 36
+
+
+def test_a_root_on_s3_streams_through_workers_given_the_endpoint(datasets, s3_bucket, tmp_path):
+    from vla_foundry import storage
+
+    # The module's Ray workers started before this test pointed boto3 at the moto server: the endpoint reaches them
+    # only through the stream's runtime environment.
+    local = datasets["v21"]
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        storage.upload_file(path, f"{s3_bucket}/v21/{path.relative_to(local).as_posix()}")
+    params = stream_data_params([f"{s3_bucket}/v21"], ["lerobot"], [1.0], tmp_path / "cache")
+    prepare_stream_dir(params, f"{s3_bucket}/v21")
+    plan = plan_checkpoint(params, 0, sum(V21_LENGTHS))
+    samples, stats = stream_rank(params, plan)
+
+    assert stats.bad_samples == 0
+    assert sorted(s["__key__"] for s in samples) == sorted(
+        f"v21_episode_{e:06d}__t{t:06d}" for e, n in enumerate(V21_LENGTHS) for t in range(n)
+    )
+    for sample in samples:
+        meta = json.loads(sample["metadata.json"])
+        episode, t = meta["episode_id"], meta["image_timesteps"][1]
+        assert decode_colour(sample["top_t0.jpg"]) == (int(episode.rsplit("_", 1)[-1]), t, 0)

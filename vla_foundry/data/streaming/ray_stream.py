@@ -169,14 +169,22 @@ def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tu
     context = ray.data.DataContext.get_current()
     context.target_max_block_size = TARGET_BLOCK_BYTES
     context.enable_progress_bars = False
+    from vla_foundry.data.preprocessing.job import forwarded_env
+
     items = read_items(source, samples)
-    memory = data_params.ray_worker_memory_mb
+    options: dict[str, Any] = {}
+    if data_params.ray_worker_memory_mb:
+        options["memory"] = data_params.ray_worker_memory_mb * 1024 * 1024
+    env = forwarded_env()
+    if env:
+        # A custom S3 endpoint (and its credentials) of this process reach the decoding workers too.
+        options["runtime_env"] = {"env_vars": env}
     return ray.data.from_items(items, override_num_blocks=max(1, len(items))).flat_map(
         cut_item,
         fn_kwargs={"params": source.params},
         num_cpus=1,
         compute=ray.data.TaskPoolStrategy(size=data_params.ray_num_workers),
-        **({"memory": memory * 1024 * 1024} if memory else {}),
+        **options,
     )
 
 
