@@ -32,9 +32,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     episodes) and v2.1."""
     base = tmp_path_factory.mktemp("lerobot_streams")
     return {
-        "v3_h264": make_lerobot_v3(base / "v3_h264", lengths=V3_LENGTHS, size=16),
-        "v3_av1": make_lerobot_v3(base / "v3_av1", lengths=V3_LENGTHS, codec="libsvtav1", size=16),
-        "v21": make_lerobot_v21(base / "v21", lengths=V21_LENGTHS, size=16),
+        "v3_h264": make_lerobot_v3(base / "v3_h264", lengths=V3_LENGTHS, size=24),
+        "v3_av1": make_lerobot_v3(base / "v3_av1", lengths=V3_LENGTHS, codec="libsvtav1", size=24),
+        "v21": make_lerobot_v21(base / "v21", lengths=V21_LENGTHS, size=24),
     }
 
 
