@@ -261,11 +261,18 @@ def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> 
 
     if params.data.ray_address or ctx.world_size == 1:
         return ensure_ray(params.data)
-    import ray
+    started, info = False, None
+    if ctx.rank == 0:
+        started = ensure_ray(params.data)
+        import ray
 
-    started = ensure_ray(params.data) if ctx.rank == 0 else False
-    address = broadcast_object(ray.get_runtime_context().gcs_address if ctx.rank == 0 else None)
+        # A local Ray turns token authentication on (RAY_AUTH_MODE; the token is in ~/.ray): joining ranks need the
+        # mode in their environment before Ray is imported.
+        info = (ray.get_runtime_context().gcs_address, os.environ.get("RAY_AUTH_MODE"))
+    address, auth_mode = broadcast_object(info)
     if ctx.rank != 0:
+        if auth_mode:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
         ensure_ray(params.data, address=address)
     return started
 
