@@ -239,28 +239,36 @@ def lr_multipliers(model: Any) -> dict[str, float]:
 
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
-    started_ray = False
+    ray_use = ""
     try:
-        started_ray = start_stream_ray(params, ctx)
-        return _run(params, ctx)
+        ray_use = start_stream_ray(params, ctx)
+        result = _run(params, ctx)
+        if ray_use == "joined" or (ray_use == "started" and ctx.world_size > 1):
+            import ray
+
+            # Ranks that joined the Ray rank 0 started leave it before rank 0 shuts it down.
+            if ray_use == "joined":
+                ray.shutdown()
+            barrier()
+        return result
     finally:
-        if started_ray:
+        if ray_use == "started":
             import ray
 
             ray.shutdown()
         destroy_distributed()
 
 
-def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> bool:
+def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> str:
     """When LeRobot roots are streamed: join data.ray_address or an initialised Ray (Ray Train workers), or start a
     local Ray that rank 0 starts and the other ranks join (one node; several nodes need data.ray_address). Returns
-    whether this process started Ray."""
+    "started" (this process started Ray), "joined" (it joined the Ray rank 0 started) or "" (nothing to undo)."""
     if "lerobot" not in params.data.dataset_modality:
-        return False
+        return ""
     from vla_foundry.data.streaming.ray_stream import ensure_ray
 
     if params.data.ray_address or ctx.world_size == 1:
-        return ensure_ray(params.data)
+        return "started" if ensure_ray(params.data) else ""
     started, info = False, None
     if ctx.rank == 0:
         started = ensure_ray(params.data)
@@ -268,13 +276,16 @@ def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> 
 
         # A local Ray turns token authentication on (RAY_AUTH_MODE; the token is in ~/.ray): joining ranks need the
         # mode in their environment before Ray is imported.
-        info = (ray.get_runtime_context().gcs_address, os.environ.get("RAY_AUTH_MODE"))
-    address, auth_mode = broadcast_object(info)
-    if ctx.rank != 0:
-        if auth_mode:
-            os.environ["RAY_AUTH_MODE"] = auth_mode
-        ensure_ray(params.data, address=address)
-    return started
+        info = (ray.get_runtime_context().gcs_address, os.environ.get("RAY_AUTH_MODE"), started)
+    address, auth_mode, rank0_started = broadcast_object(info)
+    if ctx.rank == 0:
+        return "started" if started else ""
+    if not rank0_started:
+        return ""  # every rank already runs inside the same Ray (Ray Train workers)
+    if auth_mode:
+        os.environ["RAY_AUTH_MODE"] = auth_mode
+    ensure_ray(params.data, address=address)
+    return "joined"
 
 
 def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
