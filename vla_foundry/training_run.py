@@ -195,11 +195,11 @@ def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
     save_params(params.model, os.path.join(run_dir, "config_model.yaml"))
     if params.data.type != "robotics":
         return
-    from vla_foundry.data.manifest import dataset_paths
     from vla_foundry.data.robotics.processor import RoboticsProcessor
+    from vla_foundry.data.streaming.source import layout_dirs
 
     RoboticsProcessor.from_data_params(params.data).save(run_dir)
-    first_dataset = dataset_paths(params.data.dataset_manifest[0])[0]
+    first_dataset = layout_dirs(params.data)[0]
     for name in ("preprocessing_config.yaml", "processing_metadata.json"):
         source = storage.join(first_dataset, name)
         if storage.exists(source):
@@ -229,11 +229,25 @@ def lr_multipliers(model: Any) -> dict[str, float]:
 
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
+    ray_use = ""
     try:
         with sigterm_as_exit():
-            return _run(params, ctx)
+            ray_use = start_stream_ray(params, ctx)
+            result = _run(params, ctx)
+            if ray_use == "joined" or (ray_use == "started" and ctx.world_size > 1):
+                import ray
+
+                # Ranks that joined the Ray rank 0 started leave it before rank 0 shuts it down.
+                if ray_use == "joined":
+                    ray.shutdown()
+                barrier()
+            return result
     finally:
         release_run_locks()
+        if ray_use == "started":
+            import ray
+
+            ray.shutdown()
         destroy_distributed()
 
 
@@ -256,6 +270,35 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> str:
+    """When LeRobot roots are streamed: join data.ray_address or an initialised Ray (Ray Train workers), or start a
+    local Ray that rank 0 starts and the other ranks join (one node; several nodes need data.ray_address). Returns
+    "started" (this process started Ray), "joined" (it joined the Ray rank 0 started) or "" (nothing to undo)."""
+    if "lerobot" not in params.data.dataset_modality:
+        return ""
+    from vla_foundry.data.streaming.ray_stream import ensure_ray
+
+    if params.data.ray_address or ctx.world_size == 1:
+        return "started" if ensure_ray(params.data) else ""
+    started, info = False, None
+    if ctx.rank == 0:
+        started = ensure_ray(params.data)
+        import ray
+
+        # A local Ray turns token authentication on (RAY_AUTH_MODE; the token is in ~/.ray): joining ranks need the
+        # mode in their environment before Ray is imported.
+        info = (ray.get_runtime_context().gcs_address, os.environ.get("RAY_AUTH_MODE"), started)
+    address, auth_mode, rank0_started = broadcast_object(info)
+    if ctx.rank == 0:
+        return "started" if started else ""
+    if not rank0_started:
+        return ""  # every rank already runs inside the same Ray (Ray Train workers)
+    if auth_mode:
+        os.environ["RAY_AUTH_MODE"] = auth_mode
+    ensure_ray(params.data, address=address)
+    return "joined"
 
 
 def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:

@@ -31,6 +31,7 @@ from vla_foundry import storage
 from vla_foundry.data.pipelines import build_pipeline
 from vla_foundry.data.planner import CheckpointPlan, DatasetPlan
 from vla_foundry.data.robotics.processor import SampleError
+from vla_foundry.data.streaming.source import is_stream
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 from vla_foundry.params.data_params import DataParams
 
@@ -236,8 +237,17 @@ class WindowDataset(IterableDataset):
                 self.plan.datasets[i], i, self.rank, self.world_size, worker, self.num_workers,
                 [*base, i], self.data_params.shuffle_buffer_size, stats,
             )
-            for i in active
+            for i in active if not is_stream(self.plan.datasets[i].modality)
         }  # fmt: skip
+        for i in active:
+            if is_stream(self.plan.datasets[i].modality):
+                from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
+
+                # A LeRobot root: the rank's share of the window, decoded and cut by Ray Data workers.
+                streams[i] = LeRobotWindowStream(
+                    self.data_params, self.plan.datasets[i], i, self.rank, self.world_size, [*base, i],
+                    self.data_params.shuffle_buffer_size, stats,
+                )  # fmt: skip
         probs = np.array([self.plan.datasets[i].weight for i in active])
         probs = probs / probs.sum()
         mix_rng = np.random.default_rng([*base, 1_000_000])
@@ -403,9 +413,15 @@ def build_dataloader(
     if not 0 <= start_batch <= num_batches:
         raise ValueError(f"start_batch={start_batch} must be within [0, {num_batches}] for this window")
     num_workers = data_params.num_workers if num_workers is None else num_workers
+    if any(is_stream(d.modality) for d in plan.datasets):
+        # A streamed dataset is pulled from Ray in this process (Ray's workers do its decoding): the window's
+        # loader runs here, without loader worker processes.
+        num_workers = 0
     seed = int(data_params.seed or 0) if seed is None else int(seed)
     if check_shards:
         for d in plan.datasets:
+            if is_stream(d.modality):
+                continue
             missing = [url for url in dict.fromkeys(d.shards) if not storage.exists(url)]
             if missing:
                 raise FileNotFoundError(

@@ -17,7 +17,7 @@ import numpy as np
 from vla_foundry import storage
 from vla_foundry.data.manifest import Manifest, read_manifest
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.data_params import MODALITIES, DataParams
+from vla_foundry.params.data_params import MODALITIES, STREAMED_MODALITIES, DataParams
 
 
 class DataExhaustedError(RuntimeError):
@@ -72,6 +72,8 @@ class DatasetPlan:
         if not self.shards:
             return ""
         names = [storage.basename(s)[: -len(".tar")] for s in self.shards]
+        if self.modality in STREAMED_MODALITIES:
+            return f"{self.dataset_dir} episodes {{{','.join(names)}}}"
         return storage.join(self.dataset_dir, "{" + ",".join(names) + "}.tar")
 
 
@@ -199,15 +201,25 @@ def dataset_sources(data_params: DataParams, split: str = "train") -> tuple[list
             raise ConfigError(
                 f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(MODALITIES)}"
             )
-        if modality != data_params.type:
+        if STREAMED_MODALITIES.get(modality, modality) != data_params.type:
             raise ConfigError(
                 f"data.dataset_modality[{i}]={modality!r} does not match data.type={data_params.type!r}; one run "
-                "streams one modality (its pipeline), so every dataset must have the modality of data.type"
+                "streams one modality (its pipeline), so every dataset must have the modality of data.type (or "
+                "lerobot, a LeRobot root streamed as robotics)"
             )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"dataset weights must be >= 0 with a positive sum, got {weights}")
     total = float(sum(weights))
     return paths, [w / total for w in weights], modalities
+
+
+def dataset_manifest(data_params: DataParams, path: str, modality: str) -> Manifest:
+    """The manifest of a dataset: its manifest.jsonl, or for a streamed LeRobot root its episodes as shards."""
+    if modality in STREAMED_MODALITIES:
+        from vla_foundry.data.streaming.ray_stream import get_source
+
+        return get_source(data_params, path).manifest()
+    return read_manifest(path)
 
 
 def plan_checkpoint(
@@ -231,7 +243,7 @@ def plan_checkpoint(
         raise ValueError(f"window_index={window_index} must be >= 0")
     paths, weights, modalities = dataset_sources(data_params, split)
     if manifests is None:
-        manifests = [read_manifest(p) for p in paths]
+        manifests = [dataset_manifest(data_params, p, m) for p, m in zip(paths, modalities)]
     seed = int(data_params.seed or 0)
     # Validation uses its own shard orders so they never coincide with the training ones.
     seed_offset = 0 if split == "train" else 1_000_003

@@ -14,8 +14,11 @@ from typing import ClassVar, Literal
 import draccus
 
 from vla_foundry.params.base_params import ConfigError, ParamsRegistry, derived_field
+from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
-MODALITIES = ("text", "text_untokenized", "image_caption", "robotics")
+MODALITIES = ("text", "text_untokenized", "image_caption", "robotics", "lerobot")
+# Modalities read straight from a source dataset (no shards): which data.type streams them.
+STREAMED_MODALITIES = {"lerobot": "robotics"}
 # Instruction types a robotics sample's language_instructions.json may hold (docs/formats.md §2).
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
 
@@ -73,6 +76,29 @@ class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
             raise ConfigError("data.dataset_weighting must have a positive sum")
         if not 0.0 <= self.max_bad_sample_fraction <= 1.0:
             raise ConfigError(f"data.max_bad_sample_fraction={self.max_bad_sample_fraction} must be within [0, 1]")
+
+
+@dataclass(frozen=True)
+class StreamingParams(RoboticsPreprocessingParams):
+    """The robotics preprocessing params as the cut of a training stream (`data.streaming`): the sources are the
+    `lerobot` entries of data.dataset_manifest (source_episodes stays empty) and `output_dir` is the stream cache,
+    filled by training when unset; the job-only fields (samples_per_shard, jpeg_quality, ray_address, num_cpus,
+    overwrite, ...) are not used by a stream."""
+
+    def validate(self) -> None:
+        import dataclasses
+
+        if self.type != "lerobot":
+            raise ConfigError(f"data.streaming.type={self.type!r}: only lerobot sources are streamed; valid: lerobot")
+        if self.source_episodes:
+            raise ConfigError(
+                "data.streaming.source_episodes must stay empty: streamed LeRobot roots are the "
+                "data.dataset_manifest entries of modality lerobot"
+            )
+        # The offline job's checks of the window, cameras and image size (its output and sources are not ours).
+        RoboticsPreprocessingParams.validate(
+            dataclasses.replace(self, output_dir=self.output_dir or "unset", source_episodes=["unset"])
+        )
 
 
 def register_data_params(name: str):
@@ -186,6 +212,18 @@ class RoboticsDataParams(DataParams):
     tokenizer: str = "byte"
     # Instruction tokens kept (padded or cut to this length).
     max_instruction_tokens: int = 64
+    # How `lerobot` entries of dataset_manifest are cut into samples while training (window, cameras, image size,
+    # resize mode): the params of the offline robotics job, so one preset serves both. Its output_dir is where the
+    # stream's derived files (layout, statistics) are cached; unset, `<save_path>/stream_cache`.
+    streaming: StreamingParams = field(default_factory=StreamingParams)
+    # Ray cluster of the stream's CPU work ("auto" or host:port); None starts a local Ray (per node) when needed.
+    ray_address: str | None = None
+    # Ray Data tasks decoding and cutting episodes at once (and the CPUs of a local Ray started for the stream).
+    ray_num_workers: int = 2
+    # Memory (MiB) reserved for each decoding task on the Ray cluster; None reserves none.
+    ray_worker_memory_mb: int | None = None
+    # Object store of a local Ray started for the stream (MiB).
+    ray_object_store_mb: int = 512
     # Widths of the concatenated action / proprioception fields, from the datasets' stats.json (shared to the model).
     action_dim: int | None = derived_field(None, "dataset statistics of data.action_fields")
     proprioception_dim: int | None = derived_field(None, "dataset statistics of data.proprioception_fields")
@@ -203,6 +241,8 @@ class RoboticsDataParams(DataParams):
                     f"data.language_instruction_types: {name!r} is not an instruction type"
                     f"{'; closest: ' + ', '.join(close) if close else ''}; valid: {', '.join(INSTRUCTION_TYPES)}"
                 )
+        if self.ray_num_workers < 1:
+            raise ConfigError(f"data.ray_num_workers={self.ray_num_workers} must be >= 1")
         for name in (self.normalization.method, *self.normalization.field_overrides.values()):
             valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
             if name not in valid:

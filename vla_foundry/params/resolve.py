@@ -20,14 +20,19 @@ from vla_foundry.params.train_experiment_params import TrainExperimentParams, in
 def resolve_params(params: TrainExperimentParams) -> TrainExperimentParams:
     """New params with the file-dependent values resolved and checked (see the module docstring)."""
     from vla_foundry.data.manifest import read_manifest
-    from vla_foundry.data.planner import dataset_sources
-    from vla_foundry.params.data_params import RoboticsDataParams
+    from vla_foundry.data.planner import dataset_manifest, dataset_sources
+    from vla_foundry.params.data_params import STREAMED_MODALITIES, RoboticsDataParams
 
     model = params.model.resolve_files()
     data = params.data
+    if isinstance(data, RoboticsDataParams) and set(data.dataset_modality) & set(STREAMED_MODALITIES):
+        from vla_foundry.data.streaming.source import prepare_streams
+
+        # A streamed LeRobot root gets its layout and statistics (cached beside the runs) before they are read.
+        data = prepare_streams(data, params.save_path)
     # Every manifest is read now, before a run dir exists: a wrong dataset path fails in seconds, naming it.
-    paths, _, _ = dataset_sources(data)
-    dataset_num_samples = sum(read_manifest(p).num_samples for p in paths)
+    paths, _, modalities = dataset_sources(data)
+    dataset_num_samples = sum(dataset_manifest(data, p, m).num_samples for p, m in zip(paths, modalities))
     if data.val_dataset_manifest:
         for path in dataset_sources(data, split="val")[0]:
             read_manifest(path)

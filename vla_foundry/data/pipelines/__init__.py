@@ -34,6 +34,11 @@ def build_pipeline(
         return ImageCaptionPipeline(data_params, model_params)
     if kind == "robotics":
         from vla_foundry.data.pipelines.robotics import RoboticsPipeline
+        from vla_foundry.data.streaming.source import is_stream, stream_dir
 
-        return RoboticsPipeline(data_params, [d.dataset_dir for d in plan.datasets], training, batch_size)
+        # A streamed LeRobot root's layout and statistics live in its stream dir.
+        dirs = [
+            stream_dir(data_params, d.dataset_dir) if is_stream(d.modality) else d.dataset_dir for d in plan.datasets
+        ]
+        return RoboticsPipeline(data_params, dirs, training, batch_size)
     raise ValueError(f"no pipeline for data.type={kind!r}")

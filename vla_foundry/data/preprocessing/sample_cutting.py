@@ -9,8 +9,9 @@ and JPEG-encoded once each, and only the frames still needed by later anchors ar
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,8 @@ class Sample:
     """One encoded sample: tar member suffixes -> bytes, plus the window used for statistics."""
 
     key: str
-    members: dict[str, bytes]
+    # Camera members hold JPEG bytes, or what `cut_samples`' `encode_frame` returned (e.g. the resized array).
+    members: dict[str, Any]
     lowdim: dict[str, np.ndarray]  # {name: (T, D)}
     valid: np.ndarray  # (T,) bool
 
@@ -104,14 +106,26 @@ def cut_window_lowdim(
     return lowdim, past_mask, future_mask
 
 
-def cut_samples(episode: Episode, params: RoboticsPreprocessingParams) -> Iterator[Sample]:
-    """Every sample of an episode, in anchor order, pulling frames lazily from `episode.frames`."""
+def cut_samples(
+    episode: Episode,
+    params: RoboticsPreprocessingParams,
+    anchors: list[int] | None = None,
+    encode_frame: Callable[[np.ndarray], Any] | None = None,
+) -> Iterator[Sample]:
+    """Every sample of an episode (or those of `anchors`, a sorted subset of its planned anchors), in anchor order,
+    pulling frames lazily from `episode.frames`. A resized frame (h, w, 3) is stored as `encode_frame(frame)`
+    (default: JPEG bytes at params.jpeg_quality)."""
     length = episode.length
-    anchors = plan_anchors(length, params)
+    anchors = plan_anchors(length, params) if anchors is None else list(anchors)
+    if encode_frame is None:
+
+        def encode_frame(frame: np.ndarray) -> bytes:
+            return encode_jpeg(frame, params.jpeg_quality)
+
     offsets = list(params.image_indices)
     image_steps = {a: [min(max(a + o, 0), length - 1) for o in offsets] for a in anchors}
     needed = {t for steps in image_steps.values() for t in steps}
-    encoded: dict[int, dict[str, bytes]] = {}  # t -> {camera: jpeg}, only frames later anchors still need
+    encoded: dict[int, dict[str, Any]] = {}  # t -> {camera: jpeg}, only frames later anchors still need
     next_t = 0
 
     def pull_until(t_max: int) -> None:
@@ -127,9 +141,7 @@ def cut_samples(episode: Episode, params: RoboticsPreprocessingParams) -> Iterat
                 raise EpisodeError(episode.episode_id, f"frame stream gave t={t}, expected t={next_t}", "read_error")
             if t in needed:
                 encoded[t] = {
-                    cam: encode_jpeg(
-                        resize_image(frames[cam], params.image_size, params.resize_mode), params.jpeg_quality
-                    )
+                    cam: encode_frame(resize_image(frames[cam], params.image_size, params.resize_mode))
                     for cam in episode.cameras
                 }
             next_t += 1

@@ -20,10 +20,15 @@ from vla_foundry.data.preprocessing.encoding import decode_image  # noqa: F401
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
-def open_image(data: bytes):
-    """JPEG/PNG/WebP bytes -> the decoded PIL image in RGB mode. Raises ValueError for undecodable bytes."""
+def open_image(data: bytes | np.ndarray):
+    """JPEG/PNG/WebP bytes (or an already decoded (H, W, 3) uint8 frame, as a stream delivers it) -> the PIL image
+    in RGB mode. Raises ValueError for undecodable bytes."""
     from PIL import Image
 
+    if isinstance(data, np.ndarray):
+        if data.ndim != 3 or data.shape[2] != 3 or data.dtype != np.uint8:
+            raise ValueError(f"a decoded frame must be (H, W, 3) uint8, got {data.dtype} {data.shape}")
+        return Image.fromarray(data)
     try:
         img = Image.open(io.BytesIO(data))
         img.load()

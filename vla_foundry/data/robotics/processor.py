@@ -147,9 +147,10 @@ class ProcessorConfig:
 
 
 def _dataset_dirs(data_params: RoboticsDataParams) -> list[str]:
-    from vla_foundry.data.manifest import dataset_paths
+    from vla_foundry.data.streaming.source import layout_dirs
 
-    return [dataset_paths(p)[0] for p in data_params.dataset_manifest]
+    # A streamed LeRobot root's layout and stats live in its stream dir.
+    return layout_dirs(data_params)
 
 
 def resolve_robotics_config(
@@ -269,11 +270,20 @@ def check_instruction_types(data_params: RoboticsDataParams) -> None:
     the closest names; a dataset whose samples carry no instructions at all trains with empty instructions."""
     from vla_foundry.data.manifest import read_manifest
     from vla_foundry.data.tar_stream import iter_tar_samples
+    from vla_foundry.params.data_params import STREAMED_MODALITIES
 
     requested = list(data_params.language_instruction_types)
     if not requested:
         return
-    for path in data_params.dataset_manifest:
+    for path, modality in zip(data_params.dataset_manifest, data_params.dataset_modality):
+        if modality in STREAMED_MODALITIES:
+            # A streamed LeRobot root has no shards yet: its samples carry the episode's tasks as "original".
+            if "original" not in requested:
+                raise ConfigError(
+                    f"data.language_instruction_types={requested}: the streamed LeRobot root {path} gives its "
+                    f"episodes' tasks as the 'original' instruction; {closest_names(requested[0], ['original'])}"
+                )
+            continue
         manifest = read_manifest(path)
         if not manifest.shards:
             continue

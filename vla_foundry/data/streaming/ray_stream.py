@@ -1,0 +1,269 @@
+"""Ray Data streams of a window's LeRobot samples: read tasks -> decode + cut + resize on Ray CPU workers -> a rank.
+
+A window's set of a `lerobot` dataset is the first `num_samples` anchors of its planned episodes (plan order, every
+anchor of an episode in turn). Rank r of W takes the r-th contiguous W-th of that list (equal shares up to one
+sample), so ranks are disjoint and their union is the set, and each rank decodes mostly its own episodes. Its
+samples are grouped into items of one read task each (the episodes sharing their data and video files, so each MP4
+is opened once per item); a Ray Data `flat_map` (`data.ray_num_workers` concurrent tasks of 1 CPU, optional memory
+reservation) reads an item with the offline job's converter and cuts it with `cut_samples`, keeping frames as
+resized (h, w, 3) uint8 arrays instead of JPEG bytes. The rank pulls rows as Ray produces them (streaming, with
+backpressure) into a seeded shuffle buffer: the *set* of a window is deterministic, the order within it follows
+Ray's scheduling.
+
+An episode that cannot be read (missing parquet, corrupt MP4) becomes a row counting its lost samples with the
+episode named; the rank's loader counts them as bad samples, exactly as undecodable shard samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from vla_foundry import storage
+from vla_foundry.data.streaming.source import LeRobotSource
+
+logger = logging.getLogger(__name__)
+
+# Rows of the flat_map are made into blocks of at most this size, so a rank gets its first samples while a read
+# task is still decoding (Ray's default block size would hold a task's whole output).
+TARGET_BLOCK_BYTES = 8 * 1024 * 1024
+# Blocks each rank's iterator fetches ahead of the trainer.
+PREFETCH_BLOCKS = 4
+
+_SOURCES: dict[str, LeRobotSource] = {}
+
+
+def get_source(data_params: Any, root: str) -> LeRobotSource:
+    """The `LeRobotSource` of `root` cut with data.streaming, built once per process (metadata reads only)."""
+    from vla_foundry.params.parsing import params_to_dict
+
+    key = json.dumps([root.rstrip("/"), params_to_dict(data_params.streaming)], sort_keys=True, default=str)
+    if key not in _SOURCES:
+        _SOURCES[key] = LeRobotSource(data_params, root)
+    return _SOURCES[key]
+
+
+def episode_of(url: str) -> str:
+    """Episode id of a planned pseudo-shard URL (`<root>/<episode id>.tar`)."""
+    return storage.basename(url).removesuffix(".tar")
+
+
+def window_samples(source: LeRobotSource, shards: tuple[str, ...], num_samples: int) -> list[tuple[str, int]]:
+    """The window's set: the first `num_samples` (episode, anchor) pairs of the planned episodes, in plan order."""
+    out: list[tuple[str, int]] = []
+    for url in shards:
+        eid = episode_of(url)
+        ref = source.episodes.get(eid)
+        if ref is None:
+            raise ValueError(f"{source.root}: planned episode {eid} is not in the dataset (was it changed?)")
+        out.extend((eid, a) for a in ref.anchors)
+        if len(out) >= num_samples:
+            break
+    return out[:num_samples]
+
+
+def rank_share(samples: list[Any], rank: int, world_size: int) -> list[Any]:
+    """Rank `rank`'s contiguous share of `samples` (sizes differ by at most one)."""
+    n = len(samples)
+    return samples[n * rank // world_size : n * (rank + 1) // world_size]
+
+
+def read_items(source: LeRobotSource, samples: list[tuple[str, int]]) -> list[dict]:
+    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item."""
+    items: list[dict] = []
+    current: dict | None = None
+    for eid, anchor in samples:
+        task_index = source.episodes[eid].task_index
+        if (
+            current is None
+            or current["task_index"] != task_index
+            or (eid in current["anchors"] and current["last"] != eid)
+        ):
+            current = {"task_index": task_index, "anchors": {}, "last": eid}
+            items.append(current)
+        anchors = current["anchors"].setdefault(eid, [])
+        if anchors and anchor <= anchors[-1]:
+            # The same episode again (a window that wrapped into a new epoch): a new item keeps anchors increasing.
+            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid}
+            items.append(current)
+            anchors = current["anchors"][eid]
+        anchors.append(anchor)
+        current["last"] = eid
+    out = []
+    for item in items:
+        task = source.tasks[item["task_index"]]
+        keep = [i for i, e in enumerate(task.episode_ids) if e in item["anchors"]]
+        spec = {**task.spec, "episodes": [task.spec["episodes"][i] for i in keep]}
+        task_json = {"task_id": task.task_id, "episode_ids": [task.episode_ids[i] for i in keep], "spec": spec}
+        out.append({"item": json.dumps({"task": task_json, "anchors": item["anchors"]})})
+    return out
+
+
+def _bad_row(episode_id: str, reason: str, count: int) -> dict:
+    return {"key": episode_id, "payload": b"", "bad": f"episode {episode_id}: {reason}", "count": count}
+
+
+def cut_item(row: dict, params: Any) -> Iterator[dict]:
+    """One Ray Data item (runs on a Ray worker): its episodes -> one row per sample (pickled members) or per lost
+    episode (`bad` names it, `count` the samples lost)."""
+    from vla_foundry.data.preprocessing.episodes import EpisodeError, ReadTask, TaskFailure, get_converter
+    from vla_foundry.data.preprocessing.sample_cutting import cut_samples
+    from vla_foundry.data.preprocessing.video import VideoDecodeError
+
+    item = json.loads(row["item"])
+    task = ReadTask(**item["task"])
+    wanted: dict[str, list[int]] = item["anchors"]
+    converter = get_converter("lerobot")(params)
+    for episode in converter.read_task(task):
+        anchors = wanted[episode.episode_id]
+        if isinstance(episode, TaskFailure):
+            yield _bad_row(episode.episode_id, f"{episode.reason} ({episode.kind})", len(anchors))
+            continue
+        done = 0
+        try:
+            for sample in cut_samples(episode, params, anchors, encode_frame=np.ascontiguousarray):
+                yield {"key": sample.key, "payload": pickle.dumps(sample.members, protocol=5), "bad": "", "count": 1}
+                done += 1
+        except (EpisodeError, VideoDecodeError) as e:
+            reason = e.reason if isinstance(e, EpisodeError) else str(e)
+            yield _bad_row(episode.episode_id, reason, len(anchors) - done)
+        except Exception as e:  # malformed data of one episode: counted, the stream goes on
+            yield _bad_row(episode.episode_id, f"{type(e).__name__}: {e}", len(anchors) - done)
+
+
+def ensure_ray(data_params: Any, address: str | None = None) -> bool:
+    """Connect to `address` / data.ray_address, reuse an initialised Ray (e.g. inside Ray Train workers), or start a
+    small local one; returns whether this call started one."""
+    address = address or data_params.ray_address
+    if not address:
+        # Local workers share this interpreter's environment (read by Ray at import time).
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(
+        num_cpus=data_params.ray_num_workers,
+        object_store_memory=data_params.ray_object_store_mb * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return True
+
+
+def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tuple[str, int]]) -> Any:
+    """The lazy Ray Dataset of one rank's samples of a window (nothing runs until it is iterated)."""
+    import ray
+
+    ensure_ray(data_params)
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = TARGET_BLOCK_BYTES
+    context.enable_progress_bars = False
+    from vla_foundry.data.preprocessing.job import forwarded_env
+
+    items = read_items(source, samples)
+    options: dict[str, Any] = {}
+    if data_params.ray_worker_memory_mb:
+        options["memory"] = data_params.ray_worker_memory_mb * 1024 * 1024
+    env = forwarded_env()
+    if env:
+        # A custom S3 endpoint (and its credentials) of this process reach the decoding workers too.
+        options["runtime_env"] = {"env_vars": env}
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).flat_map(
+        cut_item,
+        fn_kwargs={"params": source.params},
+        num_cpus=1,
+        compute=ray.data.TaskPoolStrategy(size=data_params.ray_num_workers),
+        **options,
+    )
+
+
+class LeRobotWindowStream:
+    """One rank's endless sample stream of a `lerobot` dataset in a window (the shard path's `DatasetStream`):
+    raw samples as `RoboticsProcessor.process_sample` takes them, through a seeded shuffle buffer; a further pass
+    (a new Ray execution) when the mixer needs more than the share holds, counted in `stats.repeated_passes`."""
+
+    def __init__(
+        self,
+        data_params: Any,
+        dataset: Any,
+        dataset_index: int,
+        rank: int,
+        world_size: int,
+        seed: list[int],
+        buffer_size: int,
+        stats: Any,
+    ) -> None:
+        self.data_params = data_params
+        self.source = get_source(data_params, dataset.dataset_dir)
+        window = window_samples(self.source, dataset.shards, dataset.num_samples)
+        self.samples = rank_share(window, rank, world_size)
+        self.dataset_index = dataset_index
+        self.seed = seed
+        self.buffer_size = max(1, buffer_size)
+        self.stats = stats
+        self._iter = self._endless()
+
+    def rows(self) -> Iterator[dict]:
+        """Rows of one pass over the rank's share, as Ray delivers them."""
+        if not self.samples:
+            return
+        dataset = build_rank_dataset(self.data_params, self.source, self.samples)
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=PREFETCH_BLOCKS):
+            yield from batch.to_pylist()
+
+    def raw_samples(self) -> Iterator[dict]:
+        """Raw samples of one pass (members + `__key__` / `__url__`); lost episodes are counted as bad samples."""
+        from vla_foundry.data.dataloader import MAX_LISTED_BAD
+
+        for row in self.rows():
+            if row["bad"]:
+                self.stats.bad_samples += int(row["count"])
+                if len(self.stats.bad) < MAX_LISTED_BAD:
+                    self.stats.bad.append(f"{self.source.root}: {row['bad']}")
+                continue
+            sample = pickle.loads(row["payload"])
+            sample["__key__"] = row["key"]
+            sample["__url__"] = self.source.root
+            yield sample
+
+    def _one_pass(self, pass_index: int) -> Iterator[dict]:
+        rng = np.random.default_rng([*self.seed, pass_index])
+        buffer: list[dict] = []
+        for sample in self.raw_samples():
+            if len(buffer) < self.buffer_size:
+                buffer.append(sample)
+                continue
+            j = int(rng.integers(len(buffer)))
+            buffer[j], sample = sample, buffer[j]
+            yield sample
+        for j in rng.permutation(len(buffer)):
+            yield buffer[j]
+
+    def _endless(self) -> Iterator[dict]:
+        pass_index = 0
+        while True:
+            produced = 0
+            for sample in self._one_pass(pass_index):
+                produced += 1
+                yield sample
+            if produced == 0:
+                raise RuntimeError(
+                    f"dataset {self.dataset_index} ({self.source.root}) gave this rank no readable sample from "
+                    f"{len(self.samples)} planned; see the bad-sample list"
+                )
+            pass_index += 1
+            self.stats.repeated_passes += 1
+
+    def next(self) -> dict:
+        return next(self._iter)

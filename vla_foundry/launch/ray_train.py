@@ -1,0 +1,188 @@
+"""Run training in Ray Train workers, restarting failed workers from the latest complete checkpoint.
+
+    python -m vla_foundry.launch.ray_train --ray.num_workers 2 --ray.use_gpu False --ray.max_failures 1 \\
+        --config_path config_presets/training_jobs/vla_diffusion_tiny_quickstart.yaml --name my_run
+
+Every worker runs the same training function as `torchrun` does (`run_training`): Ray Train sets up the process
+group (gloo on CPU, NCCL on GPU) and the RANK / WORLD_SIZE / LOCAL_RANK environment it reads. The run dir is
+`<save_path>/<name>` as for any run (a name is fixed here when none is given, so every attempt uses the same dir),
+`--remote_sync` works as usual. When a worker dies (a crash, a killed process, a lost node) Ray Train stops the group
+and starts it again, up to `--ray.max_failures` times (`FailureConfig`); each attempt whose run dir holds a complete
+checkpoint resumes from it (`--model.resume_from_checkpoint <run_dir>`), so at most one checkpoint window is redone.
+
+Launcher flags (the rest are training flags, checked here before Ray starts):
+  --ray.num_workers N        training workers (default 1)
+  --ray.use_gpu BOOL         one GPU per worker (default False)
+  --ray.max_failures K       restarts allowed after worker failures (default 0; -1: unlimited)
+  --ray.cpus_per_worker X    CPUs reserved per worker (default 1; lower it to leave CPUs to a LeRobot stream)
+  --ray.address ADDR         an existing Ray cluster; unset starts a local one
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from vla_foundry.params.base_params import ConfigError
+
+
+@dataclass(frozen=True)
+class RayLaunchParams:
+    """The `--ray.*` flags of the launcher."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    max_failures: int = 0
+    cpus_per_worker: float = 1.0
+    address: str | None = None
+
+    def validate(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError(f"--ray.num_workers={self.num_workers} must be >= 1")
+        if self.max_failures < -1:
+            raise ConfigError(f"--ray.max_failures={self.max_failures} must be >= -1 (-1: unlimited)")
+        if self.cpus_per_worker < 0:
+            raise ConfigError(f"--ray.cpus_per_worker={self.cpus_per_worker} must be >= 0")
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--ray.{name}={value!r} is not a boolean; valid: True, False")
+
+
+def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
+    """(`--ray.*` flags, the training flags). Unknown `--ray.*` names are a ConfigError with the closest ones."""
+    import difflib
+
+    kinds: dict[str, Any] = {"num_workers": int, "use_gpu": bool, "max_failures": int, "cpus_per_worker": float}
+    kinds["address"] = str
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--ray."):
+            rest.append(arg)
+            i += 1
+            continue
+        name, _, value = arg[len("--ray.") :].partition("=")
+        if not value:
+            if i + 1 >= len(args):
+                raise ConfigError(f"--ray.{name} needs a value")
+            value, i = args[i + 1], i + 1
+        i += 1
+        if name not in kinds:
+            close = difflib.get_close_matches(name, list(kinds), n=2)
+            hint = f" (did you mean {', '.join('--ray.' + c for c in close)}?)" if close else ""
+            raise ConfigError(f"--ray.{name} is not a launcher flag{hint}; valid: {', '.join(kinds)}")
+        kind = kinds[name]
+        try:
+            values[name] = _parse_bool(name, value) if kind is bool else kind(value)
+        except ValueError:
+            raise ConfigError(f"--ray.{name}={value!r} is not a valid {kind.__name__}") from None
+    params = RayLaunchParams(**values)
+    params.validate()
+    return params, rest
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the training run of the given flags, resumed from the run dir's latest complete
+    checkpoint when an earlier attempt left one."""
+    from vla_foundry.checkpoint import CheckpointError, resolve_checkpoint
+    from vla_foundry.params.parsing import parse_train_params
+    from vla_foundry.training_run import run_training
+
+    # Paths in the flags are relative to where the launcher ran.
+    os.chdir(config["cwd"])
+    argv = list(config["argv"])
+    run_dir = config["run_dir"]
+    try:
+        resolve_checkpoint(run_dir)
+        resumable = True
+    except CheckpointError:
+        resumable = False
+    if resumable:
+        print(f"[ray_train] resuming from the latest complete checkpoint of {run_dir}", file=sys.stderr, flush=True)
+        argv += ["--model.resume_from_checkpoint", run_dir]
+    run_training(parse_train_params(argv))
+
+
+def launch(argv: Sequence[str]) -> Any:
+    """Check the flags, start (or join) Ray and run the trainer; returns Ray Train's result."""
+    from vla_foundry.params.parsing import parse_train_params
+    from vla_foundry.training_run import default_run_name
+
+    ray_params, train_argv = split_args(argv)
+    params = parse_train_params(train_argv)  # a bad flag ends here, before Ray starts
+    if params.model.resume_from_checkpoint and not params.model.resume_weights_only:
+        raise ConfigError(
+            "--model.resume_from_checkpoint with the Ray launcher: give the run's --name instead; attempts resume "
+            "from its run dir by themselves"
+        )
+    name = params.name or default_run_name(params)
+    if not params.name:
+        train_argv += ["--name", name]
+    save_path = os.path.abspath(params.save_path)
+    run_dir = os.path.join(save_path, name)
+
+    if not ray_params.address:
+        # Local workers share this interpreter's environment (read by Ray at import time).
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        if ray_params.address:
+            ray.init(address=ray_params.address)
+        else:
+            ray.init(include_dashboard=False)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"argv": train_argv, "cwd": os.getcwd(), "run_dir": run_dir},
+        torch_config=TorchConfig(backend="nccl" if ray_params.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=ray_params.num_workers,
+            use_gpu=ray_params.use_gpu,
+            resources_per_worker={"CPU": ray_params.cpus_per_worker, **({"GPU": 1} if ray_params.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=os.path.join(save_path, "ray_train"),
+            failure_config=FailureConfig(max_failures=ray_params.max_failures),
+        ),
+    )
+    return trainer.fit()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__)
+        return 0
+    try:
+        launch(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if type(e).__name__ != "TrainingFailedError":
+            raise
+        # Ray Train gave up (more failures than --ray.max_failures): its message names the worker error.
+        print(f"error: training failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
