@@ -14,6 +14,7 @@ environment executes (and what a recorded dataset holds).
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,8 @@ def make_aloha_env(
 ) -> Any:
     """A gymnasium env of the ALOHA `task` ("transfer_cube" or "insertion") rendering `cameras` at `image_size`
     (height, width), wrapped in a TimeLimit of `max_steps`. Observations: {"pixels": {camera: uint8 (H, W, 3)},
-    "agent_pos": (14,), "env_state": object poses (privileged, for scripted experts)}."""
+    "agent_pos": (14,), "env_state": object poses (privileged, for scripted experts)}. `reset(options={"render":
+    False})` skips rendering for that episode (the frames are black)."""
     import gymnasium as gym
 
     return gym.wrappers.TimeLimit(AlohaSimEnv(task, tuple(cameras), tuple(image_size)), max_episode_steps=max_steps)
@@ -84,13 +86,18 @@ def _aloha_env_class() -> type:
             def __init__(self, cameras: tuple[str, ...], size: tuple[int, int]) -> None:
                 super().__init__()
                 self.cameras, self.size = cameras, size
+                self.render_images = True
 
             def get_observation(self, physics: Any) -> dict:
                 obs = collections.OrderedDict()
                 obs["qpos"] = self.get_qpos(physics)
                 obs["env_state"] = self.get_env_state(physics)
+                h, w = self.size
                 obs["images"] = {
-                    cam: physics.render(height=self.size[0], width=self.size[1], camera_id=cam) for cam in self.cameras
+                    cam: physics.render(height=h, width=w, camera_id=cam)
+                    if self.render_images
+                    else np.zeros((h, w, 3), np.uint8)
+                    for cam in self.cameras
                 }
                 return obs
 
@@ -138,6 +145,11 @@ def _aloha_env_class() -> type:
                 "env_state": raw_obs["env_state"].copy(),
             }
 
+        def reset(self, seed: int | None = None, options: dict | None = None) -> tuple:
+            # options={"render": False}: black frames for this episode (rendering is most of a step's cost).
+            self._env.task.render_images = bool((options or {}).get("render", True))
+            return super().reset(seed=seed, options=options)
+
         def step(self, action: np.ndarray) -> tuple:
             obs, reward, terminated, truncated, info = super().step(np.asarray(action, dtype=np.float64))
             return obs, float(reward), bool(terminated), truncated, info
@@ -148,7 +160,7 @@ def _aloha_env_class() -> type:
     return _AlohaSimEnv
 
 
-def AlohaSimEnv(task: str, cameras: tuple[str, ...], image_size: tuple[int, int]) -> Any:  # noqa: N802
+def AlohaSimEnv(task: str, cameras: tuple[str, ...], image_size: tuple[int, int]) -> Any:
     """The gym-aloha env class is built on first use so importing this module does not import MuJoCo."""
     return _aloha_env_class()(task, cameras, image_size)
 
@@ -184,7 +196,9 @@ class _ArmIK:
             mj.mj_comPos(self.model, d)
             err_pos = pos - d.xpos[self.body]
             mj.mju_subQuat(err_rot, quat, d.xquat[self.body])  # in the body frame; the Jacobian is in the world's
-            err = np.concatenate([err_pos, 0.5 * d.xmat[self.body].reshape(3, 3) @ err_rot])  # (6,): metres and radians, rotation weighted down
+            err = np.concatenate(
+                [err_pos, 0.5 * d.xmat[self.body].reshape(3, 3) @ err_rot]
+            )  # (6,): metres and radians, rotation weighted down
             if np.linalg.norm(err) < 1e-5:
                 break
             mj.mj_jacBody(self.model, d, jacp, jacr, self.body)
@@ -248,10 +262,10 @@ class TransferCubeExpert:
         def at(t: int, point: np.ndarray, quat: np.ndarray, gripper: float) -> tuple[int, np.ndarray]:
             return t, np.concatenate([_gripper_pose(point, quat), [gripper]])
 
-        away = self.MEET + [0.1, 0, 0]
+        away = self.MEET + np.array([0.1, 0, 0])
         self.plans["right"] = [
             (0, right_rest),
-            at(self.T_ABOVE, cube + [0, 0, 0.06], pick, 1.0),
+            at(self.T_ABOVE, cube + np.array([0, 0, 0.06]), pick, 1.0),
             at(self.T_DOWN, cube, pick, 1.0),
             at(self.T_CLOSE, cube, pick, 0.0),
             at(self.T_MEET, self.MEET, hold, 0.0),
@@ -262,22 +276,23 @@ class TransferCubeExpert:
         self.left_quat = quat_mul(_IDENTITY, quat_axis((1, 0, 0), 90))
         self.plans["left"] = [
             (0, left_rest),
-            at(self.T_CLOSE, self.MEET + [-0.15, 0, 0], self.left_quat, 1.0),
-            at(self.T_MEET, self.MEET + [-0.08, 0, 0], self.left_quat, 1.0),
+            at(self.T_CLOSE, self.MEET + np.array([-0.15, 0, 0]), self.left_quat, 1.0),
+            at(self.T_MEET, self.MEET + np.array([-0.08, 0, 0]), self.left_quat, 1.0),
         ]
 
     def _replan_left(self) -> None:
         # The cube sits where the right gripper's grasp left it: aim the left fingers at where it is now.
         target = self._box() + self.LEFT_OFFSET
-        self.plans["left"] = self.plans["left"][:3] + [
+        back = target + np.array([-0.05, 0, 0])
+        self.plans["left"][3:] = [
             (self.T_LEFT_IN, np.concatenate([_gripper_pose(target, self.left_quat), [1.0]])),
             (self.T_LEFT_CLOSE, np.concatenate([_gripper_pose(target, self.left_quat), [0.0]])),
-            (self.T_LEFT_CLOSE + 40, np.concatenate([_gripper_pose(target + [-0.05, 0, 0], self.left_quat), [0.0]])),
+            (self.T_LEFT_CLOSE + 40, np.concatenate([_gripper_pose(back, self.left_quat), [0.0]])),
         ]
 
     @staticmethod
     def _interpolate(plan: list[tuple[int, np.ndarray]], t: int) -> np.ndarray:
-        for (t0, a), (t1, b) in zip(plan[:-1], plan[1:]):
+        for (t0, a), (t1, b) in itertools.pairwise(plan):
             if t0 <= t <= t1:
                 b = b.copy()
                 if np.dot(a[3:7], b[3:7]) < 0:  # q and -q are one rotation: interpolate along the short way

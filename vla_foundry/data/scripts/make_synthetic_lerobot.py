@@ -73,14 +73,14 @@ def action_rows(episode: int, length: int) -> np.ndarray:
 # Files
 
 
-def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264") -> None:
-    """Encode RGB frames into an MP4 at FPS with PyAV (`libx264` or `libsvtav1`)."""
+def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264", fps: int = FPS) -> None:
+    """Encode RGB frames into an MP4 at `fps` with PyAV (`libx264` or `libsvtav1`)."""
     import av
 
     av.logging.set_level(av.logging.ERROR)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=FPS)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         if codec == "libsvtav1":
