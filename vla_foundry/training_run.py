@@ -327,6 +327,11 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         config=params_to_dict(params),
     )
     sync = RemoteSync(run_dir, params.remote_sync) if params.remote_sync and ctx.is_main else None
+    sim_eval = None
+    if params.eval.sim_env is not None and ctx.is_main:
+        from vla_foundry.eval.during_training import SimEvalDuringTraining
+
+        sim_eval = SimEvalDuringTraining(params.eval, run_dir, "cuda" if ctx.device.type == "cuda" else "cpu")
     result = RunResult(run_dir=run_dir, state=state)
     previous = DataPlanState.from_dict(data_state) if data_state else None
 
@@ -361,6 +366,8 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
                 val_loss = validate(params, model, batch_handler, ctx, state.windows_done, fsdp_mp)
                 result.val_losses[state.windows_done] = val_loss
                 logger.log(state.step, {"val_loss": val_loss})
+            if sim_eval is not None:  # rank 0, in a separate process on the checkpoint just saved
+                sim_eval.after_checkpoint(state.windows_done, state.step, logger)
             if sync is not None:
                 sync.start(delete=[f"checkpoints/{k}_{n}.pt" for n in removed for k in _KINDS])
     finally:

@@ -9,6 +9,7 @@ from vla_foundry.params.base_params import ConfigError, update_field
 from vla_foundry.params.data_params import DataParams, ImageCaptionDataParams, RoboticsDataParams
 from vla_foundry.params.distributed_params import DistributedParams
 from vla_foundry.params.ema_params import EMAParams
+from vla_foundry.params.eval_params import EvalParams
 from vla_foundry.params.hyper_params import HyperParams
 from vla_foundry.params.model_params import DiffusionPolicyParams, ModelParams, VLMParams
 
@@ -20,6 +21,8 @@ class TrainExperimentParams:
     hparams: HyperParams = field(default_factory=HyperParams)
     distributed: DistributedParams = field(default_factory=DistributedParams)
     ema: EMAParams = field(default_factory=EMAParams)
+    # Closed-loop evaluation in simulation after checkpoints (diffusion policies).
+    eval: EvalParams = field(default_factory=EvalParams)
 
     # Run directory is <save_path>/<name>; None names the run from the model type and a timestamp.
     name: str | None = None
@@ -69,6 +72,8 @@ class TrainExperimentParams:
             raise ConfigError(f"remote_sync={self.remote_sync!r} must be an s3:// URL")
         if self.log_every_n_steps < 1:
             raise ConfigError(f"log_every_n_steps={self.log_every_n_steps} must be >= 1")
+        if self.eval.sim_env is not None and not isinstance(self.model, DiffusionPolicyParams):
+            raise ConfigError(f"eval.sim_env needs a diffusion_policy model (acting policy); got {self.model.type!r}")
 
 
 def _share(owner_name: str, value: Any, target: Any, target_field: str, target_name: str) -> None:
