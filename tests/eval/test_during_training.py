@@ -12,7 +12,7 @@ from tests.conftest import PRESETS
 from tests.eval.conftest import EVAL_EPISODES_DURING_TRAINING
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.parsing import parse_params
-from vla_foundry.params.train_experiment_params import TrainExperimentParams, validate_params
+from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
 
 def _records(run_dir: str) -> list[dict]:
@@ -37,18 +37,23 @@ def test_sim_metrics_are_logged_at_the_due_checkpoints_only(pusht_run):
     assert os.listdir(os.path.join(pusht_run, "sim_eval")) == ["checkpoint_2"]
 
 
-def _params(*extra: str) -> TrainExperimentParams:
-    return parse_params(
-        TrainExperimentParams,
-        ["--model", f"include {PRESETS}/models/vla_diffusion_tiny.yaml", "--data.type", "robotics", *extra],
-    )
+def _params(*extra: str, model: str = "vla_diffusion_tiny") -> TrainExperimentParams:
+    return parse_params(TrainExperimentParams, ["--model", f"include {PRESETS}/models/{model}.yaml", *extra])
 
 
 def test_unknown_eval_env_is_a_config_error_naming_the_closest():
+    params = _params("--data.type", "robotics", "--eval.sim_env", "push_t", "--eval.episodes", "3")
+    assert params.eval.episodes == 3
     with pytest.raises(ConfigError, match="eval.sim_env='push_t'.*did you mean pusht"):
-        validate_params(_params("--eval.sim_env", "push_t"))
+        params.eval.validate()
 
 
 def test_eval_every_n_checkpoints_must_be_positive():
+    params = _params("--data.type", "robotics", "--eval.sim_env", "pusht", "--eval.every_n_checkpoints", "0")
     with pytest.raises(ConfigError, match="eval.every_n_checkpoints=0 must be >= 1"):
-        validate_params(_params("--eval.sim_env", "pusht", "--eval.every_n_checkpoints", "0"))
+        params.eval.validate()
+
+
+def test_sim_evaluation_needs_a_policy_model():
+    with pytest.raises(ConfigError, match="eval.sim_env needs a diffusion_policy model"):
+        _params("--data.type", "image_caption", "--eval.sim_env", "pusht", model="vlm_tiny").validate()
