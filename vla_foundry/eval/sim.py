@@ -19,6 +19,7 @@ summary; the settings), rewards.png (per-episode reward curves) and videos/episo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -41,6 +42,11 @@ def headless_rendering() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (gym-pusht) without a display
+    # Mesa's software rasteriser (llvmpipe) and triton each bring their own LLVM: triton loaded after Mesa has
+    # rendered crashes the process (a segfault when torch later builds an optimizer or compiles), triton loaded
+    # first does not. torch imports triton lazily, so load it before anything renders.
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
