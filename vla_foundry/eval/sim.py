@@ -374,10 +374,8 @@ def write_outputs(
     summary: dict[str, Any],
     settings: dict[str, Any],
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure draws without pyplot: the caller's backend (a notebook's, say) is left alone.
+    from matplotlib.figure import Figure
 
     from vla_foundry.data.scripts.make_synthetic_lerobot import write_video
 
@@ -385,7 +383,8 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     payload = {"env": spec.name, "summary": summary, "settings": settings, "episodes": [asdict(r) for r in results]}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for r in results:
         ax.plot(r.rewards, color="tab:green" if r.success else "tab:red", alpha=0.6, linewidth=1)
     ax.set_xlabel("step")
@@ -393,7 +392,6 @@ def write_outputs(
     ax.set_title(f"{spec.name}: {summary['successes']}/{summary['episodes']} successes (green)")
     fig.tight_layout()
     fig.savefig(out / "rewards.png", dpi=100)
-    plt.close(fig)
     for e, frames in sorted(videos.items()):
         # H.264 in yuv420p needs even sides.
         frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
