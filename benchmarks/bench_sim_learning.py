@@ -91,6 +91,7 @@ def main() -> None:
         num_envs=args.eval_envs,
         seed=1000,
         max_steps=args.max_steps,
+        image_size=tuple(args.demo_image_size),  # the demos' view: the render size sets the field of view
         videos=2,
         device=args.device,
     )
