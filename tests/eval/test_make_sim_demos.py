@@ -1,4 +1,5 @@
-"""Scripted demonstrations recorded as a LeRobot v3.0 dataset that the normal preprocessing path reads."""
+"""Scripted demonstrations recorded as a LeRobot v3.0 dataset (tests/tutorials/test_sim_tutorial.py takes one through
+the Ray preprocessing, training and evaluation)."""
 
 from __future__ import annotations
 
@@ -54,20 +55,6 @@ def test_recorded_actions_replayed_from_the_seed_succeed(demos):
         obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float64))
         success = info["is_success"]
     assert success
-
-
-def test_demos_go_through_the_preprocessing_path(demos, tmp_path):
-    from vla_foundry.data.preprocessing.preprocess_robotics_to_tar import main as preprocess
-    from vla_foundry.data.validate import validate_dataset
-
-    root, out = demos
-    args = ["--config_path", "config_presets/preprocessing/lerobot_1past_14future.yaml"]
-    args += ["--source_episodes", f"[{root}]", "--output_dir", str(tmp_path), "--image_size", "[16, 16]"]
-    assert preprocess([*args, "--num_cpus", "1", "--show_progress", "False"]) == 0
-    shards = tmp_path / "shards"
-    assert validate_dataset(str(shards)) == []
-    metadata = json.loads((shards / "processing_metadata.json").read_text())
-    assert metadata["samples"]["written"] == out["frames"]  # every step is an anchor
 
 
 def test_env_without_expert_is_refused_in_one_line(tmp_path, capsys):

@@ -16,6 +16,13 @@ def test_sim_notebook_goes_from_demos_to_a_closed_loop_evaluation(tmp_path: Path
     nb = execute_notebook(NOTEBOOK, env={"SIM_TUTORIAL_DIR": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
     info = json.loads((tmp_path / "demos" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1
+    # The recorded demos go through the normal preprocessing path: every recorded step becomes an anchor.
+    shards = tmp_path / "preprocessed" / "shards"
+    metadata = json.loads((shards / "processing_metadata.json").read_text())
+    assert metadata["samples"]["written"] == info["total_frames"] and metadata["inputs_failed"] == 0
+    from vla_foundry.data.validate import validate_dataset
+
+    assert validate_dataset(str(shards)) == []
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["episodes"][0]["steps"] <= 20 and results["settings"]["run_dir"] == str(tmp_path / "vla")
     text = output_text(nb)
