@@ -429,6 +429,11 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
             sync.start(delete=[f"checkpoints/checkpoint_{k}" for k in removed])
 
     saver = CheckpointSaver(run_dir, ctx, async_save=params.async_checkpoint, on_complete=checkpoint_complete)
+    sim_eval = None
+    if params.eval.sim_env is not None and ctx.is_main:
+        from vla_foundry.eval.during_training import SimEvalDuringTraining
+
+        sim_eval = SimEvalDuringTraining(params.eval, run_dir, "cuda" if ctx.device.type == "cuda" else "cpu")
     result = RunResult(run_dir=run_dir, state=state)
     previous = DataPlanState.from_dict(data_state) if data_state else None
 
@@ -461,6 +466,10 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
                 val_loss = validate(params, model, batch_handler, ctx, state.windows_done, fsdp_mp)
                 result.val_losses[state.windows_done] = val_loss
                 logger.log(state.step, {"val_loss": val_loss})
+            if sim_eval is not None and sim_eval.due(state.windows_done):
+                # Rank 0, in a separate process on the checkpoint just saved: it must be complete (indexed) first.
+                saver.wait()
+                sim_eval.after_checkpoint(state.windows_done, state.step, logger)
         saver.wait()
         finished = True
     finally:

@@ -10,8 +10,9 @@ from vla_foundry.params.base_params import ConfigError, derived_field
 from vla_foundry.params.data_params import DataParams
 from vla_foundry.params.distributed_params import DistributedParams
 from vla_foundry.params.ema_params import EMAParams
+from vla_foundry.params.eval_params import EvalParams
 from vla_foundry.params.hyper_params import HyperParams
-from vla_foundry.params.model_params import ModelParams
+from vla_foundry.params.model_params import DiffusionPolicyParams, ModelParams
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class TrainExperimentParams:
     distributed: DistributedParams = field(default_factory=DistributedParams)
     # Exponential moving average of the weights.
     ema: EMAParams = field(default_factory=EMAParams)
+    # Closed-loop evaluation in simulation after checkpoints (diffusion policies).
+    eval: EvalParams = field(default_factory=EvalParams)
 
     # Modules imported before the rest of the config is parsed: their decorators register model / data types
     # (`--plugins my_pkg.toy_model,other.module`); entry points of the `vla_foundry.plugins` group load too.
@@ -92,6 +95,8 @@ class TrainExperimentParams:
             raise ConfigError(f"remote_sync_timeout_s={self.remote_sync_timeout_s} must be > 0 (seconds)")
         if self.log_every_n_steps < 1:
             raise ConfigError(f"log_every_n_steps={self.log_every_n_steps} must be >= 1")
+        if self.eval.sim_env is not None and not isinstance(self.model, DiffusionPolicyParams):
+            raise ConfigError(f"eval.sim_env needs a diffusion_policy model (acting policy); got {self.model.type!r}")
 
 
 def shared_value(owner_name: str, value: Any, current: Any, target_name: str) -> Any:

@@ -73,27 +73,33 @@ def action_rows(episode: int, length: int) -> np.ndarray:
 # Files
 
 
-def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264") -> None:
-    """Encode RGB frames into an MP4 at FPS with PyAV (`libx264` or `libsvtav1`)."""
+def write_video(path: Path, frames: list[np.ndarray], codec: str = "libx264", fps: int = FPS) -> None:
+    """Encode RGB frames into an MP4 at `fps` with PyAV (`libx264` or `libsvtav1`)."""
     import av
 
     av.logging.set_level(av.logging.ERROR)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=FPS)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libsvtav1":
-            # SVT-AV1 prints its configuration banner to stderr for every file unless its log level says errors only.
-            os.environ.setdefault("SVT_LOG", "1")
-            stream.options = {"g": "2", "preset": "12"}  # LeRobot's AV1 settings: a keyframe every 2 frames
-        elif codec == "libx264":
-            stream.options = {"g": "4", "crf": "10"}
+        stream = add_video_stream(container, codec, fps, frames[0].shape[1], frames[0].shape[0])
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def add_video_stream(container: Any, codec: str, fps: int, width: int, height: int) -> Any:
+    """A yuv420p video stream of `container` with the codec settings used for every MP4 written here."""
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    if codec == "libsvtav1":
+        # SVT-AV1 prints its configuration banner to stderr for every file unless its log level says errors only.
+        os.environ.setdefault("SVT_LOG", "1")
+        stream.options = {"g": "2", "preset": "12"}  # LeRobot's AV1 settings: a keyframe every 2 frames
+    elif codec == "libx264":
+        stream.options = {"g": "4", "crf": "10"}
+    return stream
 
 
 def write_parquet(path: Path, columns: dict[str, Any]) -> None:
@@ -120,22 +126,44 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def info_json(
-    version: str, cameras: list[str], image_keys: list[str], episodes: int, frames: int, size: int = SIZE
+    version: str,
+    cameras: list[str],
+    image_keys: list[str],
+    episodes: int,
+    frames: int,
+    size: int = SIZE,
+    features: dict | None = None,
 ) -> dict:
-    """meta/info.json: the features and the path templates of a v3.0 or v2.1 dataset."""
-    features = {
-        "observation.state": {"dtype": "float32", "shape": [3], "names": ["episode", "t", "half_t"]},
-        "action": {"dtype": "float32", "shape": [2], "names": ["id", "minus_t"]},
+    """meta/info.json: the features and the path templates of a v3.0 or v2.1 dataset (`features`: the low-dim
+    and camera features of a recorded dataset; default: the synthetic ones)."""
+    bookkeeping = {
         "timestamp": {"dtype": "float32", "shape": [1]},
         "frame_index": {"dtype": "int64", "shape": [1]},
         "episode_index": {"dtype": "int64", "shape": [1]},
         "index": {"dtype": "int64", "shape": [1]},
         "task_index": {"dtype": "int64", "shape": [1]},
     }
+    if features is not None:
+        features = {**features, **bookkeeping}
+    else:
+        features = _synthetic_features(cameras, image_keys, size, bookkeeping)
+    return _info_paths(version, features, cameras, episodes, frames)
+
+
+def _synthetic_features(cameras: list[str], image_keys: list[str], size: int, bookkeeping: dict) -> dict:
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [3], "names": ["episode", "t", "half_t"]},
+        "action": {"dtype": "float32", "shape": [2], "names": ["id", "minus_t"]},
+        **bookkeeping,
+    }
     for cam in cameras:
         features[cam] = {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
     for key in image_keys:
         features[key] = {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channels"]}
+    return features
+
+
+def _info_paths(version: str, features: dict, cameras: list[str], episodes: int, frames: int) -> dict:
     info = {"codebase_version": version, "fps": FPS, "features": features, "total_episodes": episodes}
     info["total_frames"] = frames
     if version == "v3.0":
@@ -274,6 +302,157 @@ def make_lerobot_v21(
             path = root / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e)
             write_video(path, [make_frame(e, t, c, size) for t in range(n)], codec)
     return root
+
+
+class LeRobotV3Writer:
+    """Writes recorded episodes as one LeRobot v3.0 dataset, episode by episode (frames are encoded as they come,
+    so a long recording never sits in memory): one data parquet, one MP4 per camera, meta/info.json,
+    meta/tasks.parquet, meta/episodes/ and meta/stats.json.
+
+        writer = LeRobotV3Writer(root, fps=50, cameras=["observation.images.top"], state_names=[...],
+                                 action_names=[...])
+        writer.add_episode("transfer the cube", state, action, {"observation.images.top": frames})
+        writer.close()
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        fps: int,
+        cameras: Sequence[str],
+        state_names: Sequence[str],
+        action_names: Sequence[str],
+        codec: str = "h264",
+    ) -> None:
+        root = Path(root)
+        if root.exists() and any(root.iterdir()):
+            raise ValueError(f"output_dir {root} is not empty; choose a new directory or remove it")
+        self.root, self.fps, self.cameras = root, fps, list(cameras)
+        self.state_names, self.action_names = list(state_names), list(action_names)
+        self.codec = CODECS[codec]
+        self.containers: dict[str, Any] = {}
+        self.streams: dict[str, Any] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.video_time: dict[str, int] = dict.fromkeys(self.cameras, 0)  # frames written per camera
+        self.rows: list[dict] = []
+        self.columns: dict[str, list[np.ndarray]] = {"state": [], "action": [], "frame": [], "episode": [], "task": []}
+        self.tasks: list[str] = []
+
+    def _encode(self, camera: str, frames: Sequence[np.ndarray]) -> None:
+        import av
+
+        if camera not in self.containers:
+            av.logging.set_level(av.logging.ERROR)
+            h, w = frames[0].shape[:2]
+            path = self.root / "videos" / camera / "chunk-000" / "file-000.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.containers[camera] = av.open(str(path), "w", format="mp4")
+            self.streams[camera] = add_video_stream(self.containers[camera], self.codec, self.fps, w, h)
+            self.sizes[camera] = (h, w)
+        for image in frames:
+            if image.shape[:2] != self.sizes[camera]:
+                raise ValueError(f"camera {camera}: frame of {image.shape[:2]}, expected {self.sizes[camera]}")
+            for packet in self.streams[camera].encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                self.containers[camera].mux(packet)
+
+    def add_episode(
+        self, task: str, state: np.ndarray, action: np.ndarray, frames: dict[str, Sequence[np.ndarray]]
+    ) -> None:
+        """One episode: state (T, D), action (T, A) and T frames per camera, row t observed before action t."""
+        length = len(state)
+        if len(action) != length or any(len(f) != length for f in frames.values()) or set(frames) != set(self.cameras):
+            raise ValueError(
+                f"episode needs {length} action rows and {length} frames for each of {self.cameras}; got "
+                f"{len(action)} actions and { ({k: len(v) for k, v in frames.items()}) }"
+            )
+        episode = len(self.rows)
+        if task not in self.tasks:
+            self.tasks.append(task)
+        start = sum(r["length"] for r in self.rows)
+        row = {
+            "episode_index": episode,
+            "tasks": [task],
+            "length": length,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": start,
+            "dataset_to_index": start + length,
+        }
+        for camera in self.cameras:
+            self._encode(camera, frames[camera])
+            first = self.video_time[camera]
+            self.video_time[camera] += length
+            row.update(
+                {
+                    f"videos/{camera}/chunk_index": 0,
+                    f"videos/{camera}/file_index": 0,
+                    f"videos/{camera}/from_timestamp": first / self.fps,
+                    f"videos/{camera}/to_timestamp": (first + length) / self.fps,
+                }
+            )
+        self.rows.append(row)
+        self.columns["state"].append(np.asarray(state, np.float32))
+        self.columns["action"].append(np.asarray(action, np.float32))
+        self.columns["frame"].append(np.arange(length))
+        self.columns["episode"].append(np.full(length, episode))
+        self.columns["task"].append(np.full(length, self.tasks.index(task)))
+
+    def close(self) -> Path:
+        """Flush the videos and write the data parquet and meta/. Returns the dataset root."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.rows:
+            raise ValueError(f"no episode was added to {self.root}")
+        for camera, container in self.containers.items():
+            for packet in self.streams[camera].encode():
+                container.mux(packet)
+            container.close()
+        state = np.concatenate(self.columns["state"])
+        action = np.concatenate(self.columns["action"])
+        frame_index = np.concatenate(self.columns["frame"])
+        write_parquet(
+            self.root / "data" / "chunk-000" / "file-000.parquet",
+            {
+                "observation.state": fixed_list(state),
+                "action": fixed_list(action),
+                "timestamp": (frame_index / self.fps).astype(np.float32),
+                "frame_index": frame_index,
+                "episode_index": np.concatenate(self.columns["episode"]),
+                "index": np.arange(len(frame_index)),
+                "task_index": np.concatenate(self.columns["task"]),
+            },
+        )
+        features = {
+            "observation.state": {"dtype": "float32", "shape": [state.shape[1]], "names": self.state_names},
+            "action": {"dtype": "float32", "shape": [action.shape[1]], "names": self.action_names},
+        }
+        for camera, (h, w) in self.sizes.items():
+            features[camera] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
+        info = info_json("v3.0", self.cameras, [], len(self.rows), len(frame_index), features=features)
+        info["fps"] = self.fps
+        (self.root / "meta").mkdir(parents=True, exist_ok=True)
+        (self.root / "meta" / "info.json").write_text(json.dumps(info, indent=1))
+        pq.write_table(
+            pa.table({"task_index": list(range(len(self.tasks))), "task": self.tasks}),
+            str(self.root / "meta" / "tasks.parquet"),
+        )
+        write_parquet(
+            self.root / "meta" / "episodes" / "chunk-000" / "file-000.parquet",
+            {k: [r[k] for r in self.rows] for k in self.rows[0]},
+        )
+        stats = {
+            name: {
+                "mean": values.mean(0).tolist(),
+                "std": values.std(0).tolist(),
+                "min": values.min(0).tolist(),
+                "max": values.max(0).tolist(),
+                "count": [len(values)],
+            }
+            for name, values in (("observation.state", state), ("action", action))
+        }
+        (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=1))
+        return self.root
 
 
 def make_synthetic_lerobot(

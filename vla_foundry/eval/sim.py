@@ -1,0 +1,547 @@
+"""Closed-loop evaluation of a policy in a simulated environment: success rate with its 95% confidence interval.
+
+    python -m vla_foundry.eval.sim --run_dir experiments/my_vla --env aloha_transfer_cube --episodes 50 \\
+        --num_envs 4 --seed 0 --output_dir /tmp/eval_my_vla
+    python -m vla_foundry.eval.sim --policy_url http://127.0.0.1:8765 --env pusht --episodes 20 --output_dir DIR
+    python -m vla_foundry.eval.sim --policy scripted --env aloha_transfer_cube --episodes 20 --output_dir DIR
+
+Episode k starts from env seed `seed + k`. Environments run in `num_envs` worker processes (a gymnasium
+AsyncVectorEnv; one env runs in-process); the policy is batched over the envs that need a new action chunk.
+Receding horizon: each predicted chunk's first `--n_action_steps` rows are executed (default: the whole chunk,
+the anchor row and the future rows), then the policy is asked again. `--temporal_ensemble K` instead asks at
+every step and averages every chunk's row for the step with weights exp(-K i), i = 0 for the oldest.
+
+Writes to `output_dir`: results.json (per episode: seed, success, max reward, steps, wall time, rewards; the
+summary; the settings), rewards.png (per-episode reward curves) and videos/episode_<k>.mp4 for the first
+`--videos` episodes with the instruction and the step drawn on the frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_foundry.eval.envs import SimAdapter, SimEnvSpec, get_sim_env
+from vla_foundry.params.base_params import ConfigError
+
+
+def headless_rendering() -> None:
+    """MuJoCo renders through EGL unless the user chose a backend (no display is needed)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (gym-pusht) without a display
+    # Mesa's software rasteriser (llvmpipe) and triton each bring their own LLVM: triton loaded after Mesa has
+    # rendered crashes the process (a segfault when torch later builds an optimizer or compiles), triton loaded
+    # first does not. torch imports triton lazily, so load it before anything renders.
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (well behaved at 0 and n successes, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    seed: int
+    success: bool
+    max_reward: float
+    steps: int
+    wall_time_s: float
+    rewards: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments in worker processes
+
+
+def _expert_wrapper() -> type:
+    import gymnasium as gym
+
+    class ExpertAction(gym.Wrapper):
+        """Puts the scripted expert's next action in info["expert_action"] (the expert reads privileged state,
+        so it must live next to the env, in the env's process)."""
+
+        def __init__(self, env: Any, make_expert: Callable[[Any], Any]) -> None:
+            super().__init__(env)
+            self.expert = make_expert(env)
+
+        def reset(self, **kwargs: Any) -> tuple:
+            obs, info = self.env.reset(**kwargs)
+            self.expert.reset()
+            return obs, {**info, "expert_action": self.expert.act()}
+
+        def step(self, action: Any) -> tuple:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return obs, reward, terminated, truncated, {**info, "expert_action": self.expert.act()}
+
+    return ExpertAction
+
+
+def make_env(name: str, cameras: tuple[str, ...], image_size: tuple[int, int], max_steps: int, expert: bool) -> Any:
+    """Build registered env `name` (module-level, so worker processes can pickle it)."""
+    headless_rendering()
+    spec = get_sim_env(name)
+    env = spec.make(cameras, image_size, max_steps)
+    if expert:
+        if spec.expert is None:
+            raise ConfigError(f"env {name} has no scripted expert")
+        env = _expert_wrapper()(env, spec.expert)
+    return env
+
+
+def make_vector_env(
+    spec: SimEnvSpec, num_envs: int, cameras: Sequence[str], image_size: tuple[int, int], max_steps: int, expert: bool
+) -> Any:
+    """`num_envs` envs without autoreset (the evaluator resets each with its next episode's seed)."""
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+    fn = partial(make_env, spec.name, tuple(cameras), tuple(image_size), max_steps, expert)
+    if num_envs == 1:
+        return SyncVectorEnv([fn], autoreset_mode=AutoresetMode.DISABLED)
+    # spawn: a forked child would inherit the parent's torch threads and any GL context.
+    return AsyncVectorEnv([fn] * num_envs, context="spawn", autoreset_mode=AutoresetMode.DISABLED)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Controllers: what acts in each env
+
+
+class PolicyController:
+    """A policy (in-process `Policy` or `PolicyClient`) acting with receding horizon or temporal ensembling."""
+
+    needs_expert = False
+
+    def __init__(
+        self,
+        policy: Any,
+        adapter: SimAdapter,
+        chunk_length: int,
+        n_action_steps: int | None = None,
+        temporal_ensemble: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        n = n_action_steps or chunk_length
+        if not 1 <= n <= chunk_length:
+            raise ConfigError(f"n_action_steps={n_action_steps} must be in 1..{chunk_length} (the policy's chunk)")
+        if temporal_ensemble is not None and temporal_ensemble < 0:
+            raise ConfigError(f"temporal_ensemble={temporal_ensemble} must be >= 0")
+        self.policy, self.adapter = policy, adapter
+        self.n_action_steps, self.ensemble = n, temporal_ensemble
+        self.seed, self.queries = seed, 0
+        self.queue: dict[int, list[np.ndarray]] = {}
+        self.chunks: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self.t: dict[int, int] = {}
+
+    def start(self, slot: int) -> None:
+        self.queue[slot], self.chunks[slot], self.t[slot] = [], [], 0
+
+    def act(self, slots: list[int], history: dict[int, tuple[list, list]], infos: dict[int, dict]) -> dict:
+        need = [s for s in slots if self.ensemble is not None or not self.queue[s]]
+        if need:
+            observations = [self.adapter.policy_observation(*history[s]) for s in need]
+            # One seed per query: the same settings give the same noise, whatever the timing.
+            chunks = np.asarray(self.policy.predict(observations, seed=self.seed * 1_000_003 + self.queries))
+            self.queries += 1
+            for s, chunk in zip(need, chunks):  # chunk: (chunk_length, action_dim)
+                if self.ensemble is None:
+                    self.queue[s] = list(chunk[: self.n_action_steps])
+                else:
+                    self.chunks[s] = [(t0, c) for t0, c in self.chunks[s] if self.t[s] - t0 < len(c)]
+                    self.chunks[s].append((self.t[s], chunk))
+        out = {}
+        for s in slots:
+            if self.ensemble is None:
+                out[s] = self.queue[s].pop(0)
+            else:
+                rows = np.stack([c[self.t[s] - t0] for t0, c in self.chunks[s]])  # (n_chunks, action_dim), oldest first
+                weights = np.exp(-self.ensemble * np.arange(len(rows)))
+                out[s] = (weights[:, None] * rows).sum(0) / weights.sum()
+            self.t[s] += 1
+        return out
+
+
+class ExpertController:
+    """The env's scripted expert (its actions come from the env process through info["expert_action"])."""
+
+    needs_expert = True
+
+    def start(self, slot: int) -> None:
+        pass
+
+    def act(self, slots: list[int], history: dict[int, tuple[list, list]], infos: dict[int, dict]) -> dict:
+        return {s: infos[s]["expert_action"] for s in slots}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _slot_info(info: dict, i: int) -> dict:
+    """Env i's entries of a vector env's batched info dict."""
+    return {k: v[i] for k, v in info.items() if not k.startswith("_") and (f"_{k}" not in info or info[f"_{k}"][i])}
+
+
+def _slot_obs(obs: dict, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    return {cam: frames[i] for cam, frames in obs["pixels"].items()}, np.asarray(obs["agent_pos"][i])
+
+
+def run_episodes(
+    spec: SimEnvSpec,
+    controller: Any,
+    episodes: int,
+    num_envs: int = 1,
+    seed: int = 0,
+    max_steps: int | None = None,
+    cameras: Sequence[str] = (),
+    image_size: tuple[int, int] | None = None,
+    history: int = 1,
+    video_episodes: int = 0,
+    show_progress: bool = True,
+) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
+    """Run `episodes` episodes (episode k from env seed `seed + k`) in `num_envs` envs. Returns the results in
+    episode order and the video-camera frames of the first `video_episodes` episodes."""
+    from tqdm import tqdm
+
+    max_steps = max_steps or spec.max_steps
+    image_size = tuple(image_size or spec.image_size)
+    video_camera = spec.video_camera if video_episodes > 0 else ""
+    render = list(dict.fromkeys([*cameras, *([video_camera] if video_camera else [])]))
+    n = max(1, min(num_envs, episodes))
+    envs = make_vector_env(spec, n, render, image_size, max_steps, controller.needs_expert)
+    results: list[EpisodeResult] = []
+    videos: dict[int, list[np.ndarray]] = {}
+    try:
+        slot_episode = list(range(n))
+        next_episode = n
+        # Episodes nobody looks at (the policy uses no camera, no video wanted) skip rendering when the env can.
+        skip_render = spec.render_option and not cameras
+
+        def reset(seeds: list[int | None]) -> tuple[dict, dict]:
+            obs: dict = {}
+            info: dict = {}
+            groups: dict[bool, np.ndarray] = {}
+            for s, x in enumerate(seeds):
+                if x is not None:
+                    render = not skip_render or slot_episode[s] < video_episodes
+                    groups.setdefault(render, np.zeros(n, bool))[s] = True
+            for render, mask in groups.items():
+                options = {"reset_mask": mask, **({"render": render} if spec.render_option else {})}
+                obs, info = envs.reset(seed=seeds, options=options)
+                for s in np.flatnonzero(mask):
+                    observed[int(s)] = (*_slot_obs(obs, int(s)), _slot_info(info, int(s)))
+            return obs, info
+
+        observed: dict[int, tuple] = {}
+        reset([seed + e for e in slot_episode])
+        frames: dict[int, list] = {}
+        states: dict[int, list] = {}
+        rewards: dict[int, list[float]] = {}
+        success: dict[int, bool] = {}
+        started: dict[int, float] = {}
+        infos: dict[int, dict] = {}
+
+        def begin(slot: int) -> None:
+            f, s, slot_info = observed[slot]
+            frames[slot], states[slot], rewards[slot] = [f], [s], []
+            success[slot], started[slot], infos[slot] = False, time.perf_counter(), slot_info
+            if slot_episode[slot] < video_episodes:
+                videos[slot_episode[slot]] = [f[video_camera]]
+            controller.start(slot)
+
+        for slot in range(n):
+            begin(slot)
+        active = set(range(n))
+        last_action = np.zeros((n, *envs.single_action_space.shape), dtype=envs.single_action_space.dtype)
+        adapter_space = envs.single_action_space
+        bar = tqdm(total=episodes, desc=f"{spec.name}", unit="episode", disable=not show_progress, file=sys.stderr)
+        while active:
+            slots = sorted(active)
+            rows = controller.act(slots, {s: (frames[s], states[s]) for s in slots}, infos)
+            for s in slots:
+                row = np.asarray(rows[s], dtype=np.float64).reshape(-1)
+                if spec.clip_actions:
+                    row = np.clip(row, adapter_space.low, adapter_space.high)
+                last_action[s] = row
+            obs, reward, terminated, truncated, info = envs.step(last_action)
+            reset_seeds: list[int | None] = [None] * n
+            for s in slots:
+                f, st = _slot_obs(obs, s)
+                frames[s] = (frames[s] + [f])[-history:]
+                states[s] = (states[s] + [st])[-history:]
+                rewards[s].append(float(reward[s]))
+                infos[s] = _slot_info(info, s)
+                success[s] = success[s] or bool(infos[s].get("is_success", False))
+                if slot_episode[s] in videos:
+                    videos[slot_episode[s]].append(f[video_camera])
+                if terminated[s] or truncated[s] or len(rewards[s]) >= max_steps:
+                    e = slot_episode[s]
+                    results.append(
+                        EpisodeResult(
+                            episode=e,
+                            seed=seed + e,
+                            success=success[s],
+                            max_reward=max(rewards[s]),
+                            steps=len(rewards[s]),
+                            wall_time_s=time.perf_counter() - started[s],
+                            rewards=rewards[s],
+                        )
+                    )
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(r.success for r in results)}/{len(results)}")
+                    if next_episode < episodes:
+                        slot_episode[s] = next_episode
+                        reset_seeds[s] = seed + next_episode
+                        next_episode += 1
+                    else:
+                        active.discard(s)
+            if any(x is not None for x in reset_seeds):
+                reset(reset_seeds)
+                for s, x in enumerate(reset_seeds):
+                    if x is not None:
+                        begin(s)
+        bar.close()
+    finally:
+        envs.close()
+    results.sort(key=lambda r: r.episode)
+    return results, videos
+
+
+def summarize(results: Sequence[EpisodeResult], wall_time_s: float) -> dict[str, Any]:
+    n = len(results)
+    successes = sum(r.success for r in results)
+    low, high = wilson_interval(successes, n)
+    steps = sum(r.steps for r in results)
+    return {
+        "episodes": n,
+        "successes": successes,
+        "success_rate": successes / n if n else 0.0,
+        "success_rate_ci95": [low, high],
+        "mean_max_reward": float(np.mean([r.max_reward for r in results])) if n else 0.0,
+        "mean_steps": steps / n if n else 0.0,
+        "env_steps": steps,
+        "wall_time_s": wall_time_s,
+        "env_steps_per_s": steps / wall_time_s if wall_time_s > 0 else 0.0,
+    }
+
+
+def format_summary(env: str, summary: dict[str, Any]) -> str:
+    low, high = summary["success_rate_ci95"]
+    return (
+        f"{env}: success {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.1%} "
+        f"(95% CI {low:.1%}-{high:.1%}), mean max reward {summary['mean_max_reward']:.2f}, "
+        f"{summary['mean_steps']:.0f} steps/episode, {summary['env_steps_per_s']:.1f} env steps/s"
+    )
+
+
+def overlay(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The frame with text lines drawn at the top-left on a dark band (PIL's built-in font)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(np.ascontiguousarray(frame))
+    draw = ImageDraw.Draw(image)
+    height = 12 * len(lines) + 4
+    draw.rectangle([0, 0, image.width, height], fill=(0, 0, 0))
+    for k, line in enumerate(lines):
+        draw.text((3, 2 + 12 * k), line, fill=(255, 255, 255))
+    return np.asarray(image)
+
+
+def write_outputs(
+    output_dir: str,
+    spec: SimEnvSpec,
+    results: Sequence[EpisodeResult],
+    videos: dict[int, list[np.ndarray]],
+    summary: dict[str, Any],
+    settings: dict[str, Any],
+) -> None:
+    # A bare Figure draws without pyplot: the caller's backend (a notebook's, say) is left alone.
+    from matplotlib.figure import Figure
+
+    from vla_foundry.data.scripts.make_synthetic_lerobot import write_video
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"env": spec.name, "summary": summary, "settings": settings, "episodes": [asdict(r) for r in results]}
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for r in results:
+        ax.plot(r.rewards, color="tab:green" if r.success else "tab:red", alpha=0.6, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.set_title(f"{spec.name}: {summary['successes']}/{summary['episodes']} successes (green)")
+    fig.tight_layout()
+    fig.savefig(out / "rewards.png", dpi=100)
+    for e, frames in sorted(videos.items()):
+        # H.264 in yuv420p needs even sides.
+        frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in frames]
+        ok = "success" if results[e].success else "failure"
+        drawn = [
+            overlay(
+                f,
+                [
+                    spec.instruction[:60],
+                    f"episode {e} (seed {results[e].seed}) step {t} {ok if t + 1 == len(frames) else ''}",
+                ],
+            )
+            for t, f in enumerate(frames)
+        ]
+        write_video(out / "videos" / f"episode_{e:03d}.mp4", drawn, fps=spec.fps)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def evaluate(
+    env: str,
+    episodes: int,
+    output_dir: str | None = None,
+    run_dir: str | None = None,
+    checkpoint: int | str | None = None,
+    policy_url: str | None = None,
+    scripted: bool = False,
+    policy: Any = None,
+    num_envs: int = 1,
+    seed: int = 0,
+    max_steps: int | None = None,
+    n_action_steps: int | None = None,
+    temporal_ensemble: float | None = None,
+    image_size: tuple[int, int] | None = None,
+    videos: int = 0,
+    use_ema: bool = True,
+    device: str = "cpu",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one policy source (`policy` object, `run_dir`, `policy_url` or `scripted`) on `episodes`
+    episodes of `env`; returns {"summary", "episodes", "settings"} and writes the files when `output_dir`."""
+    headless_rendering()
+    spec = get_sim_env(env)
+    sources = [x for x in (policy is not None, run_dir is not None, policy_url is not None, scripted) if x]
+    if len(sources) != 1:
+        raise ConfigError("give exactly one of --run_dir, --policy_url or --policy scripted")
+    if episodes < 1 or num_envs < 1:
+        raise ConfigError(f"episodes ({episodes}) and num_envs ({num_envs}) must be >= 1")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"max_steps={max_steps} must be >= 1")
+    settings = {
+        "env": env,
+        "episodes": episodes,
+        "num_envs": num_envs,
+        "seed": seed,
+        "max_steps": max_steps or spec.max_steps,
+        "image_size": list(image_size or spec.image_size),
+        "run_dir": run_dir,
+        "checkpoint": checkpoint,
+        "policy_url": policy_url,
+        "scripted": scripted,
+        "temporal_ensemble": temporal_ensemble,
+    }
+    if scripted:
+        if spec.expert is None:
+            raise ConfigError(f"env {env} has no scripted expert (envs with one: aloha_transfer_cube)")
+        controller: Any = ExpertController()
+        cameras: list[str] = []
+        history = 1
+    else:
+        if run_dir is not None:
+            from vla_foundry.inference.policy import Policy
+
+            policy = Policy.from_run(run_dir, checkpoint, use_ema=use_ema, device=device, seed=seed)
+            settings["checkpoint"] = policy.run.checkpoint
+            settings["used_ema"] = policy.run.used_ema
+        elif policy_url is not None:
+            from vla_foundry.inference.policy_server import PolicyClient
+
+            policy = PolicyClient(policy_url)
+        metadata = policy.metadata()
+        adapter = SimAdapter(spec, metadata, where=run_dir or policy_url or "policy")
+        controller = PolicyController(
+            policy, adapter, int(metadata["chunk_length"]), n_action_steps, temporal_ensemble, seed
+        )
+        settings["n_action_steps"] = controller.n_action_steps
+        cameras, history = adapter.cameras, adapter.history
+    start = time.perf_counter()
+    results, frames = run_episodes(
+        spec, controller, episodes, num_envs, seed, max_steps, cameras, image_size, history, videos, show_progress
+    )
+    summary = summarize(results, time.perf_counter() - start)
+    if output_dir is not None:
+        write_outputs(output_dir, spec, results, frames, summary, settings)
+    return {"summary": summary, "episodes": [asdict(r) for r in results], "settings": settings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.eval.envs import sim_env_names
+
+    parser = argparse.ArgumentParser(prog="python -m vla_foundry.eval.sim", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help=f"registered env: {', '.join(sim_env_names())}")
+    source = parser.add_argument_group("policy (one of)")
+    source.add_argument("--run_dir", default=None, help="training run directory (local or s3://) or checkpoint file")
+    source.add_argument("--policy_url", default=None, help="a running policy server, e.g. http://127.0.0.1:8765")
+    source.add_argument("--policy", default=None, choices=["scripted"], help="the env's scripted expert")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint number of --run_dir (default: the latest)")
+    parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--num_envs", type=int, default=1, help="env worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="episode k uses env seed seed + k")
+    parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
+    parser.add_argument("--n_action_steps", type=int, default=None, help="rows of each chunk executed (default: all)")
+    parser.add_argument("--temporal_ensemble", type=float, default=None, help="ask every step; weights exp(-K i)")
+    parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"), help="render size")
+    parser.add_argument("--videos", type=int, default=5, help="MP4s of the first K episodes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output_dir", default=None, help="where results.json, rewards.png and videos/ go")
+    parser.add_argument("--no_progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        out = evaluate(
+            args.env,
+            args.episodes,
+            args.output_dir,
+            run_dir=args.run_dir,
+            checkpoint=args.checkpoint,
+            policy_url=args.policy_url,
+            scripted=args.policy == "scripted",
+            num_envs=args.num_envs,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            n_action_steps=args.n_action_steps,
+            temporal_ensemble=args.temporal_ensemble,
+            image_size=tuple(args.image_size) if args.image_size else None,
+            videos=args.videos if args.output_dir else 0,
+            use_ema=not args.no_ema,
+            device=args.device,
+            show_progress=not args.no_progress,
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(args.env, out["summary"]))
+    if args.output_dir:
+        print(f"results -> {args.output_dir}/results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
