@@ -791,7 +791,11 @@ def load_training_state(
     Each rank reads only the chunks of its own shards; a checkpoint written by another number of ranks is
     resharded by DCP. Collective: every rank calls it.
     """
-    from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     trainer = load_trainer_state(ref)
     metadata = read_metadata(ref.path)
@@ -801,8 +805,13 @@ def load_training_state(
     if ema is not None and not _saved_tensors(metadata, "ema"):
         warn(f"{ref.path} holds no EMA weights: the EMA restarts from the current weights")
         del state["ema"]
+    unsaved = drop_unsaved_optimizer_state(state["optimizer"], metadata)
     _dcp_load(state, ref.path, process_group=checkpoint_process_group())
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_model_state_dict(model, state["model"])
+    # Strict unless parameters without saved state were just left out on purpose (they stay without state).
+    set_optimizer_state_dict(
+        model, optimizer, state["optimizer"], options=StateDictOptions(strict=False) if unsaved else None
+    )
     if ema is not None and "ema" in state:
         ema.num_updates = int(trainer.get("ema_num_updates") or 0)
     scheduler.load_state_dict(trainer["scheduler"])
@@ -818,6 +827,25 @@ def load_training_state(
             "continuation is not bitwise identical"
         )
     return trainer
+
+
+def drop_unsaved_optimizer_state(optim_state: dict[str, Any], metadata: Any) -> list[str]:
+    """Remove from `optim_state` (as `get_state_dict` builds it) the parameters the checkpoint holds no optimizer
+    state for; returns their names.
+
+    AdamW creates a parameter's state at its first gradient, so a parameter that never had one (e.g. a backbone's
+    unused LM head) has none in the checkpoint, while `get_state_dict` on a fresh optimizer fills every parameter.
+    Loading leaves such a parameter without state, exactly as in the run that saved it.
+    """
+    saved = set(metadata.state_dict_metadata)
+    dropped = [
+        name
+        for name, entry in optim_state.get("state", {}).items()
+        if not any(f"optimizer.state.{name}.{key}" in saved for key in entry)
+    ]
+    for name in dropped:
+        del optim_state["state"][name]
+    return dropped
 
 
 def remove_incomplete_checkpoints(run_dir: str, warn: Callable[[str], None] = warn_stderr) -> list[str]:

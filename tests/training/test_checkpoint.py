@@ -101,6 +101,35 @@ def test_training_state_roundtrip_restores_optimizer_scheduler_ema_and_rng(tmp_p
     assert fresh_ema.num_updates == ema.num_updates
 
 
+def test_a_parameter_that_never_had_a_gradient_resumes_without_optimizer_state(tmp_path, cpu_ctx):
+    """AdamW has no state for a parameter that never got a gradient (a backbone's unused LM head): the checkpoint
+    holds none, and a resume into a fresh optimizer leaves it without state, as in the run that saved it."""
+    torch.manual_seed(0)
+    model = create_model(tiny_lm_params())
+    hp = HyperParams(lr=1e-2, precision="fp32")
+    opt, sched = build_optimizer(model, hp), None
+    sched = build_scheduler(opt, hp, total_steps=10)
+    unused_name, unused = next((n, p) for n, p in model.named_parameters() if p.ndim == 1)
+    ids = next(iter(synthetic_batches(4, 4)))["input_ids"]
+    torch.nn.functional.cross_entropy(model(input_ids=ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten()).backward()
+    unused.grad = None
+    opt.step()
+    assert unused not in opt.state
+    _save(tmp_path, 1, model, opt, sched, None, cpu_ctx)
+
+    torch.manual_seed(1)
+    fresh = create_model(tiny_lm_params())
+    fresh_opt = build_optimizer(fresh, hp)
+    load_training_state(
+        resolve_checkpoint(str(tmp_path)), fresh, fresh_opt, build_scheduler(fresh_opt, hp, 10), None, cpu_ctx
+    )
+    fresh_params = dict(fresh.named_parameters())
+    assert fresh_params[unused_name] not in fresh_opt.state
+    for name, p in model.named_parameters():
+        if name != unused_name:
+            assert torch.equal(opt.state[p]["exp_avg"], fresh_opt.state[fresh_params[name]]["exp_avg"]), name
+
+
 def test_latest_checkpoint_is_the_newest_complete_one_for_every_caller(saved_run):
     from vla_foundry.inference.run_loading import split_run_path
     from vla_foundry.models.weights import find_latest_checkpoint
