@@ -12,13 +12,17 @@ class EvalParams:
     # Registered sim environment to evaluate the policy in after checkpoints (None: no evaluation); see
     # `python -m vla_foundry.eval.sim --help` for the names.
     sim_env: str | None = None
+    # Episodes per evaluation.
     episodes: int = 10
     # Evaluate after every n-th checkpoint (and never between checkpoints).
     every_n_checkpoints: int = 1
+    # Environments run in parallel worker processes.
     num_envs: int = 1
+    # Seed of the first episode (episode i uses seed + i).
     seed: int = 0
     # Steps per episode (None: the env's) and rows of each predicted chunk executed (None: the whole chunk).
     max_steps: int | None = None
+    # Rows of each predicted action chunk executed before predicting again (None: the whole chunk).
     n_action_steps: int | None = None
     # MP4s of the first k episodes, written under <run dir>/sim_eval/checkpoint_<n>/videos.
     videos: int = 0

@@ -25,6 +25,7 @@ class RunParams:
 
     # Output directory (local or s3://); the training-ready dataset lands in <output_dir>/shards/.
     output_dir: str = ""
+    # Samples per written tar shard.
     samples_per_shard: int = 100
     # Seed of the sample shuffle across shards: same inputs + same seed => identical shards.
     seed: int = 0
@@ -38,6 +39,7 @@ class RunParams:
     overwrite: bool = False
     # Keep <output_dir>/_work (per-task spools and partial statistics) after the job completes.
     keep_work_dir: bool = False
+    # Show a progress bar of episodes and samples.
     show_progress: bool = True
     # Record the code's git commit in processing_metadata.json (VLA Foundry's `skip_git_tagging: True` = False).
     record_git_commit: bool = True
@@ -61,10 +63,12 @@ class RoboticsPreprocessingParams(RunParams):
     type: str = "lerobot"
     # Source roots (local or s3://): LeRobot dataset roots, or Spartan task folders / episode folders.
     source_episodes: list[str] = field(default_factory=list)
+    # Convert only the first N episodes (None: all).
     max_episodes_to_process: int | None = None
 
     # Window: T = past_lowdim_steps + 1 + future_lowdim_steps rows, anchor at row past_lowdim_steps.
     past_lowdim_steps: int = 1
+    # Low-dim rows after the anchor (the action horizon).
     future_lowdim_steps: int = 14
     # Image offsets relative to the anchor (e.g. [-1, 0]); frames outside the episode clamp to its edge.
     image_indices: list[int] = field(default_factory=lambda: [-1, 0])
@@ -72,6 +76,7 @@ class RoboticsPreprocessingParams(RunParams):
     stride: int = 1
     # Most padded rows allowed before the episode start / after its end; anchors needing more are not cut.
     max_past_padding: int = 1
+    # Most padded rows allowed after the episode's end.
     max_future_padding: int = 14
     # Padded rows repeat the nearest valid row ("edge") or are zero ("zero"); masks mark them invalid either way.
     padding_strategy: Literal["edge", "zero"] = "edge"
@@ -92,6 +97,7 @@ class RoboticsPreprocessingParams(RunParams):
     image_size: list[int] | None = None
     # center_crop: scale to cover then crop the centre; fit: scale to fit and pad black; stretch: plain resize.
     resize_mode: Literal["center_crop", "fit", "stretch"] = "center_crop"
+    # JPEG quality of the stored frames (1-100).
     jpeg_quality: int = 95
 
     # LeRobot: low-dim features to store (None: every float feature with a shape, e.g. observation.state, action).
@@ -134,6 +140,7 @@ class RoboticsPreprocessingParams(RunParams):
     qa_black_level: float = 8.0
     # A camera repeating the same frame (mean abs difference <= qa_frozen_max_diff) for this many frames is frozen.
     qa_frozen_min_frames: int = 5
+    # Largest mean absolute pixel difference between two frames that still counts as the same frame.
     qa_frozen_max_diff: float = 0.0
 
     @property
