@@ -79,3 +79,29 @@ def dry_run_lines(script: Path, args: list[str], env: dict[str, str], unset: tup
     )
     assert proc.returncode == 0, proc.stderr
     return [shlex.split(line) for line in proc.stdout.splitlines()]
+
+
+def tiny_vla_stream_args(root: Path, save_path: Path, name: str) -> list[str]:
+    """Training flags of the tiny VLA streamed from the LeRobot root `root` on two processes: 2 windows of 16
+    samples, per-process batch 4, global batch 8, 32x32 frames, one Ray Data worker."""
+    return [
+        "--model", f"include {PRESETS / 'models' / 'vla_diffusion_tiny.yaml'}",
+        "--hparams", f"include {PRESETS / 'hparams' / 'cpu_tiny.yaml'}",
+        "--data", f"include {PRESETS / 'data' / 'tiny_robotics_lerobot.yaml'}",
+        "--data.dataset_manifest", f"[{root}]",
+        "--data.dataset_modality", "[lerobot]",
+        "--data.language_instruction_types", "[original]",
+        "--data.streaming", f"include {PRESETS / 'preprocessing' / 'lerobot_1past_14future.yaml'}",
+        "--data.streaming.future_lowdim_steps", "4",
+        "--data.streaming.max_future_padding", "4",
+        "--data.streaming.image_size", "[32, 32]",
+        "--data.ray_num_workers", "1",
+        "--hparams.per_gpu_batch_size", "4",
+        "--hparams.global_batch_size", "8",
+        "--total_train_samples", "32",
+        "--num_checkpoints", "2",
+        "--log_every_n_steps", "1",
+        "--wandb", "False",
+        "--save_path", str(save_path),
+        "--name", name,
+    ]  # fmt: skip

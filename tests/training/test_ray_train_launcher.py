@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import PRESETS
+from tests.conftest import PRESETS, tiny_vla_stream_args
 from vla_foundry.data.scripts.make_synthetic_lerobot import make_lerobot_v3
 from vla_foundry.launch.ray_train import split_args
 from vla_foundry.params.base_params import ConfigError
@@ -103,25 +103,7 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
     args = [
         "--ray.num_workers", "2",
         "--ray.cpus_per_worker", "0.5",  # leaves a CPU of the 2 to the stream's Ray Data task
-        "--model", f"include {PRESETS / 'models' / 'vla_diffusion_tiny.yaml'}",
-        "--hparams", f"include {PRESETS / 'hparams' / 'cpu_tiny.yaml'}",
-        "--data", f"include {PRESETS / 'data' / 'tiny_robotics_lerobot.yaml'}",
-        "--data.dataset_manifest", f"[{root}]",
-        "--data.dataset_modality", "[lerobot]",
-        "--data.language_instruction_types", "[original]",
-        "--data.streaming", f"include {PRESETS / 'preprocessing' / 'lerobot_1past_14future.yaml'}",
-        "--data.streaming.future_lowdim_steps", "4",
-        "--data.streaming.max_future_padding", "4",
-        "--data.streaming.image_size", "[32, 32]",
-        "--data.ray_num_workers", "1",
-        "--hparams.per_gpu_batch_size", "4",
-        "--hparams.global_batch_size", "8",
-        "--total_train_samples", "32",
-        "--num_checkpoints", "2",
-        "--log_every_n_steps", "1",
-        "--wandb", "False",
-        "--save_path", str(tmp_path / "runs"),
-        "--name", "vla_stream",
+        *tiny_vla_stream_args(root, tmp_path / "runs", "vla_stream"),
     ]  # fmt: skip
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     done = subprocess.run(

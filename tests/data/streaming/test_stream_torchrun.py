@@ -8,33 +8,13 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import PRESETS, REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_vla_stream_args
 from vla_foundry.data.scripts.make_synthetic_lerobot import make_lerobot_v3
 
 
 def test_two_torchrun_ranks_train_from_one_local_ray(tmp_path):
     root = make_lerobot_v3(tmp_path / "toy_v3", lengths=(8, 6, 9, 7, 8))
-    args = [
-        "--model", f"include {PRESETS / 'models' / 'vla_diffusion_tiny.yaml'}",
-        "--hparams", f"include {PRESETS / 'hparams' / 'cpu_tiny.yaml'}",
-        "--data", f"include {PRESETS / 'data' / 'tiny_robotics_lerobot.yaml'}",
-        "--data.dataset_manifest", f"[{root}]",
-        "--data.dataset_modality", "[lerobot]",
-        "--data.language_instruction_types", "[original]",
-        "--data.streaming", f"include {PRESETS / 'preprocessing' / 'lerobot_1past_14future.yaml'}",
-        "--data.streaming.future_lowdim_steps", "4",
-        "--data.streaming.max_future_padding", "4",
-        "--data.streaming.image_size", "[32, 32]",
-        "--data.ray_num_workers", "1",
-        "--hparams.per_gpu_batch_size", "4",
-        "--hparams.global_batch_size", "8",
-        "--total_train_samples", "32",
-        "--num_checkpoints", "2",
-        "--log_every_n_steps", "1",
-        "--wandb", "False",
-        "--save_path", str(tmp_path / "runs"),
-        "--name", "stream_torchrun",
-    ]  # fmt: skip
+    args = tiny_vla_stream_args(root, tmp_path / "runs", "stream_torchrun")
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     env.pop("RAY_AUTH_MODE", None)
     done = subprocess.run(
