@@ -30,18 +30,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
+def sample_window(args: argparse.Namespace) -> dict:
+    """The window and image size both paths cut: the stream and the offline job must produce the same samples."""
+    return {
+        "past_lowdim_steps": 1,
+        "future_lowdim_steps": 4,
+        "max_past_padding": 1,
+        "max_future_padding": 4,
+        "image_indices": [-1, 0],
+        "image_size": [args.size, args.size],
+    }
+
+
 def data_params(dataset: str, modality: str, cache: str, args: argparse.Namespace, workers: int):
     from vla_foundry.params.data_params import RoboticsDataParams, StreamingParams
 
-    streaming = StreamingParams(
-        output_dir=cache,
-        past_lowdim_steps=1,
-        future_lowdim_steps=4,
-        max_past_padding=1,
-        max_future_padding=4,
-        image_indices=[-1, 0],
-        image_size=[args.size, args.size],
-    )
+    streaming = StreamingParams(output_dir=cache, **sample_window(args))
     return RoboticsDataParams(
         dataset_manifest=[dataset],
         dataset_weighting=[1.0],
@@ -63,12 +67,7 @@ def offline_job(root: Path, out: Path, args: argparse.Namespace) -> str:
     params = RoboticsPreprocessingParams(
         source_episodes=[str(root)],
         output_dir=str(out),
-        past_lowdim_steps=1,
-        future_lowdim_steps=4,
-        max_past_padding=1,
-        max_future_padding=4,
-        image_indices=[-1, 0],
-        image_size=[args.size, args.size],
+        **sample_window(args),
         samples_per_shard=64,
         num_cpus=args.ray_workers,
         show_progress=False,
