@@ -4,6 +4,7 @@ corrupt checkpoint named on the command line, a restarted run dir without a comp
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,8 @@ def test_kill_9_during_the_first_save_then_the_same_command_completes(tmp_path, 
 
     rerun = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"removed 1 leftovers of interrupted saves: {first_save}" in rerun.stderr
+    # The interrupted checkpoint directory is removed and named (temporary files of the same save may join it).
+    assert re.search(rf"removed \d+ leftovers of interrupted saves: (.*, )?{re.escape(first_save)}", rerun.stderr)
     assert latest_checkpoint(str(tmp_path / "killed"), verify=True).number == 1
     assert sorted(_step_losses(str(tmp_path / "killed"))) == [1, 2]
 
