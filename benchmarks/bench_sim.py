@@ -9,6 +9,11 @@ episodes in N spawned worker processes (gymnasium AsyncVectorEnv; N = 1 runs in 
 per-episode rate (the envs step in lockstep), so process start-up is not counted. Figure of merit (measured in
 the same run): speed-up(N) = steps/s(N) / steps/s(1), target >= 0.7 N up to the core count.
 
+Rendering: frames/s per core of the renderer demos and evaluation use (one camera at --image_size, llvmpipe on one
+thread), measured as N expert steps with the camera minus N steps without it; for Meta-World also gymnasium's own
+MuJoCo renderer on the same env and camera (the default a Meta-World env renders with), in the same process, and
+the ratio of the two (target >= 50 frames/s per core at <= 128 px on the 2-core CPU machine).
+
 With --run_dir, also policy + env steps/s: the run's policy acting in --policy_env through eval.sim (one env,
 rendering what the policy uses), with receding horizon over the whole chunk.
 """
@@ -19,6 +24,7 @@ import argparse
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe (software EGL) on one thread: a per-core figure
 
 
 def env_steps_per_s(env: str, workers: int, episodes: int, max_steps: int, image_size: tuple[int, int]) -> float:
@@ -39,6 +45,55 @@ def env_steps_per_s(env: str, workers: int, episodes: int, max_steps: int, image
     return workers * sum(r.steps / r.wall_time_s for r in results) / len(results)
 
 
+def _timed_steps(env: str, cameras: tuple[str, ...], image_size: tuple[int, int], steps: int) -> float:
+    """Seconds for `steps` expert steps of `env` rendering `cameras` (reset to the next seed when an episode ends)."""
+    import time
+
+    from vla_foundry.eval.sim import make_env
+
+    e = make_env(env, cameras, image_size, 10_000, expert=True)
+    obs, info = e.reset(seed=0)
+    start, seed = time.perf_counter(), 0
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = e.step(info["expert_action"])
+        if terminated or truncated:
+            seed += 1
+            obs, info = e.reset(seed=seed)
+    elapsed = time.perf_counter() - start
+    e.close()
+    return elapsed
+
+
+def render_fps(env: str, image_size: tuple[int, int], frames: int) -> float:
+    """Frames/s of the env's own renderer: (time with one camera - time without) for `frames` steps."""
+    from vla_foundry.eval.envs import get_sim_env
+
+    camera = get_sim_env(env).video_camera
+    with_camera = _timed_steps(env, (camera,), image_size, frames)
+    without = _timed_steps(env, (), image_size, frames)
+    return frames / max(with_camera - without, 1e-9)
+
+
+def gymnasium_render_fps(task: str, image_size: tuple[int, int], frames: int) -> float:
+    """Frames/s of gymnasium's MuJoCo renderer, as a Meta-World env renders by default (same camera and size)."""
+    import time
+
+    import metaworld
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    h, w = image_size
+    env = ALL_V3_ENVIRONMENTS[task](render_mode="rgb_array", camera_name="corner2", width=w, height=h)
+    env.set_task(metaworld.MT1(task, seed=0).train_tasks[0])
+    env.reset()
+    env.render()  # the context is made on the first frame
+    start = time.perf_counter()
+    for _ in range(frames):
+        env.render()
+    rate = frames / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="aloha_transfer_cube", help="an env with a scripted expert")
@@ -49,11 +104,27 @@ def main() -> None:
     parser.add_argument("--run_dir", default=None, help="a trained run for the policy + env figure")
     parser.add_argument("--policy_env", default="aloha_transfer_cube")
     parser.add_argument("--policy_steps", type=int, default=60)
+    parser.add_argument("--render_frames", type=int, default=200, help="frames for the rendering figure (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternated repeats of the rendering figures")
     args = parser.parse_args()
+
+    import statistics
 
     from vla_foundry.eval.sim import headless_rendering
 
     headless_rendering()
+    size = tuple(args.image_size)
+    if args.render_frames:
+        ours, gym_default = [], []
+        for _ in range(args.repeats):
+            ours.append(render_fps(args.env, size, args.render_frames))
+            if args.env.startswith("metaworld/"):
+                gym_default.append(gymnasium_render_fps(args.env.split("/", 1)[1], size, args.render_frames))
+        line = f"{args.env}: render {statistics.median(ours):.1f} frames/s per core at {list(size)}"
+        if gym_default:
+            base = statistics.median(gym_default)
+            line += f"; gymnasium's renderer {base:.1f} frames/s; ratio {statistics.median(ours) / base:.2f}"
+        print(line + f" (medians of {args.repeats}, load {os.getloadavg()[0]:.1f})", flush=True)
     cores = os.cpu_count() or 1
     rates = {}
     for n in args.workers:

@@ -93,6 +93,13 @@ def _aloha_env_class() -> type:
                 obs["qpos"] = self.get_qpos(physics)
                 obs["env_state"] = self.get_env_state(physics)
                 h, w = self.size
+                if self.cameras and self.render_images and getattr(physics, "_light_offscreen", None) != (h, w):
+                    # Before dm_control makes its rendering context: a buffer of the image's size, no shadow map,
+                    # no multisampling (vla_foundry.eval.rendering).
+                    from vla_foundry.eval.rendering import light_offscreen
+
+                    light_offscreen(physics.model.ptr, h, w)
+                    physics._light_offscreen = (h, w)
                 obs["images"] = {
                     cam: physics.render(height=h, width=w, camera_id=cam)
                     if self.render_images

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,9 +59,19 @@ class SimEnvSpec:
     render_option: bool = False
     # Clip actions to the env's action space (gym-aloha's declared [-1, 1] is not its joint range: never clipped).
     clip_actions: bool = True
+    # Proprioception fields beyond `state_field` a policy may take: field -> (observation key, width). Meta-World
+    # offers its whole 39-value observation as `observation.environment_state` for policies without a camera.
+    extra_state_fields: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def state_fields(self) -> dict[str, tuple[str, int]]:
+        """What a policy may take as proprioception: field -> (observation key, width)."""
+        return {self.state_field: ("agent_pos", self.state_dim), **self.extra_state_fields}
 
 
 _REGISTRY: dict[str, Callable[[], SimEnvSpec]] = {}
+# Suites: a name that means "each of these environments" (e.g. metaworld_mt10).
+_SUITES: dict[str, tuple[str, ...]] = {}
 
 
 def register_sim_env(name: str) -> Callable[[Callable[[], SimEnvSpec]], Callable[[], SimEnvSpec]]:
@@ -76,20 +86,55 @@ def register_sim_env(name: str) -> Callable[[Callable[[], SimEnvSpec]], Callable
     return wrap
 
 
+def register_sim_suite(name: str, envs: Sequence[str]) -> None:
+    """Register suite `name`: each of the registered environments `envs`, in that order."""
+    if name in _SUITES or name in _REGISTRY:
+        raise ValueError(f"sim environment or suite {name!r} is already registered")
+    _SUITES[name] = tuple(envs)
+
+
 def sim_env_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def check_sim_env_name(name: str, where: str = "env") -> None:
-    """ConfigError naming the closest registered names when `name` is not one."""
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, sim_env_names(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"{where}={name!r} is not a registered sim environment{hint} (valid: {sim_env_names()})")
+def sim_suite_names() -> list[str]:
+    return sorted(_SUITES)
 
 
-def get_sim_env(name: str) -> SimEnvSpec:
-    check_sim_env_name(name)
+def _valid_names_hint() -> str:
+    """The registered names in short: suites, non-Meta-World envs, and the Meta-World task pattern."""
+    tasks = [n for n in _REGISTRY if n.startswith("metaworld/")]
+    others = [n for n in sim_env_names() if not n.startswith("metaworld/")]
+    pattern = f", metaworld/<task> for {len(tasks)} tasks (e.g. {tasks[0]})" if tasks else ""
+    return f"valid: {others + sim_suite_names()}{pattern}"
+
+
+def check_sim_env_name(name: str, where: str = "env", suites: bool = True) -> None:
+    """ConfigError naming the closest registered names (environments and, with `suites`, suites) when `name` is
+    neither."""
+    if name in _REGISTRY or (suites and name in _SUITES):
+        return
+    candidates = sim_env_names() + (sim_suite_names() if suites else [])
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    kind = "sim environment or suite" if suites else "sim environment"
+    raise ConfigError(f"{where}={name!r} is not a registered {kind}{hint} ({_valid_names_hint()})")
+
+
+def expand_sim_envs(name: str, where: str = "env") -> list[str]:
+    """The environments `name` means: a suite's members, or `[name]` for one environment."""
+    check_sim_env_name(name, where)
+    return list(_SUITES.get(name, (name,)))
+
+
+def is_sim_suite(name: str) -> bool:
+    return name in _SUITES
+
+
+def get_sim_env(name: str, where: str = "env") -> SimEnvSpec:
+    if name in _SUITES:
+        raise ConfigError(f"{where}={name!r} is a suite of {len(_SUITES[name])} environments; give one of them here")
+    check_sim_env_name(name, where, suites=False)
     return _REGISTRY[name]()
 
 
@@ -198,6 +243,43 @@ def _pusht() -> SimEnvSpec:
     )
 
 
+def _register_metaworld() -> None:
+    """Every Meta-World v3 task as `metaworld/<task>`; suites metaworld_mt10, metaworld_mt50 and the difficulty
+    groups metaworld_easy / _medium / _hard / _very_hard (vla_foundry.eval.metaworld; the package is imported only
+    when an env is built)."""
+    from vla_foundry.eval import metaworld as mw
+
+    def spec_of(task: str) -> Callable[[], SimEnvSpec]:
+        def make(cameras: tuple[str, ...], image_size: tuple[int, int], max_steps: int) -> Any:
+            return mw.make_metaworld_env(task, cameras, image_size, max_steps)
+
+        def spec() -> SimEnvSpec:
+            return SimEnvSpec(
+                name=f"metaworld/{task}",
+                make=make,
+                cameras=mw.CAMERAS,
+                state_dim=mw.STATE_DIM,
+                action_dim=mw.ACTION_DIM,
+                instruction=mw.TASK_INSTRUCTIONS[task],
+                max_steps=mw.MAX_STEPS,
+                fps=mw.FPS,
+                image_size=(96, 96),
+                video_camera="corner2",
+                expert=mw.MetaWorldExpert,
+                extra_state_fields={mw.ENV_STATE_FIELD: ("environment_state", mw.ENV_STATE_DIM)},
+            )
+
+        return spec
+
+    for task in sorted(mw.TASK_INSTRUCTIONS):
+        register_sim_env(f"metaworld/{task}")(spec_of(task))
+    for suite, tasks in mw.SUITES.items():
+        register_sim_suite(f"metaworld_{suite}", [f"metaworld/{t}" for t in tasks])
+
+
+_register_metaworld()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Env <-> policy
 
@@ -227,10 +309,12 @@ class SimAdapter:
             raise ConfigError(
                 f"{where} uses camera(s) {unknown} that env {spec.name} does not have (valid: {list(spec.cameras)})"
             )
-        if self.proprio_fields != {spec.state_field: spec.state_dim}:
+        offered = {name: width for name, (_, width) in spec.state_fields.items()}
+        wrong = {k: v for k, v in self.proprio_fields.items() if offered.get(k) != v}
+        if wrong:
             raise ConfigError(
-                f"{where} takes proprioception {self.proprio_fields} but env {spec.name} gives "
-                f"{{{spec.state_field!r}: {spec.state_dim}}}"
+                f"{where} takes proprioception {self.proprio_fields} but env {spec.name} gives {offered} "
+                f"(mismatched: {wrong})"
             )
         action_dim = sum(self.action_fields.values())
         if action_dim != spec.action_dim:
@@ -241,9 +325,22 @@ class SimAdapter:
         if any(i > 0 for i in self.image_indices):
             raise ConfigError(f"{where} uses future image offsets {self.image_indices}; closed loop needs offsets <= 0")
 
-    def policy_observation(self, frames: Sequence[dict[str, np.ndarray]], states: Sequence[np.ndarray]) -> dict:
-        """The policy's observation from one env's recent frames and states (oldest first, the current last)."""
+    def policy_observation(
+        self,
+        frames: Sequence[dict[str, np.ndarray]],
+        states: Sequence[dict[str, np.ndarray]],
+        instruction: str | None = None,
+    ) -> dict:
+        """The policy's observation from one env's recent frames and states (oldest first, the current last; a
+        state is {observation key: values}); `instruction` replaces the env's own (language-following tests)."""
         images = {cam: [frames[max(len(frames) - 1 + i, 0)][cam] for i in self.image_indices] for cam in self.cameras}
         rows = [states[max(len(states) - self.proprio_rows + r, 0)] for r in range(self.proprio_rows)]
-        proprio = {self.spec.state_field: np.asarray(rows, dtype=np.float64)}  # (rows, state_dim)
-        return {"images": images, "proprioception": proprio, "instruction": self.spec.instruction}
+        keys = self.spec.state_fields
+        # (rows, width) per field
+        proprio = {f: np.asarray([row[keys[f][0]] for row in rows], dtype=np.float64) for f in self.proprio_fields}
+        text = self.spec.instruction if instruction is None else instruction
+        return {"images": images, "proprioception": proprio, "instruction": text}
+
+    def state_keys(self) -> list[str]:
+        """The observation keys this policy's proprioception reads."""
+        return [self.spec.state_fields[f][0] for f in self.proprio_fields]

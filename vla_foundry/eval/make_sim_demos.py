@@ -1,13 +1,19 @@
 """Record scripted demonstrations in simulation as a LeRobot v3.0 dataset.
 
     python -m vla_foundry.eval.make_sim_demos --env aloha_transfer_cube --episodes 50 --output_dir /tmp/demos \\
-        [--seed 0] [--num_workers 2] [--image_size 240 320] [--cameras top]
+        [--seed 1000000] [--num_workers 2] [--image_size 240 320] [--cameras top]
+    python -m vla_foundry.eval.make_sim_demos --env metaworld_mt10 --episodes_per_task 50 --num_workers 2 \\
+        --output_dir /tmp/mt10_demos [--cameras corner2 | --cameras none] [--image_size 96 96]
 
-The env's scripted expert runs from env seeds `seed`, `seed + 1`, ...; successful episodes are kept until
-`--episodes` are recorded (failures are counted and reported; at most `--max_attempts` seeds are tried). Each kept
-episode stores, per step t, the observation before the action (`observation.state`, one MP4 frame per camera as
-`observation.images.<camera>`) and the action sent (`action`), up to and including the step that succeeded. The
-dataset then takes the normal path:
+`--env` is one environment or a suite (each of its tasks in turn, `--episodes` per task). The env's scripted expert
+runs from env seeds `seed`, `seed + 1`, ... (by default from 1,000,000, so that evaluation's seeds 0, 1, ... are
+never seen in training); successful episodes are kept until `--episodes` are recorded per task (failures are
+counted and reported; at most `--max_attempts` seeds are tried per task). Each kept episode stores, per step t,
+the observation before the action (`observation.state`, the env's other proprioception fields such as Meta-World's
+`observation.environment_state`, one MP4 frame per camera as `observation.images.<camera>`; `--cameras none`
+records no video) and the action sent (`action`), up to and including the step that succeeded, with its task's
+instruction as the episode's task. The dataset is written next to `output_dir` and moved there when complete, so an
+interrupted run leaves nothing that looks like a dataset. It then takes the normal path:
 
     python vla_foundry/data/preprocessing/preprocess_robotics_to_tar.py \\
         --config_path config_presets/preprocessing/lerobot_1past_14future.yaml \\
@@ -25,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from vla_foundry.eval.envs import get_sim_env
+from vla_foundry.eval.envs import expand_sim_envs, get_sim_env
 from vla_foundry.params.base_params import ConfigError
 
+# Demonstrations start at this seed by default; evaluation starts at 0.
+DEFAULT_DEMO_SEED = 1_000_000
 CAMERA_PREFIX = "observation.images."
 
 _worker_env: dict[str, Any] = {}
@@ -36,20 +44,26 @@ _worker_env: dict[str, Any] = {}
 def record_episode(
     env_name: str, seed: int, cameras: tuple[str, ...], image_size: tuple[int, int], max_steps: int
 ) -> dict[str, Any]:
-    """One expert episode from env seed `seed`: {"seed", "success", "steps", and when it succeeded "state" (T, D),
-    "action" (T, A), "frames" {camera: T frames}}. The env is built once per process and reused."""
+    """One expert episode from env seed `seed`: {"env", "seed", "success", "steps", and when it succeeded "state"
+    {observation key: (T, D)}, "action" (T, A), "frames" {camera: T frames}}. The env is built once per process
+    and reused."""
     from vla_foundry.eval.sim import make_env
 
     key = (env_name, cameras, image_size, max_steps)
     if _worker_env.get("key") != key:
+        if "env" in _worker_env:
+            _worker_env["env"].close()
         _worker_env.update(key=key, env=make_env(env_name, cameras, image_size, max_steps, expert=True))
     env = _worker_env["env"]
     obs, info = env.reset(seed=seed)
-    states, actions, frames = [], [], {c: [] for c in cameras}
+    state_keys = [k for k in obs if k != "pixels" and k != "env_state"]
+    states: dict[str, list] = {k: [] for k in state_keys}
+    actions, frames = [], {c: [] for c in cameras}
     success = False
     for _ in range(max_steps):
         action = np.asarray(info["expert_action"], dtype=np.float64)
-        states.append(np.asarray(obs["agent_pos"], dtype=np.float64))
+        for k in state_keys:
+            states[k].append(np.asarray(obs[k], dtype=np.float64))
         actions.append(action)
         for c in cameras:
             frames[c].append(obs["pixels"][c])
@@ -57,17 +71,31 @@ def record_episode(
         success = bool(info.get("is_success", False))
         if terminated or truncated or success:
             break
-    out: dict[str, Any] = {"seed": seed, "success": success, "steps": len(actions)}
+    out: dict[str, Any] = {"env": env_name, "seed": seed, "success": success, "steps": len(actions)}
     if success:
-        out.update(state=np.stack(states), action=np.stack(actions), frames=frames)
+        out.update(state={k: np.stack(v) for k, v in states.items()}, action=np.stack(actions), frames=frames)
     return out
+
+
+def _check_cameras(env: str, names: list[str], cameras: tuple[str, ...] | None) -> tuple[str, ...]:
+    spec = get_sim_env(names[0])
+    if cameras is None:
+        return (spec.video_camera,)
+    if tuple(cameras) in {("none",), ()}:
+        return ()
+    for name in names:
+        valid = get_sim_env(name).cameras
+        unknown = [c for c in cameras if c not in valid]
+        if unknown:
+            raise ConfigError(f"cameras {unknown} are not cameras of {name} (valid: {list(valid)} or none)")
+    return tuple(cameras)
 
 
 def make_sim_demos(
     env: str,
     episodes: int,
     output_dir: str,
-    seed: int = 0,
+    seed: int = DEFAULT_DEMO_SEED,
     num_workers: int = 1,
     image_size: tuple[int, int] = (240, 320),
     cameras: tuple[str, ...] | None = None,
@@ -75,66 +103,97 @@ def make_sim_demos(
     max_attempts: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Record `episodes` successful expert episodes of `env` into a LeRobot v3.0 dataset at `output_dir`.
-    Returns {"episodes", "attempts", "failed_seeds", "frames", "output_dir"}."""
+    """Record `episodes` successful expert episodes of `env` (of each task of a suite) into a LeRobot v3.0 dataset
+    at `output_dir`. Returns {"episodes", "attempts", "failed_seeds" (env -> seeds), "frames", "tasks" (env ->
+    episodes kept), "output_dir"}."""
     from tqdm import tqdm
 
     from vla_foundry.data.scripts.make_synthetic_lerobot import LeRobotV3Writer
     from vla_foundry.eval.sim import headless_rendering
 
     headless_rendering()
-    spec = get_sim_env(env)
-    if spec.expert is None:
-        raise ConfigError(f"env {env} has no scripted expert to record")
-    cameras = tuple(cameras or (spec.video_camera,))
-    unknown = [c for c in cameras if c not in spec.cameras]
-    if unknown:
-        raise ConfigError(f"cameras {unknown} are not cameras of {env} (valid: {list(spec.cameras)})")
+    names = expand_sim_envs(env)
+    specs = {n: get_sim_env(n) for n in names}
+    no_expert = [n for n, spec in specs.items() if spec.expert is None]
+    if no_expert:
+        raise ConfigError(f"env {no_expert[0]} has no scripted expert to record")
+    cameras = _check_cameras(env, names, cameras)
     if episodes < 1 or num_workers < 1:
         raise ConfigError(f"episodes ({episodes}) and num_workers ({num_workers}) must be >= 1")
-    max_steps = max_steps or spec.max_steps
+    shapes = {(s.state_dim, s.action_dim, tuple(sorted(s.extra_state_fields.items())), s.fps) for s in specs.values()}
+    if len(shapes) != 1:
+        raise ConfigError(f"the envs of {env} differ in state, action or fps; record them as separate datasets")
+    first = specs[names[0]]
     max_attempts = max_attempts or 2 * episodes
-    state_names = [f"state_{i}" for i in range(spec.state_dim)]
-    action_names = [f"action_{i}" for i in range(spec.action_dim)]
+    # Low-dim fields: observation key -> (LeRobot feature, value names).
+    fields = {
+        key: (name, [f"{name.rsplit('.', 1)[-1]}_{i}" for i in range(dim)])
+        for name, (key, dim) in first.state_fields.items()
+    }
     writer = LeRobotV3Writer(
-        output_dir, spec.fps, [CAMERA_PREFIX + c for c in cameras], state_names, action_names, codec="h264"
+        output_dir,
+        first.fps,
+        [CAMERA_PREFIX + c for c in cameras],
+        fields["agent_pos"][1],
+        [f"action_{i}" for i in range(first.action_dim)],
+        codec="h264",
+        extra_fields={name: names_ for key, (name, names_) in fields.items() if key != "agent_pos"},
     )
-    args = [(env, seed + k, cameras, tuple(image_size), max_steps) for k in range(max_attempts)]
-    kept, failed, attempts = 0, [], 0
-    bar = tqdm(total=episodes, desc=f"{env} demos", unit="episode", disable=not show_progress, file=sys.stderr)
+    kept: dict[str, int] = dict.fromkeys(names, 0)
+    failed: dict[str, list[int]] = {n: [] for n in names}
+    attempts = 0
+    bar = tqdm(
+        total=episodes * len(names), desc=f"{env} demos", unit="episode", disable=not show_progress, file=sys.stderr
+    )
     pool = None
     if num_workers > 1:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(num_workers)
-        results = pool.imap(_record, args)  # in seed order: the dataset does not depend on timing
-    else:
-        results = map(_record, args)
     try:
-        for result in results:
-            attempts += 1
-            if not result["success"]:
-                failed.append(result["seed"])
-                continue
-            frames = {CAMERA_PREFIX + c: result["frames"][c] for c in cameras}
-            writer.add_episode(spec.instruction, result["state"], result["action"], frames)
-            kept += 1
-            bar.update(1)
-            if kept == episodes:
-                break
+        for name in names:
+            spec = specs[name]
+            steps = max_steps or spec.max_steps
+            next_seed = seed
+            # Each round asks for exactly the episodes still missing (no expert run is wasted), in seed order, so
+            # the dataset does not depend on timing.
+            while kept[name] < episodes and next_seed - seed < max_attempts:
+                count = min(episodes - kept[name], seed + max_attempts - next_seed)
+                args = [(name, next_seed + k, cameras, tuple(image_size), steps) for k in range(count)]
+                next_seed += count
+                results = pool.imap(_record, args) if pool is not None else map(_record, args)
+                for result in results:
+                    attempts += 1
+                    if not result["success"]:
+                        failed[name].append(result["seed"])
+                        continue
+                    frames = {CAMERA_PREFIX + c: result["frames"][c] for c in cameras}
+                    extra = {fields[k][0]: v for k, v in result["state"].items() if k != "agent_pos"}
+                    writer.add_episode(spec.instruction, result["state"]["agent_pos"], result["action"], frames, extra)
+                    kept[name] += 1
+                    bar.update(1)
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         if pool is not None:
             pool.terminate()
         bar.close()
-    if kept == 0:
-        raise RuntimeError(f"the expert of {env} failed all {attempts} seeds {failed[:10]}...; nothing recorded")
+    empty = [n for n in names if kept[n] == 0]
+    if empty:
+        writer.abort()
+        raise RuntimeError(
+            f"the expert of {empty[0]} failed all {len(failed[empty[0]])} seeds {failed[empty[0]][:10]}; nothing "
+            "recorded"
+        )
     root = writer.close()
     info = json.loads((Path(root) / "meta" / "info.json").read_text())
     return {
-        "episodes": kept,
+        "episodes": sum(kept.values()),
         "attempts": attempts,
-        "failed_seeds": failed,
+        "failed_seeds": {n: f for n, f in failed.items() if f},
         "frames": info["total_frames"],
+        "tasks": kept,
         "output_dir": str(root),
     }
 
@@ -144,18 +203,27 @@ def _record(args: tuple) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_foundry.eval.envs import sim_env_names
+    from vla_foundry.eval.envs import sim_env_names, sim_suite_names
 
     parser = argparse.ArgumentParser(
         prog="python -m vla_foundry.eval.make_sim_demos", description=(__doc__ or "").split("\n")[0]
     )
-    parser.add_argument("--env", required=True, help=f"registered env with an expert: {', '.join(sim_env_names())}")
-    parser.add_argument("--episodes", type=int, default=50, help="successful episodes to record")
+    envs = [n for n in sim_env_names() if "/" not in n]
+    parser.add_argument(
+        "--env",
+        required=True,
+        help=f"registered env with an expert ({', '.join(envs)}, metaworld/<task>) or a suite ({', '.join(sim_suite_names())})",
+    )
+    parser.add_argument(
+        "--episodes", "--episodes_per_task", type=int, default=50, help="successful episodes to record (per task)"
+    )
     parser.add_argument("--output_dir", required=True, help="new or empty local directory")
-    parser.add_argument("--seed", type=int, default=0, help="first env seed")
+    parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="first env seed (evaluation starts at 0)")
     parser.add_argument("--num_workers", type=int, default=1, help="processes running the expert")
     parser.add_argument("--image_size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    parser.add_argument("--cameras", nargs="+", default=None, help="cameras to record (default: the env's main one)")
+    parser.add_argument(
+        "--cameras", nargs="+", default=None, help="cameras to record (default: the env's main one; none: no video)"
+    )
     parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
     parser.add_argument("--max_attempts", type=int, default=None, help="seeds tried at most (default: 2 x episodes)")
     parser.add_argument("--no_progress", action="store_true")
@@ -179,9 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"{out['episodes']} episodes ({out['frames']} frames) recorded from {out['attempts']} attempts "
-        f"(failed seeds: {out['failed_seeds']}) in {time.perf_counter() - start:.0f} s -> {out['output_dir']}"
+        f"(failed seeds: {out['failed_seeds'] or 'none'}) in {time.perf_counter() - start:.0f} s -> {out['output_dir']}"
     )
-    return 0 if out["episodes"] == args.episodes else 1
+    short = {n: k for n, k in out["tasks"].items() if k < args.episodes}
+    if short:
+        print(f"fewer episodes than asked for: {short}", file=sys.stderr)
+    return 1 if short else 0
 
 
 if __name__ == "__main__":

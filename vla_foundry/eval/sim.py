@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_foundry.eval.envs import SimAdapter, SimEnvSpec, get_sim_env
+from vla_foundry.eval.envs import SimAdapter, SimEnvSpec, expand_sim_envs, get_sim_env, is_sim_suite, sim_env_names
 from vla_foundry.params.base_params import ConfigError
 
 
@@ -146,6 +146,8 @@ class PolicyController:
         if temporal_ensemble is not None and temporal_ensemble < 0:
             raise ConfigError(f"temporal_ensemble={temporal_ensemble} must be >= 0")
         self.policy, self.adapter = policy, adapter
+        # The instruction given to the policy (None: the env's own; a language-following test swaps it).
+        self.instruction: str | None = None
         self.n_action_steps, self.ensemble = n, temporal_ensemble
         self.seed, self.queries = seed, 0
         self.queue: dict[int, list[np.ndarray]] = {}
@@ -158,7 +160,7 @@ class PolicyController:
     def act(self, slots: list[int], history: dict[int, tuple[list, list]], infos: dict[int, dict]) -> dict:
         need = [s for s in slots if self.ensemble is not None or not self.queue[s]]
         if need:
-            observations = [self.adapter.policy_observation(*history[s]) for s in need]
+            observations = [self.adapter.policy_observation(*history[s], self.instruction) for s in need]
             # One seed per query: the same settings give the same noise, whatever the timing.
             chunks = np.asarray(self.policy.predict(observations, seed=self.seed * 1_000_003 + self.queries))
             self.queries += 1
@@ -201,8 +203,10 @@ def _slot_info(info: dict, i: int) -> dict:
     return {k: v[i] for k, v in info.items() if not k.startswith("_") and (f"_{k}" not in info or info[f"_{k}"][i])}
 
 
-def _slot_obs(obs: dict, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    return {cam: frames[i] for cam, frames in obs["pixels"].items()}, np.asarray(obs["agent_pos"][i])
+def _slot_obs(obs: dict, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Env i's frames {camera: (H, W, 3)} and state {observation key: values} from a vector env's batch."""
+    state = {k: np.asarray(v[i]) for k, v in obs.items() if k != "pixels" and isinstance(v, np.ndarray)}
+    return {cam: frames[i] for cam, frames in obs["pixels"].items()}, state
 
 
 def run_episodes(
@@ -373,6 +377,7 @@ def write_outputs(
     videos: dict[int, list[np.ndarray]],
     summary: dict[str, Any],
     settings: dict[str, Any],
+    instruction: str | None = None,
 ) -> None:
     # A bare Figure draws without pyplot: the caller's backend (a notebook's, say) is left alone.
     from matplotlib.figure import Figure
@@ -400,7 +405,7 @@ def write_outputs(
             overlay(
                 f,
                 [
-                    spec.instruction[:60],
+                    (spec.instruction if instruction is None else f"told: {instruction or '(blank)'}")[:60],
                     f"episode {e} (seed {results[e].seed}) step {t} {ok if t + 1 == len(frames) else ''}",
                 ],
             )
@@ -411,6 +416,24 @@ def write_outputs(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Entry points
+
+
+def _instruction_of(instruction_from: str | None) -> str | None:
+    """The instruction a language-following test gives: another env's (`metaworld/drawer-close-v3`), blank (""),
+    or None (each env's own)."""
+    if instruction_from is None or instruction_from == "":
+        return instruction_from
+    return get_sim_env(instruction_from, where="instruction_from").instruction
+
+
+def _load_policy(run_dir: str | None, policy_url: str | None, checkpoint: Any, use_ema: bool, device: str, seed: int):
+    if run_dir is not None:
+        from vla_foundry.inference.policy import Policy
+
+        return Policy.from_run(run_dir, checkpoint, use_ema=use_ema, device=device, seed=seed)
+    from vla_foundry.inference.policy_server import PolicyClient
+
+    return PolicyClient(policy_url)
 
 
 def evaluate(
@@ -432,11 +455,16 @@ def evaluate(
     use_ema: bool = True,
     device: str = "cpu",
     show_progress: bool = True,
+    instruction_from: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one policy source (`policy` object, `run_dir`, `policy_url` or `scripted`) on `episodes`
-    episodes of `env`; returns {"summary", "episodes", "settings"} and writes the files when `output_dir`."""
+    episodes of `env` (for a suite such as `metaworld_mt10`: `episodes` per task, each task in turn); returns
+    {"summary", "episodes", "settings"} (suites add "tasks": task -> its summary) and writes the files when
+    `output_dir` (a suite: results.json with the table at the top, each task's files in `<output_dir>/<task>/`).
+    `instruction_from` gives the policy another env's instruction ("" a blank one) in every episode."""
     headless_rendering()
-    spec = get_sim_env(env)
+    names = expand_sim_envs(env)
+    instruction = _instruction_of(instruction_from)
     sources = [x for x in (policy is not None, run_dir is not None, policy_url is not None, scripted) if x]
     if len(sources) != 1:
         raise ConfigError("give exactly one of --run_dir, --policy_url or --policy scripted")
@@ -444,65 +472,150 @@ def evaluate(
         raise ConfigError(f"episodes ({episodes}) and num_envs ({num_envs}) must be >= 1")
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} must be >= 1")
-    settings = {
+    if scripted:
+        missing = [n for n in names if get_sim_env(n).expert is None]
+        if missing:
+            with_expert = [n for n in sim_env_names() if get_sim_env(n).expert is not None and "/" not in n]
+            raise ConfigError(
+                f"env {missing[0]} has no scripted expert (envs with one: {with_expert} and every metaworld/<task>)"
+            )
+        if instruction_from is not None:
+            raise ConfigError("--instruction_from tests a policy; the scripted expert reads no instruction")
+    elif policy is None:
+        policy = _load_policy(run_dir, policy_url, checkpoint, use_ema, device, seed)
+    settings: dict[str, Any] = {
         "env": env,
         "episodes": episodes,
         "num_envs": num_envs,
         "seed": seed,
-        "max_steps": max_steps or spec.max_steps,
-        "image_size": list(image_size or spec.image_size),
+        "max_steps": max_steps,
+        "image_size": list(image_size) if image_size else None,
         "run_dir": run_dir,
         "checkpoint": checkpoint,
         "policy_url": policy_url,
         "scripted": scripted,
         "temporal_ensemble": temporal_ensemble,
+        "instruction_from": instruction_from,
+        "instruction": instruction,
     }
-    if scripted:
-        if spec.expert is None:
-            raise ConfigError(f"env {env} has no scripted expert (envs with one: aloha_transfer_cube)")
-        controller: Any = ExpertController()
-        cameras: list[str] = []
-        history = 1
-    else:
-        if run_dir is not None:
-            from vla_foundry.inference.policy import Policy
-
-            policy = Policy.from_run(run_dir, checkpoint, use_ema=use_ema, device=device, seed=seed)
-            settings["checkpoint"] = policy.run.checkpoint
-            settings["used_ema"] = policy.run.used_ema
-        elif policy_url is not None:
-            from vla_foundry.inference.policy_server import PolicyClient
-
-            policy = PolicyClient(policy_url)
+    if run_dir is not None:
+        settings["checkpoint"] = policy.run.checkpoint
+        settings["used_ema"] = policy.run.used_ema
+    if policy is not None:
         metadata = policy.metadata()
-        adapter = SimAdapter(spec, metadata, where=run_dir or policy_url or "policy")
-        controller = PolicyController(
-            policy, adapter, int(metadata["chunk_length"]), n_action_steps, temporal_ensemble, seed
-        )
-        settings["n_action_steps"] = controller.n_action_steps
-        cameras, history = adapter.cameras, adapter.history
+        # Every env is checked against the policy before any episode runs.
+        adapters = {n: SimAdapter(get_sim_env(n), metadata, where=run_dir or policy_url or "policy") for n in names}
+    suite = is_sim_suite(env)
+    tasks: dict[str, dict[str, Any]] = {}
+    all_results: list[dict[str, Any]] = []
     start = time.perf_counter()
-    results, frames = run_episodes(
-        spec, controller, episodes, num_envs, seed, max_steps, cameras, image_size, history, videos, show_progress
-    )
-    summary = summarize(results, time.perf_counter() - start)
+    for name in names:
+        spec = get_sim_env(name)
+        if scripted:
+            controller: Any = ExpertController()
+            cameras: list[str] = []
+            history = 1
+        else:
+            adapter = adapters[name]
+            controller = PolicyController(
+                policy, adapter, int(metadata["chunk_length"]), n_action_steps, temporal_ensemble, seed
+            )
+            controller.instruction = instruction
+            settings["n_action_steps"] = controller.n_action_steps
+            cameras, history = adapter.cameras, adapter.history
+        task_start = time.perf_counter()
+        results, frames = run_episodes(
+            spec, controller, episodes, num_envs, seed, max_steps, cameras, image_size, history, videos, show_progress
+        )
+        summary = summarize(results, time.perf_counter() - task_start)
+        tasks[name] = summary
+        episodes_out = [{**asdict(r), **({"env": name} if suite else {})} for r in results]
+        all_results += episodes_out
+        task_settings = {
+            **settings,
+            "env": name,
+            "max_steps": max_steps or spec.max_steps,
+            "image_size": list(image_size or spec.image_size),
+        }
+        if output_dir is not None:
+            task_dir = os.path.join(output_dir, name.replace("/", "_")) if suite else output_dir
+            write_outputs(task_dir, spec, results, frames, summary, task_settings, instruction)
+        if suite and show_progress:
+            print(format_summary(name, summary), file=sys.stderr, flush=True)
+    if not suite:
+        out = {"summary": tasks[names[0]], "episodes": all_results, "settings": task_settings}
+        return out
+    summary = suite_summary(tasks, time.perf_counter() - start)
+    out = {"summary": summary, "tasks": tasks, "episodes": all_results, "settings": settings}
     if output_dir is not None:
-        write_outputs(output_dir, spec, results, frames, summary, settings)
-    return {"summary": summary, "episodes": [asdict(r) for r in results], "settings": settings}
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        Path(output_dir, "results.json").write_text(json.dumps(out, indent=1))
+        Path(output_dir, "results.md").write_text(format_task_table(env, tasks, summary) + "\n")
+    return out
+
+
+def suite_summary(tasks: dict[str, dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
+    """The suite's figures: the mean of the per-task success rates (each task weighs the same, as published
+    Meta-World tables do) with the 95% Wilson interval of all episodes pooled, and pooled counts."""
+    n = sum(t["episodes"] for t in tasks.values())
+    successes = sum(t["successes"] for t in tasks.values())
+    low, high = wilson_interval(successes, n)
+    steps = sum(t["env_steps"] for t in tasks.values())
+    return {
+        "tasks": len(tasks),
+        "episodes": n,
+        "successes": successes,
+        "success_rate": float(np.mean([t["success_rate"] for t in tasks.values()])),
+        "success_rate_ci95": [low, high],
+        "mean_max_reward": float(np.mean([t["mean_max_reward"] for t in tasks.values()])),
+        "mean_steps": steps / n if n else 0.0,
+        "env_steps": steps,
+        "wall_time_s": wall_time_s,
+        "env_steps_per_s": steps / wall_time_s if wall_time_s > 0 else 0.0,
+    }
+
+
+def format_task_table(env: str, tasks: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
+    """A Markdown table: one row per task (successes, rate, 95% CI, mean steps), the suite mean last."""
+    lines = [f"| {env} task | successes | success rate | 95% CI | mean steps |", "|---|---|---|---|---|"]
+    for name, t in tasks.items():
+        low, high = t["success_rate_ci95"]
+        lines.append(
+            f"| {name} | {t['successes']}/{t['episodes']} | {t['success_rate']:.2f} | {low:.2f}-{high:.2f} "
+            f"| {t['mean_steps']:.0f} |"
+        )
+    low, high = summary["success_rate_ci95"]
+    lines.append(
+        f"| **mean of {len(tasks)} tasks** | {summary['successes']}/{summary['episodes']} | "
+        f"**{summary['success_rate']:.3f}** | {low:.2f}-{high:.2f} | {summary['mean_steps']:.0f} |"
+    )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_foundry.eval.envs import sim_env_names
+    from vla_foundry.eval.envs import sim_suite_names
 
     parser = argparse.ArgumentParser(prog="python -m vla_foundry.eval.sim", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", required=True, help=f"registered env: {', '.join(sim_env_names())}")
+    envs = [n for n in sim_env_names() if "/" not in n]
+    parser.add_argument(
+        "--env",
+        required=True,
+        help=f"registered env ({', '.join(envs)}, metaworld/<task>) or suite ({', '.join(sim_suite_names())})",
+    )
     source = parser.add_argument_group("policy (one of)")
     source.add_argument("--run_dir", default=None, help="training run directory (local or s3://) or checkpoint file")
     source.add_argument("--policy_url", default=None, help="a running policy server, e.g. http://127.0.0.1:8765")
     source.add_argument("--policy", default=None, choices=["scripted"], help="the env's scripted expert")
     parser.add_argument("--checkpoint", default=None, help="checkpoint number of --run_dir (default: the latest)")
     parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights were saved")
-    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument(
+        "--episodes", "--episodes_per_task", type=int, default=50, help="episodes (per task of a suite)"
+    )
+    parser.add_argument(
+        "--instruction_from",
+        default=None,
+        help="tell the policy another env's instruction (e.g. metaworld/drawer-close-v3); '' tells it nothing",
+    )
     parser.add_argument("--num_envs", type=int, default=1, help="env worker processes")
     parser.add_argument("--seed", type=int, default=0, help="episode k uses env seed seed + k")
     parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
@@ -533,10 +646,13 @@ def main(argv: list[str] | None = None) -> int:
             use_ema=not args.no_ema,
             device=args.device,
             show_progress=not args.no_progress,
+            instruction_from=args.instruction_from,
         )
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if "tasks" in out:
+        print(format_task_table(args.env, out["tasks"], out["summary"]))
     print(format_summary(args.env, out["summary"]))
     if args.output_dir:
         print(f"results -> {args.output_dir}/results.json")

@@ -134,6 +134,8 @@ class Policy:
         if not isinstance(obs, dict):
             raise ValueError(f"{where} must be a dict with images, proprioception and instruction; got {type(obs)}")
         images = obs.get("images")
+        if images is None and not self.camera_names:
+            images = {}  # a policy without cameras needs no images
         if not isinstance(images, dict):
             raise ValueError(
                 f"{where}['images'] must map camera name -> uint8 (H, W, 3) frames; cameras: {self.camera_names}"
@@ -197,7 +199,9 @@ class Policy:
         for i, obs in enumerate(observations):
             where = "observation" if len(observations) == 1 else f"observation {i}"
             self.check_observation(obs, where)
-            item = self.processor.process_observation(obs["images"], obs["proprioception"], obs.get("instruction", ""))
+            item = self.processor.process_observation(
+                obs.get("images") or {}, obs["proprioception"], obs.get("instruction", "")
+            )
             item["metadata"] = [{"instruction": obs.get("instruction", "")}]
             items.append(item)
         batch = {k: torch.cat([it[k] for it in items]) for k in items[0] if k != "metadata"}

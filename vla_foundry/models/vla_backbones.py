@@ -16,6 +16,8 @@ Kinds:
   vlm_hf   a transformers image-text-to-text model through its own processor, same read-out.
   vit/vit_hf  vision only: each camera image's mean patch token (or every patch token).
   clip     a CLIP-style dual encoder: each image's embedding and the instruction's embedding (or every token).
+  transformer  a language model trained here, for policies without a camera: [instruction | <action>] through the
+           LM (an LLM run is the backbone run: LLM -> VLA); the head reads the `<action>` token as for a VLM.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import (
     CLIPBackboneParams,
     DiffusionPolicyParams,
+    TransformerParams,
     ViTHFParams,
     ViTParams,
     VLMHFParams,
@@ -267,17 +270,10 @@ class NativeVLMBackbone(BackboneAdapter):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L) right-padded instruction -> (B, I + L + 1) sequence, its attention mask and the `<action>`
         position (B,); I = n_images x img_num_tokens."""
-        B, L = ids.shape
         n_img_tok = n_images * self.model.img_num_tokens
-        seq = torch.full((B, n_img_tok + L + 1), self.pad_token_id, dtype=torch.long, device=ids.device)
-        seq[:, :n_img_tok] = self.image_token_id
-        seq[:, n_img_tok : n_img_tok + L] = torch.where(mask, ids, torch.full_like(ids, self.pad_token_id))
-        lengths = mask.sum(dim=1)  # (B,) right padding: valid tokens come first
-        action_pos = n_img_tok + lengths
-        seq.scatter_(1, action_pos[:, None], self.action_token_id)
-        positions = torch.arange(seq.shape[1], device=ids.device)[None]
-        attn = positions <= action_pos[:, None]  # images, instruction and the query token
-        attn[:, :n_img_tok] = True
+        seq, attn, action_pos = instruction_with_query(
+            ids, mask, n_img_tok, self.image_token_id, self.pad_token_id, self.action_token_id
+        )
         return seq, attn, action_pos
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,6 +293,67 @@ class NativeVLMBackbone(BackboneAdapter):
 
     def trailing_modules(self) -> list[nn.Module]:
         norm = getattr(self.model.language_model, "norm", None)
+        return [norm] if isinstance(norm, nn.Module) else []
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Language model alone
+
+
+def instruction_with_query(
+    ids: torch.Tensor, mask: torch.Tensor, prefix: int, prefix_id: int, pad_id: int, query_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, L) right-padded instruction -> the sequence [prefix tokens | instruction | query] (B, prefix + L + 1),
+    its attention mask and the query position (B,). Padding after the query is masked out."""
+    B, L = ids.shape
+    seq = torch.full((B, prefix + L + 1), pad_id, dtype=torch.long, device=ids.device)
+    seq[:, :prefix] = prefix_id
+    seq[:, prefix : prefix + L] = torch.where(mask, ids, torch.full_like(ids, pad_id))
+    query_pos = prefix + mask.sum(dim=1)  # (B,) right padding: valid tokens come first
+    seq.scatter_(1, query_pos[:, None], query_id)
+    positions = torch.arange(seq.shape[1], device=ids.device)[None]
+    attn = positions <= query_pos[:, None]  # prefix, instruction and the query token
+    attn[:, :prefix] = True
+    return seq, attn, query_pos
+
+
+class LanguageBackbone(BackboneAdapter):
+    """A `transformer` trained here, for policies without a camera. Sequence: [instruction | <action>]."""
+
+    def __init__(self, params: DiffusionPolicyParams, load_pretrained: bool) -> None:
+        lm_params: TransformerParams = params.backbone
+        super().__init__(params, DEFAULT_IMAGE_MEAN, DEFAULT_IMAGE_STD)
+        self.model = create_model(lm_params, load_pretrained)
+        self.hidden_dim = lm_params.hidden_dim
+        if not 1 <= params.backbone_num_layers_used <= lm_params.n_layers:
+            raise ConfigError(
+                f"model.backbone_num_layers_used={params.backbone_num_layers_used} must be within "
+                f"[1, {lm_params.n_layers}] (the backbone language model's layers)"
+            )
+        for name in ("action_token_id", "pad_token_id"):
+            if getattr(params, name) >= lm_params.vocab_size:
+                raise ConfigError(
+                    f"model.{name}={getattr(params, name)} is outside the backbone's vocabulary "
+                    f"(model.backbone.vocab_size={lm_params.vocab_size})"
+                )
+        self.action_token_id = params.action_token_id
+        self.pad_token_id = params.pad_token_id
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch.get("input_ids")
+        if ids is None:
+            raise KeyError("diffusion_policy batch is missing 'input_ids' (B, L): the tokenized instruction")
+        device = next(self.model.parameters()).device
+        ids, mask = self.instruction(batch, ids.shape[0], device)
+        seq, attn, action_pos = instruction_with_query(ids, mask, 0, 0, self.pad_token_id, self.action_token_id)
+        hidden = self.model.hidden_states(input_ids=seq, attention_mask=attn, num_layers=self.num_layers_used)
+        return read_out(hidden, attn, action_pos, self.conditioning)  # k x (B, S, C) -> (B, k, N, C)
+
+    def vision_modules(self) -> list[nn.Module]:
+        return []  # no vision tower
+
+    def trailing_modules(self) -> list[nn.Module]:
+        norm = getattr(self.model, "norm", None)
         return [norm] if isinstance(norm, nn.Module) else []
 
 
@@ -468,6 +525,8 @@ def build_backbone(params: DiffusionPolicyParams, load_pretrained: bool = True) 
         adapter = HFVLMBackbone(params, load_pretrained)
     elif isinstance(backbone, (ViTParams, ViTHFParams)):
         adapter = VisionBackbone(params, load_pretrained)
+    elif isinstance(backbone, TransformerParams):
+        adapter = LanguageBackbone(params, load_pretrained)
     elif isinstance(backbone, CLIPBackboneParams):
         adapter = CLIPBackbone(params, load_pretrained)
     else:

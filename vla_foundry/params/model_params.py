@@ -305,9 +305,11 @@ class ActionHeadParams:
             )
 
 
-BackboneParams = VLMParams | VLMHFParams | ViTParams | ViTHFParams | CLIPBackboneParams
+# `transformer` (a language model alone) is for policies without a camera: it reads the instruction only. It comes
+# last so that a union given by fields alone still resolves to the vision(-language) kinds first.
+BackboneParams = VLMParams | VLMHFParams | ViTParams | ViTHFParams | CLIPBackboneParams | TransformerParams
 # Model types a diffusion policy's backbone may be (and a backbone run may hold).
-BACKBONE_TYPES = ("vlm", "vlm_hf", "vit", "vit_hf", "clip_hf")
+BACKBONE_TYPES = ("vlm", "vlm_hf", "vit", "vit_hf", "clip_hf", "transformer")
 
 
 @register_model_params("diffusion_policy")

@@ -466,9 +466,10 @@ class RoboticsProcessor:
 
     @staticmethod
     def _check_views(views: list[np.ndarray | None]) -> np.ndarray:
-        """image_mask (N,) bool of a sample's views; refuses a sample without images or with views of mixed sizes."""
+        """image_mask (N,) bool of a sample's views; refuses a sample whose cameras are all missing or whose views
+        differ in size (a policy without cameras has no views: N = 0)."""
         present = [v for v in views if v is not None]
-        if not present:
+        if views and not present:
             raise SampleError("no camera image present")
         if any(v.shape != present[0].shape for v in present):
             raise SampleError(f"camera images of one sample differ in size: {sorted({v.shape for v in present})}")
@@ -651,8 +652,8 @@ class RoboticsProcessor:
     @staticmethod
     def _collate_views(views: list[list[np.ndarray | None] | np.ndarray]) -> torch.Tensor:
         """Per-sample lists of uint8 (3, H, W) views (or (N, 3, H, W) arrays) -> (B, N, 3, H, W) uint8, zeros for
-        missing views."""
-        shape = next(v.shape for sample in views for v in sample if v is not None)
+        missing views. Without cameras (N = 0) the batch is (B, 0, 3, 1, 1)."""
+        shape = next((v.shape for sample in views for v in sample if v is not None), (3, 1, 1))
         out = np.empty((len(views), len(views[0]), *shape), dtype=np.uint8)
         for b, sample in enumerate(views):
             for n, view in enumerate(sample):
