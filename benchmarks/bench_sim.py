@@ -52,13 +52,13 @@ def _timed_steps(env: str, cameras: tuple[str, ...], image_size: tuple[int, int]
     from vla_foundry.eval.sim import make_env
 
     e = make_env(env, cameras, image_size, 10_000, expert=True)
-    obs, info = e.reset(seed=0)
+    _, info = e.reset(seed=0)
     start, seed = time.perf_counter(), 0
     for _ in range(steps):
-        obs, _, terminated, truncated, info = e.step(info["expert_action"])
+        _, _, terminated, truncated, info = e.step(info["expert_action"])
         if terminated or truncated:
             seed += 1
-            obs, info = e.reset(seed=seed)
+            _, info = e.reset(seed=seed)
     elapsed = time.perf_counter() - start
     e.close()
     return elapsed
