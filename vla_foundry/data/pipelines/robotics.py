@@ -65,7 +65,8 @@ class RoboticsPipeline:
             # The row is this sample's (even if a view of odd size left it partly unused): never written again.
             self._filled += 1
         elif self._view_shape is None and isinstance(item.images, list):
-            self._view_shape = next(v.shape for v in item.images if v is not None)
+            # No view at all (a policy without cameras) keeps the (3, 1, 1) placeholder of an empty image stack.
+            self._view_shape = next((v.shape for v in item.images if v is not None), (3, 1, 1))
         return [item]
 
     def collate(self, items: list[DeferredSample]) -> dict[str, Any]:

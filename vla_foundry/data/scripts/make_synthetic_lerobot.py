@@ -323,12 +323,17 @@ class LeRobotV3Writer:
         state_names: Sequence[str],
         action_names: Sequence[str],
         codec: str = "h264",
+        extra_fields: dict[str, Sequence[str]] | None = None,
     ) -> None:
         root = Path(root)
         if root.exists() and any(root.iterdir()):
             raise ValueError(f"output_dir {root} is not empty; choose a new directory or remove it")
         self.root, self.fps, self.cameras = root, fps, list(cameras)
         self.state_names, self.action_names = list(state_names), list(action_names)
+        # Low-dim features beyond observation.state and action (e.g. observation.environment_state): name -> value
+        # names.
+        self.extra_fields = {k: list(v) for k, v in (extra_fields or {}).items()}
+        self.extra: dict[str, list[np.ndarray]] = {k: [] for k in self.extra_fields}
         self.codec = CODECS[codec]
         self.containers: dict[str, Any] = {}
         self.streams: dict[str, Any] = {}
@@ -356,7 +361,12 @@ class LeRobotV3Writer:
                 self.containers[camera].mux(packet)
 
     def add_episode(
-        self, task: str, state: np.ndarray, action: np.ndarray, frames: dict[str, Sequence[np.ndarray]]
+        self,
+        task: str,
+        state: np.ndarray,
+        action: np.ndarray,
+        frames: dict[str, Sequence[np.ndarray]],
+        extra: dict[str, np.ndarray] | None = None,
     ) -> None:
         """One episode: state (T, D), action (T, A) and T frames per camera, row t observed before action t."""
         length = len(state)
@@ -364,6 +374,12 @@ class LeRobotV3Writer:
             raise ValueError(
                 f"episode needs {length} action rows and {length} frames for each of {self.cameras}; got "
                 f"{len(action)} actions and { ({k: len(v) for k, v in frames.items()}) }"
+            )
+        extra = extra or {}
+        if set(extra) != set(self.extra_fields) or any(len(v) != length for v in extra.values()):
+            raise ValueError(
+                f"episode needs {length} rows of each extra field {sorted(self.extra_fields)}; got "
+                f"{ ({k: len(v) for k, v in extra.items()}) }"
             )
         episode = len(self.rows)
         if task not in self.tasks:
@@ -391,11 +407,22 @@ class LeRobotV3Writer:
                 }
             )
         self.rows.append(row)
+        for name, values in extra.items():
+            self.extra[name].append(np.asarray(values, np.float32))
         self.columns["state"].append(np.asarray(state, np.float32))
         self.columns["action"].append(np.asarray(action, np.float32))
         self.columns["frame"].append(np.arange(length))
         self.columns["episode"].append(np.full(length, episode))
         self.columns["task"].append(np.full(length, self.tasks.index(task)))
+
+    def abort(self) -> None:
+        """Drop what was written."""
+        import shutil
+
+        for container in self.containers.values():
+            container.close()
+        self.containers.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def close(self) -> Path:
         """Flush the videos and write the data parquet and meta/. Returns the dataset root."""
@@ -411,10 +438,12 @@ class LeRobotV3Writer:
         state = np.concatenate(self.columns["state"])
         action = np.concatenate(self.columns["action"])
         frame_index = np.concatenate(self.columns["frame"])
+        extra = {name: np.concatenate(rows) for name, rows in self.extra.items()}
         write_parquet(
             self.root / "data" / "chunk-000" / "file-000.parquet",
             {
                 "observation.state": fixed_list(state),
+                **{name: fixed_list(values) for name, values in extra.items()},
                 "action": fixed_list(action),
                 "timestamp": (frame_index / self.fps).astype(np.float32),
                 "frame_index": frame_index,
@@ -425,6 +454,10 @@ class LeRobotV3Writer:
         )
         features = {
             "observation.state": {"dtype": "float32", "shape": [state.shape[1]], "names": self.state_names},
+            **{
+                name: {"dtype": "float32", "shape": [values.shape[1]], "names": self.extra_fields[name]}
+                for name, values in extra.items()
+            },
             "action": {"dtype": "float32", "shape": [action.shape[1]], "names": self.action_names},
         }
         for camera, (h, w) in self.sizes.items():
@@ -449,7 +482,7 @@ class LeRobotV3Writer:
                 "max": values.max(0).tolist(),
                 "count": [len(values)],
             }
-            for name, values in (("observation.state", state), ("action", action))
+            for name, values in (("observation.state", state), *extra.items(), ("action", action))
         }
         (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=1))
         return self.root
