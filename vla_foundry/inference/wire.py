@@ -31,8 +31,8 @@ _ALLOWED_DTYPES = {"uint8", "int8", "int16", "int32", "int64", "float16", "float
 # needs about 30 kB and 3,000 values.
 MAX_HEADER_BYTES = 1 << 20
 MAX_HEADER_VALUES = 50_000
-# A JSON body carries its arrays as nested lists: a 224 x 224 RGB frame is about 200,000 values (lists, objects
-# and items); 2,000,000 values cost at most about 150 MB while parsed. Larger frames travel better as base64 PNG.
+# A JSON body carries its arrays as nested lists: a 224 x 224 RGB frame is about 200,000 values (lists and
+# commas); 2,000,000 values cost at most about 150 MB while parsed. Larger frames travel better as base64 PNG.
 MAX_JSON_VALUES = 2_000_000
 MAX_JSON_DEPTH = 32
 # A base64 frame may decode to at most this many pixels (a 4K frame); a small PNG can describe a huge image.
@@ -53,13 +53,13 @@ def check_json_text(text: bytes | bytearray, what: str, max_values: int, max_dep
     """WireFormatError unless the JSON `text` holds at most `max_values` values and nests at most `max_depth`
     deep. Works on the bytes (strings masked, brackets and commas counted), so nothing is built before it passes.
 
-    A value is counted per list or object and per item separator, so `[1, 2, 3]` counts 3."""
+    Each list or object counts one, and so does each comma between items: `[1, 2, 3]` counts 3, `[[], []]` 4."""
     skeleton = _JSON_STRING.sub(b'""', text)  # commas and brackets inside strings are not structure
     opened = skeleton.count(b"[") + skeleton.count(b"{")
     values = opened + skeleton.count(b",")
     if values > max_values:
         raise WireFormatError(
-            f"{what} holds more than {max_values:,} JSON values ({values:,} lists, objects and items); "
+            f"{what} holds more than {max_values:,} JSON values ({values:,} lists, objects and commas); "
             "send large arrays as binary arrays (application/x-vla-foundry) or frames as base64 PNG/JPEG"
         )
     closed = skeleton.count(b"]") + skeleton.count(b"}")
