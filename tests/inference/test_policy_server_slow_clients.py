@@ -3,6 +3,7 @@ bounded in connections and seconds and only reaches 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import struct
 import threading
@@ -141,6 +142,31 @@ def test_a_silent_client_gets_408_not_a_bare_close(policy, sent):
     assert reply.startswith(b"HTTP/1.1 408 Request Timeout"), reply[:200]
     assert b"request headers not received within 0.5 s" in reply
     assert elapsed < 3.0
+
+
+def test_a_kept_alive_connection_answers_one_request_after_another(policy):
+    server = PolicyServer(policy, port=0)
+    with server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # HTTP/1.1: keep-alive
+        sockets = []
+        for path in ("/health", "/latency", "/health"):
+            conn.request("GET", path)
+            reply = conn.getresponse()
+            assert reply.status == 200 and reply.getheader("Connection") == "keep-alive"
+            reply.read()
+            sockets.append(conn.sock)
+        conn.close()
+    assert sockets[0] is not None and all(sock is sockets[0] for sock in sockets)
+
+
+def test_an_idle_kept_alive_connection_is_closed_without_a_reply(policy):
+    server = PolicyServer(policy, port=0, timeout_s=0.5)
+    with server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        rest, elapsed = read_reply(sock, 10)  # no second request: the connection idles past --timeout_s
+    assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b'{"status": "ok"}')
+    assert rest == b"" and elapsed < 3.0
 
 
 def binary_request(header: bytes) -> bytes:
