@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 RUN=${RUN:-experiments/vla_quickstart}
 PORT=${PORT:-8765}
 SERVE=(uv run python -m vla_foundry.inference.policy_server serve --run_dir "$RUN" --port "$PORT" "$@")
-LATENCY=(uv run python -m vla_foundry.inference.policy_server latency --url "http://127.0.0.1:$PORT" --n 50)
+LATENCY=(uv run python -m vla_foundry.inference.policy_server latency --policy_url "http://127.0.0.1:$PORT" --n 50)
 if [ "${DRY_RUN:-0}" = 1 ]; then
   printf '%q ' "${SERVE[@]}" && echo
   printf '%q ' "${LATENCY[@]}" && echo

@@ -122,3 +122,23 @@ def test_cli_serve_of_a_missing_run_is_one_error_line(tmp_path, capsys):
     assert main(["serve", "--run_dir", missing, "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {missing} is not a run directory") and err.count("\n") == 1
+
+
+def test_cli_latency_measures_the_server_named_by_policy_url(served, capsys):
+    from vla_foundry.inference.policy_server import main
+
+    _, client = served  # on a free port, not the default 8765: only the flag can lead there
+    assert main(["latency", "--policy_url", client.url, "--n", "2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("round_trip: n=2 ") and "\n inference: n=2 " in out.out
+    assert out.err == ""
+
+
+def test_cli_latency_still_takes_url_with_a_deprecation_warning(served, capsys):
+    from vla_foundry.inference.policy_server import main
+
+    _, client = served
+    assert main(["latency", "--url", client.url, "--n", "2"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("round_trip: n=2 ")
+    assert out.err == "warning: --url is deprecated; use --policy_url (the flag `eval` takes too)\n"

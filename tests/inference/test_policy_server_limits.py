@@ -129,20 +129,42 @@ def test_fifty_concurrent_clients_are_all_answered(server_process):
     assert all(r.shape == (5, 4) for r in results.values())
 
 
-def test_a_client_beyond_workers_and_queue_gets_503_not_a_reset(policy):
+def test_a_request_beyond_workers_and_queue_gets_503_not_a_reset(policy):
+    obs = observation(np.random.default_rng(0))
+    answered: list[np.ndarray] = []
     with PolicyServer(policy, port=0, workers=1, max_queue=0, timeout_s=5) as server:
-        port = server.httpd.server_address[1]
-        with socket.create_connection(("127.0.0.1", port)) as idle:  # holds the only worker (sends nothing)
-            idle.sendall(b"GET /health HTTP/1.1\r\n")
-            time.sleep(0.3)
-            with pytest.raises(PolicyServerError, match="answered 503: server busy"):
+        server._lock.acquire()  # the only worker's prediction waits on the lock: worker taken, queue empty
+        try:
+            first = threading.Thread(target=lambda: answered.append(PolicyClient(server.url).predict(obs, seed=0)))
+            first.start()
+            time.sleep(0.5)
+            with pytest.raises(PolicyServerError, match="answered 503: server busy: 1 requests are being answered"):
                 PolicyClient(server.url, timeout_s=10).health()
+        finally:
+            server._lock.release()
+        first.join(timeout=30)
+    assert len(answered) == 1 and answered[0].shape == (5, 4)
+
+
+def test_a_connection_beyond_max_connections_gets_503_not_a_reset(policy):
+    with PolicyServer(policy, port=0, max_connections=2, timeout_s=5) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+        try:
+            for sock in idle:
+                sock.sendall(b"GET /health HTTP/1.1\r\n")  # headers started, never finished
+            time.sleep(0.3)
+            with pytest.raises(PolicyServerError, match=r"answered 503: server busy: 2 connections are open"):
+                PolicyClient(server.url, timeout_s=10).health()
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.3)
+        assert PolicyClient(server.url).health() == {"status": "ok"}
 
 
 def test_a_client_that_stalls_mid_body_is_disconnected_with_408(policy):
     with PolicyServer(policy, port=0, timeout_s=0.5) as server:
-        port = server.httpd.server_address[1]
-        reply = http_exchange(port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nVLAF")
+        reply = http_exchange(server.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nVLAF")
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
 
 
