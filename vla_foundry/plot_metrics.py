@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from vla_foundry.metrics import read_metrics
 
-DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "data_wait_fraction")
+DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "data_wait_fraction", "sim/success_rate")
 
 
 def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -> list[str]:
@@ -37,7 +37,22 @@ def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -
     for ax, name in zip(axes[:, 0], present):
         points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), int | float)]
         steps, values = zip(*points)
-        ax.plot(steps, values, marker="." if len(points) < 50 else None)
+        ax.plot(
+            steps,
+            values,
+            marker="." if len(points) < 50 else None,
+            label="mean" if name == "sim/success_rate" else None,
+        )
+        if name == "sim/success_rate":
+            # A suite's evaluation also logs sim/<task>/success_rate: one thin curve per task beside the mean.
+            tasks = sorted(
+                {k for r in records for k in r if k.startswith("sim/") and k.endswith("/success_rate")} - {name}
+            )
+            for task in tasks:
+                pts = [(r["step"], r[task]) for r in records if isinstance(r.get(task), int | float)]
+                ax.plot(*zip(*pts), linewidth=0.8, alpha=0.6, label=task.split("/")[-2])
+            if tasks:
+                ax.legend(fontsize=6, ncol=2)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")

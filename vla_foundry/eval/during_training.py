@@ -5,7 +5,8 @@ Rank 0 runs `python -m vla_foundry.eval.sim` in a separate process on the checkp
 loading path as inference (`Policy.from_run`: the saved processor and normaliser, EMA weights when kept), so
 the simulator's processes and GL contexts never live in the training process. The results go to
 `<run dir>/sim_eval/checkpoint_<n>/` and `sim/success_rate`, its 95% interval, `sim/mean_max_reward` and
-`sim/mean_steps` are logged at the checkpoint's step (metrics.jsonl and wandb). The other ranks go on to the next
+`sim/mean_steps` (a suite: `sim/<task>/success_rate` for each task too, and `sim/success_rate` their mean) are
+logged at the checkpoint's step (metrics.jsonl and wandb). The other ranks go on to the next
 window and wait for rank 0 at its first collective.
 """
 
@@ -60,7 +61,8 @@ class SimEvalDuringTraining:
             metrics = {"sim/failed": 1, "sim/checkpoint": checkpoint}
             logger.log(step, metrics)
             return metrics
-        summary = json.loads(Path(output_dir, "results.json").read_text())["summary"]
+        results = json.loads(Path(output_dir, "results.json").read_text())
+        summary = results["summary"]
         low, high = summary["success_rate_ci95"]
         metrics = {
             "sim/success_rate": summary["success_rate"],
@@ -72,6 +74,9 @@ class SimEvalDuringTraining:
             "sim/checkpoint": checkpoint,
             "sim/eval_seconds": time.perf_counter() - start,
         }
+        # A suite (e.g. metaworld_mt10): each task's success too, as sim/<task>/success_rate.
+        for task, task_summary in results.get("tasks", {}).items():
+            metrics[f"sim/{task.split('/')[-1]}/success_rate"] = task_summary["success_rate"]
         logger.log(step, metrics)
         print(
             f"sim evaluation of checkpoint {checkpoint} on {self.params.sim_env}: success "

@@ -9,10 +9,10 @@ from vla_foundry.params.base_params import ConfigError
 
 @dataclass(frozen=True)
 class EvalParams:
-    # Registered sim environment to evaluate the policy in after checkpoints (None: no evaluation); see
-    # `python -m vla_foundry.eval.sim --help` for the names.
+    # Registered sim environment or suite (e.g. metaworld_mt10: each of its tasks) to evaluate the policy in after
+    # checkpoints (None: no evaluation); see `python -m vla_foundry.eval.sim --help` for the names.
     sim_env: str | None = None
-    # Episodes per evaluation.
+    # Episodes per evaluation (per task of a suite).
     episodes: int = 10
     # Evaluate after every n-th checkpoint (and never between checkpoints).
     every_n_checkpoints: int = 1

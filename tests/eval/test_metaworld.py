@@ -1,0 +1,226 @@
+"""Meta-World v3 as sim envs: registration and suites, the observation layout, seeds, the experts, demonstrations
+written per task, and a state policy and a pixel policy trained on them through the normal path (Ray
+preprocessing -> main.py -> eval.sim)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import PRESETS
+from vla_foundry.eval.envs import expand_sim_envs, get_sim_env, register_sim_suite, sim_env_names, sim_suite_names
+from vla_foundry.eval.make_sim_demos import make_sim_demos
+from vla_foundry.eval.sim import evaluate, make_env
+from vla_foundry.params.base_params import ConfigError
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+PAIR = "test_drawer_pair"
+if PAIR not in sim_suite_names():
+    register_sim_suite(PAIR, ["metaworld/drawer-open-v3", "metaworld/drawer-close-v3"])
+
+
+def test_every_v3_task_is_an_env_with_its_own_instruction():
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    names = [n for n in sim_env_names() if n.startswith("metaworld/")]
+    assert sorted(names) == sorted(f"metaworld/{t}" for t in ALL_V3_ENVIRONMENTS)
+    instructions = [get_sim_env(n).instruction for n in names]
+    assert len(set(instructions)) == len(names) == 50
+
+
+def test_suites_hold_metaworld_benchmarks_and_difficulty_groups():
+    from metaworld.env_dict import MT10_V3
+
+    assert expand_sim_envs("metaworld_mt10") == [f"metaworld/{t}" for t in MT10_V3]
+    assert len(expand_sim_envs("metaworld_mt50")) == 50
+    groups = [expand_sim_envs(f"metaworld_{g}") for g in ("easy", "medium", "hard", "very_hard")]
+    assert [len(g) for g in groups] == [28, 11, 6, 5]
+    assert sorted(sum(groups, [])) == sorted(expand_sim_envs("metaworld_mt50"))  # a partition of MT50
+
+
+def test_a_misspelt_task_or_suite_names_the_closest():
+    with pytest.raises(ConfigError, match="did you mean metaworld/drawer-open-v3"):
+        expand_sim_envs("metaworld/drawer-opne-v3")
+    with pytest.raises(ConfigError, match="did you mean metaworld_mt10,"):
+        expand_sim_envs("metaworld_mt1O")
+    with pytest.raises(ConfigError, match="is a suite of 10 environments"):
+        get_sim_env("metaworld_mt10")
+
+
+def test_observation_layout_follows_lerobot():
+    env = make_env("metaworld/reach-v3", ("corner2",), (40, 48), 20, expert=False)
+    obs, info = env.reset(seed=3)
+    assert obs["pixels"]["corner2"].shape == (40, 48, 3) and obs["pixels"]["corner2"].dtype == np.uint8
+    assert obs["environment_state"].shape == (39,)
+    np.testing.assert_array_equal(obs["agent_pos"], obs["environment_state"][:4])  # hand xyz + gripper
+    assert env.action_space.shape == (4,) and env.action_space.low.min() == -1 and env.action_space.high.max() == 1
+    assert info["is_success"] is False
+    env.close()
+
+
+def test_the_episode_seed_fixes_the_object_and_goal_positions():
+    env = make_env("metaworld/push-v3", (), (8, 8), 20, expert=False)
+    first = env.reset(seed=5)[0]["environment_state"]
+    other = env.reset(seed=6)[0]["environment_state"]
+    again = env.reset(seed=5)[0]["environment_state"]
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first[4:7], other[4:7])  # the puck moved
+    env.close()
+
+
+def test_scripted_expert_succeeds_and_the_episode_ends_at_its_first_success():
+    env = make_env("metaworld/drawer-close-v3", (), (8, 8), 500, expert=True)
+    obs, info = env.reset(seed=0)
+    for step in range(500):
+        obs, _, terminated, truncated, info = env.step(info["expert_action"])
+        if terminated or truncated:
+            break
+    assert terminated and info["is_success"] and info["success"] == 1.0 and step < 200
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Demonstrations -> shards -> a state policy and a pixel policy
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mw") / "demos"
+    out = make_sim_demos(PAIR, 2, str(root), image_size=(32, 32), cameras=("corner2",), show_progress=False)
+    return root, out
+
+
+def test_demos_hold_each_task_with_its_instruction_and_environment_state(demos):
+    root, out = demos
+    assert out["tasks"] == {"metaworld/drawer-open-v3": 2, "metaworld/drawer-close-v3": 2}
+    info = json.loads((root / "meta" / "info.json").read_text())
+    assert info["total_tasks"] == 2 and info["total_episodes"] == 4
+    assert info["features"]["observation.environment_state"]["shape"] == [39]
+    episodes = pq.read_table(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    assert [e["tasks"] for e in episodes] == [["open the drawer"]] * 2 + [["close the drawer"]] * 2
+    data = pq.read_table(root / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    env_state = np.asarray(data["observation.environment_state"])
+    np.testing.assert_allclose(np.asarray(data["observation.state"]), env_state[:, :4], atol=1e-6)
+
+
+def test_demos_replayed_from_their_seed_succeed(demos):
+    # The recorded actions are what the env executed: replayed from the episode's seed, the drawer opens.
+    root, _ = demos
+    data = pq.read_table(root / "data" / "chunk-000" / "file-000.parquet").to_pydict()
+    rows = [t for t, e in enumerate(data["episode_index"]) if e == 0]
+    env = make_env("metaworld/drawer-open-v3", (), (8, 8), 500, expert=False)
+    env.reset(seed=1_000_000)  # make_sim_demos' first seed
+    for t in rows:
+        _, _, terminated, _, info = env.step(np.asarray(data["action"][t]))
+    assert terminated and info["is_success"]
+    env.close()
+
+
+def test_demos_without_camera_record_no_video(tmp_path):
+    out = make_sim_demos("metaworld/reach-v3", 1, str(tmp_path / "d"), cameras=("none",), show_progress=False)
+    assert out["episodes"] == 1 and not (tmp_path / "d" / "videos").exists()
+    features = json.loads((tmp_path / "d" / "meta" / "info.json").read_text())["features"]
+    assert not [k for k, f in features.items() if f["dtype"] == "video"]
+
+
+@pytest.fixture(scope="module")
+def shards(demos, tmp_path_factory):
+    from vla_foundry.data.preprocessing.preprocess_robotics_to_tar import main as preprocess
+
+    root, _ = demos
+    out = tmp_path_factory.mktemp("mw_shards")
+    args = ["--config_path", "config_presets/preprocessing/metaworld_pixels.yaml", "--source_episodes", f"[{root}]"]
+    args += ["--output_dir", str(out), "--num_cpus", "1", "--show_progress", "False", "--samples_per_shard", "64"]
+    assert preprocess(args) == 0
+    return out / "shards"
+
+
+def _train(shards, tmp_path_factory, kind: str, extra: list[str]) -> str:
+    from vla_foundry.main import main as train
+
+    work = tmp_path_factory.mktemp(f"mw_{kind}")
+    args = ["--config_path", f"{PRESETS}/training_jobs/metaworld_mt10_{kind}.yaml"]
+    args += ["--data.dataset_manifest", f"[{shards}]", "--data.shuffle_buffer_size", "64", "--data.num_workers", "0"]
+    args += ["--hparams.per_gpu_batch_size", "8", "--hparams.global_batch_size", "8", "--log_every_n_steps", "2"]
+    args += ["--total_train_samples", "32", "--num_checkpoints", "1", "--save_path", str(work), "--name", kind]
+    assert train(args + extra) == 0
+    return str(work / kind)
+
+
+@pytest.fixture(scope="module")
+def state_run(shards, tmp_path_factory):
+    # MT10 evaluated during training (in a process of its own): one episode per task, a few steps.
+    extra = ["--eval.sim_env", "metaworld_mt10", "--eval.episodes", "1", "--eval.max_steps", "3"]
+    return _train(shards, tmp_path_factory, "state", extra)
+
+
+def test_state_policy_reads_no_camera_and_the_whole_environment_state(state_run):
+    from vla_foundry.inference.policy import Policy
+
+    meta = Policy.from_run(state_run).metadata()
+    assert meta["camera_names"] == []
+    assert meta["proprioception_fields"] == {"observation.state": 4, "observation.environment_state": 39}
+
+
+def test_suite_evaluated_during_training_logs_each_task(state_run):
+    records = [json.loads(line) for line in open(os.path.join(state_run, "metrics.jsonl"))]
+    sim = [r for r in records if "sim/success_rate" in r]
+    assert len(sim) == 1
+    tasks = expand_sim_envs("metaworld_mt10")
+    rates = [sim[0][f"sim/{t.split('/')[1]}/success_rate"] for t in tasks]
+    assert sim[0]["sim/success_rate"] == pytest.approx(np.mean(rates)) and sim[0]["sim/episodes"] == 10
+    results = json.loads(open(os.path.join(state_run, "sim_eval", "checkpoint_1", "results.json")).read())
+    assert list(results["tasks"]) == tasks
+
+
+def test_suite_evaluation_writes_a_table_per_task(state_run, tmp_path):
+    out = evaluate(PAIR, 2, str(tmp_path), run_dir=state_run, max_steps=5, n_action_steps=4, show_progress=False)
+    assert [r["steps"] for r in out["episodes"]] == [5, 5, 5, 5]
+    assert [r["env"] for r in out["episodes"]] == ["metaworld/drawer-open-v3"] * 2 + ["metaworld/drawer-close-v3"] * 2
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert table[2].startswith("| metaworld/drawer-open-v3 |") and "mean of 2 tasks" in table[-1]
+    assert (tmp_path / "metaworld_drawer-close-v3" / "results.json").exists()
+
+
+class RecordingPolicy:
+    """A policy that records the instructions it is given and acts with zeros (the evaluator is under test)."""
+
+    def __init__(self, metadata):
+        self.meta, self.instructions = metadata, []
+
+    def metadata(self):
+        return self.meta
+
+    def predict(self, observations, seed=None):
+        self.instructions += [o["instruction"] for o in observations]
+        return np.zeros((len(observations), self.meta["chunk_length"], 4))
+
+
+def test_instruction_from_tells_the_policy_another_tasks_instruction_or_nothing(state_run):
+    from vla_foundry.inference.policy import Policy
+
+    policy = RecordingPolicy(Policy.from_run(state_run).metadata())
+    kwargs = {"max_steps": 3, "n_action_steps": 1, "show_progress": False}
+    evaluate("metaworld/drawer-open-v3", 1, policy=policy, **kwargs)
+    evaluate("metaworld/drawer-open-v3", 1, policy=policy, instruction_from="metaworld/drawer-close-v3", **kwargs)
+    evaluate("metaworld/drawer-open-v3", 1, policy=policy, instruction_from="", **kwargs)
+    assert policy.instructions == ["open the drawer"] * 3 + ["close the drawer"] * 3 + [""] * 3
+
+
+def test_a_state_policy_in_an_env_of_other_sizes_is_refused_naming_both(state_run):
+    with pytest.raises(ConfigError, match=r"gives \{'observation.state': 2\}"):
+        evaluate("pusht", 1, run_dir=state_run, show_progress=False)
+
+
+def test_pixel_policy_trains_on_corner2_and_acts_in_closed_loop(shards, tmp_path_factory, tmp_path):
+    # The preset's 64 px backbone, at the 32 px the test demos were recorded at.
+    run = _train(shards, tmp_path_factory, "pixels", ["--model.backbone.vit.img_size", "32"])
+    out = evaluate("metaworld/drawer-open-v3", 1, str(tmp_path), run_dir=run, max_steps=4, image_size=(32, 32),
+                   videos=1, show_progress=False)  # fmt: skip
+    assert out["episodes"][0]["steps"] == 4
+    assert (tmp_path / "videos" / "episode_000.mp4").stat().st_size > 0
