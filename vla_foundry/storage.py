@@ -542,7 +542,7 @@ def _hf_unreachable(ref: HfPath, settings: HfSettings, cause: object) -> Storage
     )
 
 
-def _hf_error(ref: HfPath, settings: HfSettings, error: Exception) -> OSError:
+def hf_error(ref: HfPath, settings: HfSettings, error: Exception) -> OSError:
     """One line for a Hub failure, naming the repo, revision or file (a `FileNotFoundError` for a missing file)."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -632,7 +632,7 @@ def _hf_remote_listing(ref: HfPath, settings: HfSettings) -> dict[str, int] | No
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)
         if isinstance(e, RepositoryNotFoundError) or (status is not None and status < 500):
-            raise _hf_error(ref, settings, e) from None
+            raise hf_error(ref, settings, e) from None
         return None  # the Hub is down: the cache may still serve
     except Exception:  # offline mode, refused connection, timeout, proxy: the cache may still serve
         return None
@@ -681,7 +681,7 @@ def hf_file(url: str) -> str:
             local_files_only=settings.offline,
         )
     except Exception as e:  # the library raises many types; each maps to one line naming what failed
-        raise _hf_error(ref, settings, e) from None
+        raise hf_error(ref, settings, e) from None
 
 
 def _hf_under(ref: HfPath) -> dict[str, int]:
