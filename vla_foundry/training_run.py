@@ -152,6 +152,11 @@ def resolve_resume(params: TrainExperimentParams, ctx: DistributedContext) -> tu
         return None, None
     if params.model.resume_weights_only:
         return resolve_checkpoint(path), None
+    if storage.is_hf(path):
+        raise CheckpointError(
+            f"model.resume_from_checkpoint={path}: a Hub run cannot be continued in place; load its weights with "
+            "--model.resume_weights_only True, or pull it (python -m vla_foundry.hub pull ORG/NAME DIR) and resume DIR"
+        )
     stripped = str(path).rstrip("/")
     if (
         not storage.is_s3(stripped)

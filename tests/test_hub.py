@@ -1,0 +1,228 @@
+"""Sharing runs through the Hugging Face Hub without a network: a push is planned (commit operations and card),
+its files are laid into a Hub cache in the library's documented layout, and the real `huggingface_hub` client
+reads them back with HF_HUB_OFFLINE=1 through `hf://` paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.hub_cache import cache_repo
+from tests.inference.conftest import observation, write_policy_run
+from vla_foundry import storage
+from vla_foundry.checkpoint import export_weights, save_checkpoint
+from vla_foundry.distributed import DistributedContext
+from vla_foundry.hub import main as hub_main
+from vla_foundry.hub import plan_run_push, pull, upload
+from vla_foundry.inference.policy import Policy
+
+RESULTS = {
+    "env": "metaworld_mt10",
+    "summary": {"episodes": 20, "successes": 15, "success_rate": 0.75, "success_rate_ci95": [0.53, 0.89]},
+    "tasks": {
+        "reach-v3": {"episodes": 10, "successes": 9, "success_rate": 0.9},
+        "push-v3": {"summary": {"episodes": 10, "successes": 6, "success_rate": 0.6}},
+    },
+    "settings": {"seed": 0},
+    "episodes": [],
+}
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch) -> str:
+    """An empty Hub cache (HF_HOME) used offline; yields the cache directory (HF_HOME/hub)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return str(tmp_path / "hf_home" / "hub")
+
+
+@pytest.fixture(scope="module")
+def robotics_dir(tmp_path_factory) -> str:
+    from vla_foundry.data.scripts.make_tiny_datasets import make_robotics
+
+    return make_robotics(str(tmp_path_factory.mktemp("robotics") / "robotics_lerobot"), "lerobot", seed=0)
+
+
+@pytest.fixture(scope="module")
+def dcp_run(tmp_path_factory, robotics_dir) -> str:
+    """A robotics run as training writes it: configs, processor, stats, metrics.jsonl, a sharded (DCP) checkpoint
+    with optimizer and EMA state, and a sim evaluation of that checkpoint."""
+    from vla_foundry.models import create_model
+    from vla_foundry.models.ema import EMA
+    from vla_foundry.optim import build_optimizer, build_scheduler
+    from vla_foundry.params import EMAParams, HyperParams
+    from vla_foundry.params.model_params import ModelParams
+    from vla_foundry.params.parsing import load_params_from_yaml
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "vla_dcp")
+    write_policy_run(run_dir, robotics_dir, checkpoints=())
+    torch.manual_seed(0)
+    model = create_model(load_params_from_yaml(ModelParams, os.path.join(run_dir, "config_model.yaml")))
+    torch.nn.init.normal_(model.head.action_out.weight, std=0.2)
+    hp = HyperParams(lr=1e-2, precision="fp32")
+    opt = build_optimizer(model, hp)
+    ema = EMA(model, EMAParams(enabled=True, decay=0.5))
+    for shadow in ema.shadow:  # EMA values that differ from the weights, so that the choice shows
+        shadow.add_(0.05 * torch.randn_like(shadow))
+    ctx = DistributedContext(
+        rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
+    )
+    save_checkpoint(run_dir, 1, model, opt, build_scheduler(opt, hp, total_steps=10), ema, {"step": 1}, ctx)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        for step, loss in ((1, 1.5), (2, 1.1), (3, 0.9)):
+            f.write(json.dumps({"step": step, "loss": loss, "lr": 0.01}) + "\n")
+    os.makedirs(os.path.join(run_dir, "sim_eval", "checkpoint_1"))
+    with open(os.path.join(run_dir, "sim_eval", "checkpoint_1", "results.json"), "w") as f:
+        json.dump(RESULTS, f)
+    return run_dir
+
+
+def _cache_plan(cache_dir: str, plan) -> str:
+    """The plan's files as one commit of its repo in the cache (what a successful push then a download leaves)."""
+    files = {op.path_in_repo: op.path_or_fileobj for op in plan.operations()}
+    return cache_repo(cache_dir, plan.repo_id, files, repo_type=plan.repo_type)
+
+
+def _card_metadata(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_push_plan_holds_the_export_byte_for_byte_and_no_optimizer_state(tmp_path, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    ops = {op.path_in_repo: op for op in plan.operations()}
+    export = export_weights(dcp_run, str(tmp_path / "export" / "model.safetensors"))
+    export_ema = export_weights(dcp_run, str(tmp_path / "export" / "ema.safetensors"), use_ema=True)
+    with open(ops["model.safetensors"].path_or_fileobj, "rb") as a, open(export, "rb") as b:
+        assert a.read() == b.read()
+    with open(ops["ema.safetensors"].path_or_fileobj, "rb") as a, open(export_ema, "rb") as b:
+        assert a.read() == b.read()
+    expected = {
+        "README.md",
+        "config.yaml",
+        "config_model.yaml",
+        "config_processor.yaml",
+        "config_normalizer.yaml",
+        "stats.json",
+        "metrics.jsonl",
+        "metrics.png",
+        "eval/results.json",
+        "model.safetensors",
+        "ema.safetensors",
+    }
+    assert set(ops) == expected
+    for name in ("config_model.yaml", "stats.json", "metrics.jsonl"):
+        with open(ops[name].path_or_fileobj, "rb") as a, open(os.path.join(dcp_run, name), "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_with_optimizer_adds_the_whole_checkpoint_directory(tmp_path, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), with_optimizer=True)
+    pushed = {p for p in plan.files if p.startswith("checkpoints/")}
+    on_disk = {
+        f"checkpoints/checkpoint_1/{os.path.relpath(p, os.path.join(dcp_run, 'checkpoints', 'checkpoint_1'))}"
+        for p in storage.list_files(os.path.join(dcp_run, "checkpoints", "checkpoint_1"))
+    }
+    assert pushed == on_disk and "checkpoints/checkpoint_1/index.json" in pushed
+
+
+def test_card_metadata_is_valid_yaml_with_the_sim_results(tmp_path, dcp_run, robotics_dir):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    with open(plan.files["README.md"]) as f:
+        card = f.read()
+    assert card == plan.card
+    meta = _card_metadata(card)
+    assert meta["library_name"] == "vla_foundry"
+    assert {"vla_foundry", "diffusion_policy", "robotics"} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"]
+    rates = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in results}
+    assert rates == {"metaworld_mt10": 0.75, "reach-v3": 0.9, "push-v3": 0.6}
+    assert all(r["metrics"][0]["type"] == "success_rate" for r in results)
+    with open(os.path.join(robotics_dir, "manifest.jsonl"), "rb") as f:
+        digest = __import__("hashlib").sha256(f.read()).hexdigest()
+    assert meta["vla_foundry"]["datasets"][0]["manifest_sha256"] == digest
+    assert meta["vla_foundry"]["checkpoint"] == 1
+    assert "| push-v3 | 10 | 6 | 60.0% |" in card
+    assert "python vla_foundry/main.py --config_path config.yaml" in card
+
+
+def test_pushed_then_cached_run_predicts_exactly_as_the_local_run(tmp_path, hf_home, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    _cache_plan(hf_home, plan)
+    obs = observation(np.random.default_rng(0))
+    local = Policy.from_run(dcp_run)
+    hub = Policy.from_run("hf://org/vla")
+    assert local.run.used_ema and hub.run.used_ema
+    np.testing.assert_array_equal(hub.predict(obs, seed=3), local.predict(obs, seed=3))
+    raw_local = Policy.from_run(dcp_run, use_ema=False).predict(obs, seed=3)
+    raw_hub = Policy.from_run("hf://org/vla", use_ema=False)
+    assert not raw_hub.run.used_ema
+    np.testing.assert_array_equal(raw_hub.predict(obs, seed=3), raw_local)
+
+
+def test_a_revision_pins_a_commit(tmp_path, hf_home, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    commit = _cache_plan(hf_home, plan)
+    assert storage.exists(f"hf://org/vla@{commit}/config_model.yaml")
+    assert storage.read_text(f"hf://org/vla@{commit}/stats.json") == storage.read_text(f"{dcp_run}/stats.json")
+    with pytest.raises(OSError, match="org/vla@v9"):
+        storage.read_text("hf://org/vla@v9/stats.json")
+
+
+def test_pull_mirrors_the_repo_into_a_run_dir_every_command_accepts(tmp_path, hf_home, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    _cache_plan(hf_home, plan)
+    dest = str(tmp_path / "pulled")
+    written = pull("org/vla", dest)
+    assert sorted(os.path.relpath(p, dest) for p in written) == sorted(plan.files)
+    obs = observation(np.random.default_rng(1))
+    np.testing.assert_array_equal(
+        Policy.from_run(dest, use_ema=False).predict(obs, seed=0),
+        Policy.from_run(dcp_run, use_ema=False).predict(obs, seed=0),
+    )
+
+
+def test_dry_run_prints_the_files_and_the_card_without_uploading(tmp_path, hf_home, dcp_run, capsys):
+    assert hub_main(["push", dcp_run, "org/vla", "--ema", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "model.safetensors" in out and "ema.safetensors" in out and "library_name: vla_foundry" in out
+    assert "checkpoints/" not in out
+
+
+def test_upload_refuses_offline_before_any_request(tmp_path, hf_home, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        upload(plan)
+
+
+def test_missing_file_and_uncached_repo_are_one_line_errors(hf_home, tmp_path, dcp_run):
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    _cache_plan(hf_home, plan)
+    # Offline, the cache cannot tell a file the Hub lacks from one not downloaded yet: the error says so.
+    with pytest.raises(FileNotFoundError, match=r"hf://org/vla/nothing\.json is not in the Hub cache .*HF_HUB_OFFLINE"):
+        storage.read_text("hf://org/vla/nothing.json")
+    assert not storage.exists("hf://org/vla/nothing.json")
+    with pytest.raises(storage.StorageError, match=r"hf://org/other: HF_HUB_OFFLINE is set .*not in the Hub cache"):
+        Policy.from_run("hf://org/other")
+
+
+def test_cli_error_for_an_uncached_repo_offline_is_one_line(tmp_path, hf_home):
+    env = {**os.environ, "HF_HOME": os.path.dirname(hf_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vla_foundry.hub", "pull", "org/absent", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hf://org/absent" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
