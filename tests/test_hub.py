@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -226,3 +227,90 @@ def test_cli_error_for_an_uncached_repo_offline_is_one_line(tmp_path, hf_home):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "hf://org/absent" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+
+
+# Scenario per repo name: (HTTP status, headers) as the Hub answers them (huggingface_hub maps X-Error-Code).
+HUB_ERRORS = {
+    "org/missing": (404, {"X-Error-Code": "RepoNotFound"}),
+    "org/gated": (403, {"X-Error-Code": "GatedRepo"}),
+    "org/badtoken": (401, {"X-Error-Message": "Invalid credentials in Authorization header"}),
+    "org/run": (404, {"X-Error-Code": "RevisionNotFound"}),
+    "org/files": (404, {"X-Error-Code": "EntryNotFound"}),
+}
+
+PROBE = """
+import json, sys
+from vla_foundry import storage
+for url in sys.argv[1:]:
+    try:
+        storage.read_text(url)
+        print(json.dumps([url, "ok", ""]))
+    except Exception as e:
+        print(json.dumps([url, type(e).__name__, str(e)]))
+"""
+
+
+@pytest.fixture
+def error_hub():
+    """A real HTTP server on loopback answering every request the way the Hub answers the failure of its repo."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            repo = next((r for r in HUB_ERRORS if f"/{r}/" in self.path or self.path.endswith(f"/{r}")), None)
+            status, headers = HUB_ERRORS.get(repo, (500, {}))
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _probe(urls: list[str], env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *urls], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {url: (kind, message) for url, kind, message in map(json.loads, proc.stdout.splitlines())}
+
+
+def test_hub_failures_are_one_line_each_naming_the_repo_revision_or_file(tmp_path, error_hub):
+    online = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": error_hub, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_x"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket is closed
+    unreachable = _probe(["hf://org/any/config.yaml"], {**online, "HF_ENDPOINT": closed})
+    out = _probe(
+        [
+            "hf://org/missing/config.yaml",
+            "hf://org/gated/config.yaml",
+            "hf://org/badtoken/config.yaml",
+            "hf://org/run@v9/config.yaml",
+            "hf://org/files/absent.yaml",
+        ],
+        online,
+    )
+    for kind, message in [*out.values(), *unreachable.values()]:
+        assert kind in ("StorageError", "FileNotFoundError") and "\n" not in message
+    kind, message = unreachable["hf://org/any/config.yaml"]
+    assert "hf://org/any" in message and "HF_HUB_OFFLINE" in message and "cannot be reached" in message
+    assert "no such model repo" in out["hf://org/missing/config.yaml"][1]
+    assert "gated or private" in out["hf://org/gated/config.yaml"][1]
+    assert "refused HF_TOKEN" in out["hf://org/badtoken/config.yaml"][1]
+    assert "revision 'v9' does not exist in org/run" in out["hf://org/run@v9/config.yaml"][1]
+    assert out["hf://org/files/absent.yaml"] == (
+        "FileNotFoundError",
+        "hf://org/files/absent.yaml does not exist: org/files has no file 'absent.yaml'",
+    )
+    assert "hf_x" not in json.dumps(out)

@@ -560,6 +560,8 @@ def hf_error(ref: HfPath, settings: HfSettings, error: Exception) -> OSError:
             f"hf://{ref.repo}: access refused (gated or private {kind}); accept its terms on the Hub and set HF_TOKEN "
             "to a token that may read it"
         )
+    if status == 401 and not isinstance(error, RepositoryNotFoundError) and settings.token:
+        return StorageError(f"hf://{ref.repo}: the Hub refused HF_TOKEN (invalid credentials); set a valid token")
     if isinstance(error, RepositoryNotFoundError) or status == 401:
         token = "the HF_TOKEN given is not accepted for it" if settings.token else "no HF_TOKEN is set"
         return StorageError(
