@@ -314,3 +314,71 @@ def test_hub_failures_are_one_line_each_naming_the_repo_revision_or_file(tmp_pat
         "hf://org/files/absent.yaml does not exist: org/files has no file 'absent.yaml'",
     )
     assert "hf_x" not in json.dumps(out)
+
+
+def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf_home, dcp_run):
+    from safetensors.torch import load_file
+
+    from vla_foundry.checkpoint import resolve_checkpoint
+    from vla_foundry.models.weights import read_model_weights
+    from vla_foundry.training_run import check_nested_weight_paths
+
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    _cache_plan(hf_home, plan)
+    expected = load_file(plan.files["model.safetensors"])
+    state = read_model_weights("hf://org/vla")  # what --model.backbone_run hf://org/vla loads
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+    ref = resolve_checkpoint("hf://org/vla")  # what --model.resume_weights_only True loads
+    assert ref.number == -1 and not ref.sharded and ref.path.endswith("model.safetensors")
+    assert "checkpoints" not in os.listdir(os.path.dirname(ref.path))  # no optimizer state was fetched
+
+    from vla_foundry.params.model_params import DiffusionPolicyParams
+
+    check_nested_weight_paths(DiffusionPolicyParams(backbone_run="hf://org/vla"))
+    with pytest.raises(Exception, match="backbone_run=hf://org/vla_absent"):
+        check_nested_weight_paths(DiffusionPolicyParams(backbone_run="hf://org/vla_absent"))
+
+
+def test_checkpoint_export_of_a_hub_run_writes_its_weights(tmp_path, hf_home, dcp_run):
+    from vla_foundry.checkpoint import main as checkpoint_main
+
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    _cache_plan(hf_home, plan)
+    out = str(tmp_path / "exported.safetensors")
+    assert checkpoint_main(["export", "hf://org/vla", "--output", out]) == 0
+    # Re-exported from the pushed file (safetensors' own writer): the same tensors, not necessarily the same header.
+    from safetensors.torch import load_file
+
+    got, pushed = load_file(out), load_file(plan.files["model.safetensors"])
+    assert got.keys() == pushed.keys() and all(torch.equal(got[k], pushed[k]) for k in pushed)
+
+
+def test_a_pulled_run_pushes_again_with_the_same_weights(tmp_path, hf_home, dcp_run):
+    first = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    _cache_plan(hf_home, first)
+    pull("hf://org/vla", str(tmp_path / "pulled"))
+    again = plan_run_push(str(tmp_path / "pulled"), "org/vla2", str(tmp_path / "staging2"), ema=True)
+    for name in ("model.safetensors", "ema.safetensors", "config_model.yaml", "stats.json"):
+        with open(again.files[name], "rb") as a, open(first.files[name], "rb") as b:
+            assert a.read() == b.read(), name
+    assert _card_metadata(again.card)["vla_foundry"]["checkpoint"] == "exported"
+
+
+def test_writing_to_a_hub_path_names_the_push_command(hf_home):
+    with pytest.raises(storage.StorageError, match="read-only.*vla_foundry.hub push"):
+        storage.write_text("hf://org/vla/notes.txt", "x")
+
+
+def test_full_resume_from_a_hub_run_is_refused_with_the_pull_command(hf_home):
+    from vla_foundry.checkpoint import CheckpointError
+    from vla_foundry.training_run import resolve_resume
+
+    class Model:
+        resume_from_checkpoint = "hf://org/vla"
+        resume_weights_only = False
+
+    class Params:
+        model = Model()
+
+    with pytest.raises(CheckpointError, match="vla_foundry.hub pull"):
+        resolve_resume(Params(), None)
