@@ -382,3 +382,164 @@ def test_full_resume_from_a_hub_run_is_refused_with_the_pull_command(hf_home):
 
     with pytest.raises(CheckpointError, match="vla_foundry.hub pull"):
         resolve_resume(Params(), None)
+
+
+class _FileHub:
+    """A real HTTP server on loopback serving one file the way the Hub's resolve endpoint does (HEAD metadata, GET
+    with Range). The first GET without Range is cut: the connection closes after `cut_after` bytes of the body."""
+
+    def __init__(self, data: bytes, cut_after: int) -> None:
+        import hashlib
+        import http.server
+        import threading
+
+        self.data, self.cut_after, self.requests = data, cut_after, []
+        etag = hashlib.sha256(data).hexdigest()
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _head(self, status: int, length: int, extra: dict[str, str]) -> None:
+                self.send_response(status)
+                self.send_header("X-Repo-Commit", "c" * 40)
+                self.send_header("ETag", f'"{etag}"')
+                self.send_header("Content-Length", str(length))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+
+            def do_HEAD(self) -> None:
+                hub.requests.append(("HEAD", self.path, None))
+                self._head(200, len(hub.data), {})
+
+            def do_GET(self) -> None:
+                rng = self.headers.get("Range")
+                if "/resolve/" not in self.path:  # only the file itself is served
+                    hub.requests.append(("GET", self.path, rng))
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                first = not any(r[0] == "GET" and "/resolve/" in r[1] for r in hub.requests)
+                hub.requests.append(("GET", self.path, rng))
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                body = hub.data[start:]
+                extra = {"Content-Range": f"bytes {start}-{len(hub.data) - 1}/{len(hub.data)}"} if rng else {}
+                self._head(206 if rng else 200, len(body), extra)
+                if first:
+                    self.wfile.write(body[: hub.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True  # the transfer breaks: fewer bytes than Content-Length
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_broken_download_resumes_where_it_stopped(tmp_path):
+    from huggingface_hub import constants
+
+    chunk = constants.DOWNLOAD_CHUNK_SIZE  # the client writes whole chunks: the resume point is a chunk boundary
+    data = (bytes(range(256)) * (chunk // 256 * 2 + 300))[: 2 * chunk + 12345]
+    hub = _FileHub(data, cut_after=chunk + chunk // 2)
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_TOKEN", None)
+    read = "from vla_foundry import storage; import sys; sys.stdout.write(storage.hf_file('hf://org/big/weights.bin'))"
+    try:
+        proc = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        hub.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(proc.stdout, "rb") as f:
+        assert f.read() == data
+    downloads = [rng for method, path, rng in hub.requests if method == "GET" and "/resolve/" in path]
+    assert downloads == [None, f"bytes={chunk}-"]
+
+
+class _CommitHub:
+    """A real HTTP server on loopback answering the Hub's repo-creation, pre-upload and commit endpoints the way the
+    Hub does for small files ("regular" uploads inside the commit); records every commit it receives."""
+
+    def __init__(self) -> None:
+        import gzip
+        import http.server
+        import threading
+
+        self.commits: list[list[dict]] = []
+        self.validated: list[dict] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, payload: dict | None = None) -> None:
+                body = json.dumps(payload or {}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._reply(404)
+
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if data[:2] == b"\x1f\x8b":
+                    data = gzip.decompress(data)
+                if self.path.startswith("/api/repos/create"):
+                    self._reply(200, {"url": f"{hub.url}/org/vla"})
+                elif self.path.startswith("/api/validate-yaml"):  # the client has the card's metadata checked
+                    hub.validated.append(json.loads(data))
+                    self._reply(200, {"errors": [], "warnings": []})
+                elif "/preupload/" in self.path:
+                    files = json.loads(data)["files"]
+                    modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                    self._reply(200, {"files": modes})
+                elif "/commit/" in self.path:
+                    hub.commits.append([json.loads(line) for line in data.splitlines() if line.strip()])
+                    self._reply(200, {"commitUrl": f"{hub.url}/org/vla/commit/{'a' * 40}", "commitOid": "a" * 40})
+                else:
+                    self._reply(404)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_push_is_one_commit_holding_every_file_and_the_card(tmp_path, dcp_run):
+    import base64
+
+    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    hub = _CommitHub()
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test_token"}
+    script = "import json, sys; from vla_foundry.hub import PushPlan, upload; print(upload(PushPlan(**json.loads(sys.argv[1]))))"
+    fields = {"repo_id": plan.repo_id, "repo_type": plan.repo_type, "files": plan.files, "card": plan.card}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(fields)], capture_output=True, text=True, env=env, timeout=120
+        )
+    finally:
+        hub.server.shutdown()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(hub.commits) == 1
+    assert [v["content"] for v in hub.validated] == [plan.card]  # the card's metadata was checked by the Hub
+    sent = {e["value"]["path"]: base64.b64decode(e["value"]["content"]) for e in hub.commits[0] if e["key"] == "file"}
+    assert set(sent) == set(plan.files)
+    for path, content in sent.items():
+        with open(plan.files[path], "rb") as f:
+            assert content == f.read(), path

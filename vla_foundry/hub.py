@@ -185,9 +185,11 @@ def dataset_entries(config: dict) -> list[dict[str, Any]]:
 
 
 def backbone_of(model: dict) -> str | None:
-    """The run the model was initialised from: `backbone_run`, else a `resume_from_checkpoint` at any depth."""
-    if model.get("backbone_run"):
-        return str(model["backbone_run"])
+    """The run the model was initialised from: `backbone_run`, else a `resume_from_checkpoint` (the model's own when
+    fine-tuned, else a sub-model's)."""
+    for key in ("backbone_run", "resume_from_checkpoint"):
+        if model.get(key):
+            return str(model[key])
     for value in model.values():
         if isinstance(value, dict) and (found := backbone_of(value) or value.get("resume_from_checkpoint")):
             return str(found)
