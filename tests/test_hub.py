@@ -285,6 +285,7 @@ def _probe(urls: list[str], env: dict[str, str]) -> dict[str, tuple[str, str]]:
     return {url: (kind, message) for url, kind, message in map(json.loads, proc.stdout.splitlines())}
 
 
+@pytest.mark.slow  # two interpreters start, and the client retries the closed port before giving up
 def test_hub_failures_are_one_line_each_naming_the_repo_revision_or_file(tmp_path, error_hub):
     online = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": error_hub, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_x"}
     with socket.socket() as s:

@@ -215,7 +215,7 @@ def model_card(
     backbone = backbone_of(model)
     tags = [LIBRARY_NAME, model_type]
     if model_type == "diffusion_policy":
-        tags += ["robotics", "vision-language-action", "diffusion-policy"]
+        tags += ["robotics", "vision-language-action"]
     eval_results = []
     if results:
         for name, summary in [(results["env"], results["summary"]), *sorted(results["tasks"].items())]:
