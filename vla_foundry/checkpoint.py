@@ -227,12 +227,14 @@ def latest_checkpoint(
 
 def resolve_checkpoint(path: str, verify: bool = False, warn: Callable[[str], None] = warn_stderr) -> CheckpointRef:
     """Accept a checkpoint directory `checkpoint_<n>`, an older `checkpoint_<n>.pt`, a run's `checkpoints/` dir,
-    a run dir (its latest complete checkpoint, see `latest_checkpoint`), or any .pt / .safetensors weights file.
+    a run dir (its latest complete checkpoint, see `latest_checkpoint`; a run dir without checkpoints: its exported
+    `model.safetensors`), or any .pt / .safetensors weights file; local, s3:// or hf://.
 
     Raises `CheckpointError` naming the path when nothing usable is there; cheap (listings, the index) unless
     `verify`, which also checks the checksums of a chosen checkpoint directory.
     """
-    path = str(path).rstrip("/")
+    # An hf:// run is read from the Hub cache: its configs and exported weights (or the checkpoint named).
+    path = storage.local_run(str(path).rstrip("/"))
     name = storage.basename(path)
     parent = storage.dirname(path)
     run_of = storage.dirname(parent) if storage.basename(parent) == "checkpoints" else parent
@@ -260,6 +262,9 @@ def resolve_checkpoint(path: str, verify: bool = False, warn: Callable[[str], No
         return CheckpointRef(parent, -1, path, sharded=False)
     run_dir = parent if name == "checkpoints" else path
     ref = latest_checkpoint(run_dir, verify=verify, warn=warn)
+    if ref is None and name != "checkpoints" and storage.exists(storage.join(run_dir, EXPORTED_MODEL)):
+        # A run without checkpoints but with its exported weights (pushed to / pulled from the Hub): weights only.
+        return CheckpointRef(run_dir, -1, storage.join(run_dir, EXPORTED_MODEL), sharded=False)
     if ref is None:
         if not storage.exists(path) and not _file_sizes(path):
             raise CheckpointError(

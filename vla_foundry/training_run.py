@@ -152,6 +152,11 @@ def resolve_resume(params: TrainExperimentParams, ctx: DistributedContext) -> tu
         return None, None
     if params.model.resume_weights_only:
         return resolve_checkpoint(path), None
+    if storage.is_hf(path):
+        raise CheckpointError(
+            f"model.resume_from_checkpoint={path}: a Hub run cannot be continued in place; load its weights with "
+            "--model.resume_weights_only True, or pull it (python -m vla_foundry.hub pull ORG/NAME DIR) and resume DIR"
+        )
     stripped = str(path).rstrip("/")
     if (
         not storage.is_s3(stripped)
@@ -318,8 +323,13 @@ def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
                 except CheckpointError as e:
                     raise CheckpointError(f"{where}.{f.name}.resume_from_checkpoint: {e}") from None
             check_nested_weight_paths(child, f"{where}.{f.name}")
-        elif f.name == "backbone_run" and child and not storage.exists(storage.join(child, "config_model.yaml")):
-            raise CheckpointError(f"{where}.backbone_run={child}: no config_model.yaml there (not a run directory)")
+        elif f.name == "backbone_run" and child:
+            try:
+                present = storage.exists(storage.join(child, "config_model.yaml"))
+            except OSError as e:  # an unreachable or refused hf:// / s3:// location
+                raise CheckpointError(f"{where}.backbone_run={child}: {e}") from None
+            if not present:
+                raise CheckpointError(f"{where}.backbone_run={child}: no config_model.yaml there (not a run directory)")
 
 
 def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:

@@ -1,7 +1,8 @@
-"""Load a trained run (local or s3://) for inference: config_model.yaml -> model -> checkpoint weights.
+"""Load a trained run (local, s3:// or hf://) for inference: config_model.yaml -> model -> checkpoint weights.
 
     run = load_run("experiments/my_vla")                       # latest checkpoint, EMA weights when saved
     run = load_run("s3://bucket/runs/my_vla", checkpoint=3)    # checkpoints/checkpoint_3/
+    run = load_run("hf://org/my_vla")                          # a pushed run: its exported (EMA) weights
     run = load_run("experiments/my_vla/checkpoints/checkpoint_2", use_ema=False)
 
 Only the model config is needed (never the data config); the model is built without downloading pretrained
@@ -51,7 +52,8 @@ def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str,
     `checkpoint`), a `checkpoint_<n>` directory or a weights file."""
     from vla_foundry.checkpoint import CHECKPOINT_DIR_RE, checkpoint_dir, checkpoint_file, resolve_checkpoint
 
-    path = str(path).rstrip("/")
+    # hf://org/name[@revision][/...]: the run's files as the Hub cache holds them (fetched when missing).
+    path = storage.local_run(str(path).rstrip("/"))
     if path.endswith((".pt", ".safetensors")) or CHECKPOINT_DIR_RE.match(storage.basename(path)):
         ref = resolve_checkpoint(path, verify=True)
         return ref.run_dir, ref.path
@@ -80,7 +82,7 @@ def load_run(
     device: str | torch.device = "cpu",
 ) -> LoadedRun:
     """Build the run's model and load its weights (EMA when present and `use_ema`); eval mode, on `device`."""
-    from vla_foundry.checkpoint import has_ema, load_model_checkpoint, resolve_checkpoint
+    from vla_foundry.checkpoint import EXPORTED_EMA, EXPORTED_MODEL, has_ema, load_model_checkpoint, resolve_checkpoint
     from vla_foundry.models.registry import create_model
     from vla_foundry.params.model_params import ModelParams, without_weight_sources
     from vla_foundry.params.parsing import load_params_from_yaml
@@ -94,7 +96,16 @@ def load_run(
     # Every weight comes from the checkpoint: the sources the run was initialised from need not be reachable.
     model = create_model(without_weight_sources(model_params), load_pretrained=False)
     used_ema = use_ema and has_ema(resolve_checkpoint(ckpt))
-    load_model_checkpoint(model, ckpt, use_ema=used_ema, verify=False)  # split_run_path verified it
+    exported_ema = storage.join(storage.dirname(ckpt), EXPORTED_EMA)
+    named_a_file = str(path).rstrip("/").endswith((".pt", ".safetensors"))
+    if use_ema and not named_a_file and storage.basename(ckpt) == EXPORTED_MODEL and storage.exists(exported_ema):
+        # A run holding exported weights only (as pushed to the Hub): its exported EMA weights when it has them
+        # (that file holds the EMA values under the model's own names).
+        ckpt = exported_ema
+        load_model_checkpoint(model, ckpt, verify=False)
+        used_ema = True
+    else:
+        load_model_checkpoint(model, ckpt, use_ema=used_ema, verify=False)  # split_run_path verified it
     device = torch.device(device)
     model.to(device).eval()
     return LoadedRun(run_dir, model_params, model, ckpt, used_ema, device)

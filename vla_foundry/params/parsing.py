@@ -79,7 +79,7 @@ def _include(loader: _IncludeLoader, node: yaml.Node) -> Any:
 
 def _relative_to(parent: str, path: str) -> str:
     """`path` as written in the config file `parent` (local or s3://): relative paths are from its folder."""
-    if storage.is_s3(path) or os.path.isabs(path):
+    if storage.is_remote(path) or os.path.isabs(path):
         return path
     if storage.is_s3(parent):
         bucket_and_key = parent[len("s3://") :]

@@ -226,11 +226,13 @@ def run_remote(
 
 
 def forwarded_env() -> dict[str, str]:
-    """S3 settings of the driver that workers need too: a custom endpoint (and, for it, its credentials).
+    """S3 and Hub settings of the driver that workers need too: a custom S3 endpoint (and, for it, its
+    credentials); the Hub cache, offline mode, endpoint and token (hf:// sources read in the tasks).
 
     Workers of an existing cluster otherwise use their own environment and credentials (e.g. instance roles).
     """
     names = ["VLA_FOUNDRY_S3_ATTEMPTS", "VLA_FOUNDRY_S3_BACKOFF_S"]
+    names += ["HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN"]
     if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3"):
         names += ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
         names += ["AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"]

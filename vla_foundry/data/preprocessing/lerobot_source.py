@@ -47,6 +47,8 @@ def read_task_rows(path: str, columns: list[str], episodes: list[int]) -> Any:
     episodes' rows nor unused columns (e.g. embedded images of cameras it does not store)."""
     import pyarrow.parquet as pq
 
+    if storage.is_hf(path):
+        path = storage.hf_file(path)  # read in place from the Hub cache
     if storage.is_s3(path):
         data = storage.read_bytes(path)
         source: Any = io.BytesIO(data)

@@ -105,6 +105,8 @@ def open_video(path: str, fps: float, local_cache: str | None = None) -> Forward
     """Open a local video, or an s3:// one after downloading it into `local_cache` (PyAV needs seekable input)."""
     from vla_foundry import storage
 
+    if storage.is_hf(path):
+        path = storage.hf_file(path)  # the Hub cache holds a local copy: decoded in place
     if storage.is_s3(path):
         if local_cache is None:
             raise ValueError("reading an s3:// video needs a local cache directory")
