@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -40,7 +41,7 @@ def test_suites_hold_metaworld_benchmarks_and_difficulty_groups():
     assert len(expand_sim_envs("metaworld_mt50")) == 50
     groups = [expand_sim_envs(f"metaworld_{g}") for g in ("easy", "medium", "hard", "very_hard")]
     assert [len(g) for g in groups] == [28, 11, 6, 5]
-    assert sorted(sum(groups, [])) == sorted(expand_sim_envs("metaworld_mt50"))  # a partition of MT50
+    assert sorted(t for g in groups for t in g) == sorted(expand_sim_envs("metaworld_mt50"))  # a partition of MT50
 
 
 def test_a_misspelt_task_or_suite_names_the_closest():
@@ -75,12 +76,12 @@ def test_the_episode_seed_fixes_the_object_and_goal_positions():
 
 def test_scripted_expert_succeeds_and_the_episode_ends_at_its_first_success():
     env = make_env("metaworld/drawer-close-v3", (), (8, 8), 500, expert=True)
-    obs, info = env.reset(seed=0)
-    for step in range(500):
-        obs, _, terminated, truncated, info = env.step(info["expert_action"])
-        if terminated or truncated:
-            break
-    assert terminated and info["is_success"] and info["success"] == 1.0 and step < 200
+    _, info = env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, info = env.step(info["expert_action"])
+        steps += 1
+    assert terminated and info["is_success"] and info["success"] == 1.0 and steps < 200
     env.close()
 
 
@@ -168,13 +169,13 @@ def test_state_policy_reads_no_camera_and_the_whole_environment_state(state_run)
 
 
 def test_suite_evaluated_during_training_logs_each_task(state_run):
-    records = [json.loads(line) for line in open(os.path.join(state_run, "metrics.jsonl"))]
+    records = [json.loads(line) for line in Path(state_run, "metrics.jsonl").read_text().splitlines()]
     sim = [r for r in records if "sim/success_rate" in r]
     assert len(sim) == 1
     tasks = expand_sim_envs("metaworld_mt10")
     rates = [sim[0][f"sim/{t.split('/')[1]}/success_rate"] for t in tasks]
     assert sim[0]["sim/success_rate"] == pytest.approx(np.mean(rates)) and sim[0]["sim/episodes"] == 10
-    results = json.loads(open(os.path.join(state_run, "sim_eval", "checkpoint_1", "results.json")).read())
+    results = json.loads(Path(state_run, "sim_eval", "checkpoint_1", "results.json").read_text())
     assert list(results["tasks"]) == tasks
 
 
