@@ -168,6 +168,8 @@ def main() -> None:
         # The shard loader forks its workers: no Ray may run in this process then; the stream needs one.
         if stream:
             ensure_ray(params)
+            # A training run keeps its Ray: start its decode workers (imports) before timing.
+            timed_window(params, next(window), args.batch * 2, args.batch)
         try:
             rate, _ = timed_window(params, next(window), args.samples, args.batch)
             _, wait = timed_window(params, next(window), args.samples, args.batch, step_s)
