@@ -110,6 +110,23 @@ class LeRobotServer:
         self.process.wait(timeout=60)
 
 
+def start_ray(params) -> None:
+    """A local Ray for the stream; on a loaded machine its node can time out starting, so try up to 3 times."""
+    import ray
+
+    from vla_foundry.data.streaming.ray_stream import ensure_ray
+
+    for attempt in range(3):
+        try:
+            ensure_ray(params)
+            return
+        except Exception as e:  # ray raises a bare Exception when its node times out during startup
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            print(f"    Ray did not start ({e}); retrying", flush=True)
+
+
 def load_line() -> float:
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1
@@ -135,7 +152,6 @@ def main() -> None:
     from bench_streaming import timed_window
 
     from vla_foundry.data.scripts.lerobot_venv import ensure_lerobot_venv, lerobot_env
-    from vla_foundry.data.streaming.ray_stream import ensure_ray
     from vla_foundry.data.streaming.source import prepare_stream_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_loaders_"))
@@ -167,7 +183,7 @@ def main() -> None:
     def ours(params, stream: bool) -> tuple[float, float]:
         # The shard loader forks its workers: no Ray may run in this process then; the stream needs one.
         if stream:
-            ensure_ray(params)
+            start_ray(params)
             # A training run keeps its Ray: start its decode workers (imports) before timing.
             timed_window(params, next(window), args.batch * 2, args.batch)
         try:
@@ -195,7 +211,7 @@ def main() -> None:
             server.run(args.batch * 2, 0.0, 0)
         else:
             if stream:
-                ensure_ray(params)
+                start_ray(params)
             timed_window(params, next(window), args.batch * 2, args.batch)
             if stream:
                 ray.shutdown()
