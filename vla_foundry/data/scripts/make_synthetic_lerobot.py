@@ -20,8 +20,12 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import uuid
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +121,72 @@ def fixed_list(rows: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1).astype(np.float32)), rows.shape[1])
 
 
+def write_tasks_parquet(path: Path, tasks: Sequence[str], index_name: str | None = "task") -> None:
+    """meta/tasks.parquet as the lerobot library writes it: a pandas frame with one `task_index` column, indexed
+    by the task strings in task_index order (lerobot looks a task up with `tasks.iloc[task_index].name`).
+    `index_name=None` writes the unnamed index pandas stores as `__index_level_0__` (seen in some datasets)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame({"task_index": np.arange(len(tasks), dtype=np.int64)}, index=pd.Index(tasks, name=index_name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # from_pandas records the index in the file's pandas metadata, which is what restores it as the index on read.
+    pq.write_table(pa.Table.from_pandas(frame), str(path))
+
+
+@contextmanager
+def staged_dir(root: Path) -> Iterator[Path]:
+    """A hidden sibling directory to write a dataset into, renamed to `root` when the block ends without an
+    error (removed when it raises), so `root` never holds a dataset that was interrupted half-way.
+    `root` must be absent or an empty directory."""
+    staging = new_staging_dir(root)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish_staged(staging, root)
+
+
+def new_staging_dir(root: Path) -> Path:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def publish_staged(staging: Path, root: Path) -> None:
+    """Rename the finished `staging` directory to `root` (one rename: readers see all of it or nothing). The
+    rename replaces an empty directory at `root` and fails on a non-empty one."""
+    try:
+        os.rename(staging, root)
+    except OSError as e:
+        raise ValueError(
+            f"could not move the finished dataset {staging} to {root} ({e.strerror}); {root} must be absent or an "
+            f"empty directory. The complete dataset is kept at {staging}"
+        ) from None
+
+
+def video_feature(height: int, width: int, fps: int, codec: str) -> dict:
+    """The info.json entry of a camera stored as video, with the encoding details lerobot records."""
+    return {
+        "dtype": "video",
+        "shape": [height, width, 3],
+        "names": ["height", "width", "channels"],
+        "info": {
+            "video.height": height,
+            "video.width": width,
+            "video.codec": {"libx264": "h264", "libsvtav1": "av1"}[codec],
+            "video.pix_fmt": "yuv420p",
+            "video.fps": fps,
+            "video.channels": 3,
+            "has_audio": False,
+            "is_depth_map": False,
+        },
+    }
+
+
 def encode_png(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -133,46 +203,33 @@ def info_json(
     frames: int,
     size: int = SIZE,
     features: dict | None = None,
+    tasks: int = len(TASKS),
+    fps: int = FPS,
+    codec: str = "libx264",
 ) -> dict:
-    """meta/info.json: the features and the path templates of a v3.0 or v2.1 dataset (`features`: the low-dim
-    and camera features of a recorded dataset; default: the synthetic ones)."""
+    """meta/info.json: the features, totals and path templates of a v3.0 or v2.1 dataset (`features`: the low-dim
+    and camera features of a recorded dataset; default: the synthetic ones). `tasks` is the number of distinct
+    task strings (lerobot reads meta/tasks.parquet only when `total_tasks` > 0)."""
     bookkeeping = {
-        "timestamp": {"dtype": "float32", "shape": [1]},
-        "frame_index": {"dtype": "int64", "shape": [1]},
-        "episode_index": {"dtype": "int64", "shape": [1]},
-        "index": {"dtype": "int64", "shape": [1]},
-        "task_index": {"dtype": "int64", "shape": [1]},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        "index": {"dtype": "int64", "shape": [1], "names": None},
+        "task_index": {"dtype": "int64", "shape": [1], "names": None},
     }
     if features is not None:
         features = {**features, **bookkeeping}
     else:
-        features = _synthetic_features(cameras, image_keys, size, bookkeeping)
-    return _info_paths(version, features, cameras, episodes, frames)
-
-
-def _synthetic_features(cameras: list[str], image_keys: list[str], size: int, bookkeeping: dict) -> dict:
-    features = {
-        "observation.state": {"dtype": "float32", "shape": [3], "names": ["episode", "t", "half_t"]},
-        "action": {"dtype": "float32", "shape": [2], "names": ["id", "minus_t"]},
-        **bookkeeping,
-    }
-    for cam in cameras:
-        features[cam] = {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
-    for key in image_keys:
-        features[key] = {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channels"]}
-    return features
-
-
-def _info_paths(version: str, features: dict, cameras: list[str], episodes: int, frames: int) -> dict:
-    info = {"codebase_version": version, "fps": FPS, "features": features, "total_episodes": episodes}
-    info["total_frames"] = frames
+        features = _synthetic_features(cameras, image_keys, size, bookkeeping, codec)
+    info = {"codebase_version": version, "fps": fps, "features": features, "total_episodes": episodes}
+    info.update(total_frames=frames, total_tasks=tasks)
     if version == "v3.0":
         info.update(
-            data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-            video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
             chunks_size=1000,
             data_files_size_in_mb=100,
             video_files_size_in_mb=200,
+            data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            video_path="videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
         )
     else:
         info.update(
@@ -182,7 +239,21 @@ def _info_paths(version: str, features: dict, cameras: list[str], episodes: int,
             total_chunks=1,
             total_videos=episodes * len(cameras),
         )
+    info.update(robot_type=None, splits={"train": f"0:{episodes}"})
     return info
+
+
+def _synthetic_features(cameras: list[str], image_keys: list[str], size: int, bookkeeping: dict, codec: str) -> dict:
+    features = {
+        "observation.state": {"dtype": "float32", "shape": [3], "names": ["episode", "t", "half_t"]},
+        "action": {"dtype": "float32", "shape": [2], "names": ["id", "minus_t"]},
+        **bookkeeping,
+    }
+    for cam in cameras:
+        features[cam] = video_feature(size, size, FPS, codec)
+    for key in image_keys:
+        features[key] = {"dtype": "image", "shape": [SIZE, SIZE, 3], "names": ["height", "width", "channels"]}
+    return features
 
 
 def data_columns(episodes: list[int], lengths: dict[int, int], start_index: int, image_keys: list[str]) -> dict:
@@ -231,19 +302,34 @@ def make_lerobot_v3(
     """A LeRobot v3.0 dataset whose data files, each camera's video files and metadata files split differently.
 
     `data_files`, each camera's entry of `video_files` and `episode_meta_files` list the episode ids of each file,
-    in order. Returns `root`.
+    in order. meta/tasks.parquet keeps the task strings in pandas' unnamed index (`__index_level_0__`), the variant
+    some published datasets have. Written into a staging directory renamed to `root` at the end. Returns `root`.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    root = Path(root)
+    with staged_dir(root) as staging:
+        _write_lerobot_v3(staging, lengths, data_files, video_files, codec, image_keys, episode_meta_files, size)
+    return root
 
+
+def _write_lerobot_v3(
+    root: Path,
+    lengths: Sequence[int],
+    data_files: Sequence[Sequence[int]],
+    video_files: dict[str, Sequence[Sequence[int]]] | None,
+    codec: str,
+    image_keys: Sequence[str],
+    episode_meta_files: Sequence[Sequence[int]],
+    size: int,
+) -> None:
     if video_files is None:
         video_files = {CAMERAS[0]: [[0, 1], [2, 3, 4]], CAMERAS[1]: [[0, 1, 2, 3], [4]]}
     lengths = dict(enumerate(lengths))
     cameras = list(video_files)
-    (root / "meta").mkdir(parents=True, exist_ok=True)
-    info = info_json("v3.0", cameras, list(image_keys), len(lengths), sum(lengths.values()), size)
-    (root / "meta" / "info.json").write_text(json.dumps(info))
-    pq.write_table(pa.table({"task_index": [0, 1], "__index_level_0__": TASKS}), str(root / "meta" / "tasks.parquet"))
+    tasks = sorted({e % 2 for e in lengths})
+    info = info_json(
+        "v3.0", cameras, list(image_keys), len(lengths), sum(lengths.values()), size, tasks=len(tasks), codec=codec
+    )
+    write_tasks_parquet(root / "meta" / "tasks.parquet", [TASKS[t] for t in tasks], index_name=None)
     rows = {e: {"episode_index": e, "tasks": [TASKS[e % 2]], "length": n} for e, n in lengths.items()}
     index = 0
     for file_index, eps in enumerate(data_files):
@@ -272,9 +358,10 @@ def make_lerobot_v3(
             write_video(path, frames, codec)
     for file_index, eps in enumerate(episode_meta_files):
         path = root / "meta" / "episodes" / "chunk-000" / f"file-{file_index:03d}.parquet"
-        table = [rows[e] for e in eps]
+        table = [{**rows[e], "meta/episodes/chunk_index": 0, "meta/episodes/file_index": file_index} for e in eps]
         write_parquet(path, {k: [r[k] for r in table] for k in table[0]})
-    return root
+    # Last: a dataset without info.json is never taken for a complete one.
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=1))
 
 
 def make_lerobot_v21(
@@ -284,35 +371,46 @@ def make_lerobot_v21(
     codec: str = "libx264",
     size: int = SIZE,
 ) -> Path:
-    """A LeRobot v2.1 dataset: one data parquet and one MP4 per camera per episode. Returns `root`."""
+    """A LeRobot v2.1 dataset: one data parquet and one MP4 per camera per episode, written into a staging
+    directory renamed to `root` at the end. Returns `root`."""
+    root = Path(root)
     lengths = dict(enumerate(lengths))
-    info = info_json("v2.1", list(cameras), [], len(lengths), sum(lengths.values()), size)
-    (root / "meta").mkdir(parents=True, exist_ok=True)
-    (root / "meta" / "info.json").write_text(json.dumps(info))
-    episodes = [{"episode_index": e, "tasks": [TASKS[e % 2]], "length": n} for e, n in lengths.items()]
-    (root / "meta" / "episodes.jsonl").write_text("\n".join(json.dumps(e) for e in episodes) + "\n")
-    tasks = [{"task_index": i, "task": t} for i, t in enumerate(TASKS)]
-    (root / "meta" / "tasks.jsonl").write_text("\n".join(json.dumps(t) for t in tasks) + "\n")
-    index = 0
-    for e, n in lengths.items():
-        path = root / info["data_path"].format(episode_chunk=0, episode_index=e)
-        write_parquet(path, data_columns([e], lengths, index, []))
-        index += n
-        for c, cam in enumerate(cameras):
-            path = root / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e)
-            write_video(path, [make_frame(e, t, c, size) for t in range(n)], codec)
+    tasks = sorted({e % 2 for e in lengths})
+    info = info_json(
+        "v2.1", list(cameras), [], len(lengths), sum(lengths.values()), size, tasks=len(tasks), codec=codec
+    )
+    with staged_dir(root) as staging:
+        episodes = [{"episode_index": e, "tasks": [TASKS[e % 2]], "length": n} for e, n in lengths.items()]
+        (staging / "meta").mkdir(parents=True, exist_ok=True)
+        (staging / "meta" / "episodes.jsonl").write_text("\n".join(json.dumps(e) for e in episodes) + "\n")
+        rows = [{"task_index": i, "task": TASKS[t]} for i, t in enumerate(tasks)]
+        (staging / "meta" / "tasks.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        index = 0
+        for e, n in lengths.items():
+            path = staging / info["data_path"].format(episode_chunk=0, episode_index=e)
+            write_parquet(path, data_columns([e], lengths, index, []))
+            index += n
+            for c, cam in enumerate(cameras):
+                path = staging / info["video_path"].format(episode_chunk=0, video_key=cam, episode_index=e)
+                write_video(path, [make_frame(e, t, c, size) for t in range(n)], codec)
+        (staging / "meta" / "info.json").write_text(json.dumps(info, indent=1))
     return root
 
 
 class LeRobotV3Writer:
-    """Writes recorded episodes as one LeRobot v3.0 dataset, episode by episode (frames are encoded as they come,
-    so a long recording never sits in memory): one data parquet, one MP4 per camera, meta/info.json,
-    meta/tasks.parquet, meta/episodes/ and meta/stats.json.
+    """Writes recorded episodes as one LeRobot v3.0 dataset that the lerobot library reads, episode by episode
+    (frames are encoded as they come, so a long recording never sits in memory): one data parquet, one MP4 per
+    camera, meta/info.json, meta/tasks.parquet, meta/episodes/ and meta/stats.json.
 
         writer = LeRobotV3Writer(root, fps=50, cameras=["observation.images.top"], state_names=[...],
                                  action_names=[...])
         writer.add_episode("transfer the cube", state, action, {"observation.images.top": frames})
         writer.close()
+
+    Each episode has its own task string; distinct strings get task indices in order of first appearance. Files go
+    to a hidden staging directory beside `root` that `close()` renames to `root`, so an interrupted recording
+    never leaves a dataset at `root` (`abort()`, or leaving a `with` block by an exception, removes the staging
+    directory).
     """
 
     def __init__(
@@ -326,8 +424,10 @@ class LeRobotV3Writer:
         extra_fields: dict[str, Sequence[str]] | None = None,
     ) -> None:
         root = Path(root)
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise ValueError(f"output_dir {root} is not empty; choose a new directory or remove it")
+        if codec not in CODECS:
+            raise ValueError(f"codec {codec!r} is not valid; valid: {', '.join(CODECS)}")
         self.root, self.fps, self.cameras = root, fps, list(cameras)
         self.state_names, self.action_names = list(state_names), list(action_names)
         # Low-dim features beyond observation.state and action (e.g. observation.environment_state): name -> value
@@ -335,13 +435,30 @@ class LeRobotV3Writer:
         self.extra_fields = {k: list(v) for k, v in (extra_fields or {}).items()}
         self.extra: dict[str, list[np.ndarray]] = {k: [] for k in self.extra_fields}
         self.codec = CODECS[codec]
+        self.staging = new_staging_dir(root)
+        # A writer dropped without close() (an exception, Ctrl-C) takes its staging directory with it.
+        self._discard = weakref.finalize(self, shutil.rmtree, self.staging, ignore_errors=True)
         self.containers: dict[str, Any] = {}
         self.streams: dict[str, Any] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
         self.video_time: dict[str, int] = dict.fromkeys(self.cameras, 0)  # frames written per camera
         self.rows: list[dict] = []
         self.columns: dict[str, list[np.ndarray]] = {"state": [], "action": [], "frame": [], "episode": [], "task": []}
-        self.tasks: list[str] = []
+        self.task_index: dict[str, int] = {}  # task string -> task_index, in order of first appearance
+
+    @property
+    def tasks(self) -> list[str]:
+        """The distinct task strings so far, in task_index order."""
+        return list(self.task_index)
+
+    def __enter__(self) -> LeRobotV3Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def _encode(self, camera: str, frames: Sequence[np.ndarray]) -> None:
         import av
@@ -349,7 +466,7 @@ class LeRobotV3Writer:
         if camera not in self.containers:
             av.logging.set_level(av.logging.ERROR)
             h, w = frames[0].shape[:2]
-            path = self.root / "videos" / camera / "chunk-000" / "file-000.mp4"
+            path = self.staging / "videos" / camera / "chunk-000" / "file-000.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.containers[camera] = av.open(str(path), "w", format="mp4")
             self.streams[camera] = add_video_stream(self.containers[camera], self.codec, self.fps, w, h)
@@ -368,13 +485,16 @@ class LeRobotV3Writer:
         frames: dict[str, Sequence[np.ndarray]],
         extra: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """One episode: state (T, D), action (T, A) and T frames per camera, row t observed before action t."""
+        """One episode: its task string, state (T, D), action (T, A) and T frames per camera, row t observed
+        before action t."""
         length = len(state)
         if len(action) != length or any(len(f) != length for f in frames.values()) or set(frames) != set(self.cameras):
             raise ValueError(
                 f"episode needs {length} action rows and {length} frames for each of {self.cameras}; got "
                 f"{len(action)} actions and { ({k: len(v) for k, v in frames.items()}) }"
             )
+        if not isinstance(task, str) or not task:
+            raise ValueError(f"an episode's task must be a non-empty string; got {task!r}")
         extra = extra or {}
         if set(extra) != set(self.extra_fields) or any(len(v) != length for v in extra.values()):
             raise ValueError(
@@ -382,8 +502,7 @@ class LeRobotV3Writer:
                 f"{ ({k: len(v) for k, v in extra.items()}) }"
             )
         episode = len(self.rows)
-        if task not in self.tasks:
-            self.tasks.append(task)
+        task_index = self.task_index.setdefault(task, len(self.task_index))
         start = sum(r["length"] for r in self.rows)
         row = {
             "episode_index": episode,
@@ -406,6 +525,7 @@ class LeRobotV3Writer:
                     f"videos/{camera}/to_timestamp": (first + length) / self.fps,
                 }
             )
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
         self.rows.append(row)
         for name, values in extra.items():
             self.extra[name].append(np.asarray(values, np.float32))
@@ -413,34 +533,35 @@ class LeRobotV3Writer:
         self.columns["action"].append(np.asarray(action, np.float32))
         self.columns["frame"].append(np.arange(length))
         self.columns["episode"].append(np.full(length, episode))
-        self.columns["task"].append(np.full(length, self.tasks.index(task)))
+        self.columns["task"].append(np.full(length, task_index))
 
-    def abort(self) -> None:
-        """Drop what was written."""
-        import shutil
-
-        for container in self.containers.values():
-            container.close()
-        self.containers.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def close(self) -> Path:
-        """Flush the videos and write the data parquet and meta/. Returns the dataset root."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not self.rows:
-            raise ValueError(f"no episode was added to {self.root}")
+    def _close_videos(self) -> None:
         for camera, container in self.containers.items():
             for packet in self.streams[camera].encode():
                 container.mux(packet)
             container.close()
+        self.containers.clear()
+
+    def abort(self) -> None:
+        """Drop what was written: close the videos and remove the staging directory."""
+        try:
+            self._close_videos()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def close(self) -> Path:
+        """Flush the videos, write the data parquet and meta/ (info.json last), then rename the staging directory
+        to the dataset root. Returns the dataset root."""
+        if not self.rows:
+            self.abort()
+            raise ValueError(f"no episode was added to {self.root}")
+        self._close_videos()
         state = np.concatenate(self.columns["state"])
         action = np.concatenate(self.columns["action"])
         frame_index = np.concatenate(self.columns["frame"])
         extra = {name: np.concatenate(rows) for name, rows in self.extra.items()}
         write_parquet(
-            self.root / "data" / "chunk-000" / "file-000.parquet",
+            self.staging / "data" / "chunk-000" / "file-000.parquet",
             {
                 "observation.state": fixed_list(state),
                 **{name: fixed_list(values) for name, values in extra.items()},
@@ -461,17 +582,20 @@ class LeRobotV3Writer:
             "action": {"dtype": "float32", "shape": [action.shape[1]], "names": self.action_names},
         }
         for camera, (h, w) in self.sizes.items():
-            features[camera] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"]}
-        info = info_json("v3.0", self.cameras, [], len(self.rows), len(frame_index), features=features)
-        info["fps"] = self.fps
-        (self.root / "meta").mkdir(parents=True, exist_ok=True)
-        (self.root / "meta" / "info.json").write_text(json.dumps(info, indent=1))
-        pq.write_table(
-            pa.table({"task_index": list(range(len(self.tasks))), "task": self.tasks}),
-            str(self.root / "meta" / "tasks.parquet"),
+            features[camera] = video_feature(h, w, self.fps, self.codec)
+        info = info_json(
+            "v3.0",
+            self.cameras,
+            [],
+            len(self.rows),
+            len(frame_index),
+            features=features,
+            tasks=len(self.tasks),
+            fps=self.fps,
         )
+        write_tasks_parquet(self.staging / "meta" / "tasks.parquet", self.tasks)
         write_parquet(
-            self.root / "meta" / "episodes" / "chunk-000" / "file-000.parquet",
+            self.staging / "meta" / "episodes" / "chunk-000" / "file-000.parquet",
             {k: [r[k] for r in self.rows] for k in self.rows[0]},
         )
         stats = {
@@ -484,7 +608,11 @@ class LeRobotV3Writer:
             }
             for name, values in (("observation.state", state), *extra.items(), ("action", action))
         }
-        (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=1))
+        (self.staging / "meta" / "stats.json").write_text(json.dumps(stats, indent=1))
+        # Last: a dataset without info.json is never taken for a complete one.
+        (self.staging / "meta" / "info.json").write_text(json.dumps(info, indent=1))
+        publish_staged(self.staging, self.root)
+        self._discard.detach()
         return self.root
 
 
