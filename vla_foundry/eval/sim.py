@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -341,6 +342,9 @@ def summarize(results: Sequence[EpisodeResult], wall_time_s: float) -> dict[str,
         "success_rate": successes / n if n else 0.0,
         "success_rate_ci95": [low, high],
         "mean_max_reward": float(np.mean([r.max_reward for r in results])) if n else 0.0,
+        # How far episodes got: episodes per highest reward reached (gym-aloha's rewards are task stages, so an
+        # accidental contact and a transfer are told apart).
+        "max_reward_counts": {f"{k:g}": v for k, v in sorted(Counter(r.max_reward for r in results).items())},
         "mean_steps": steps / n if n else 0.0,
         "env_steps": steps,
         "wall_time_s": wall_time_s,
