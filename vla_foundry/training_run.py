@@ -40,6 +40,7 @@ from vla_foundry.data.dataloader import BadDataError
 from vla_foundry.data.manifest import ManifestError
 from vla_foundry.data.planner import DataExhaustedError
 from vla_foundry.data.robotics.stats import StatsError
+from vla_foundry.disk_space import DiskFullError, disk_full_message, find_disk_full
 from vla_foundry.distributed import (
     DistributedContext,
     barrier,
@@ -72,6 +73,7 @@ USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
     RemoteSyncError,
     NonFiniteLossError,
     RunLockError,
+    DiskFullError,
 )
 
 # Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).
@@ -231,7 +233,7 @@ def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
     ray_use = ""
     try:
-        with sigterm_as_exit():
+        with sigterm_as_exit(), disk_full_as_one_line():
             ray_use = start_stream_ray(params, ctx)
             result = _run(params, ctx)
             if ray_use == "joined" or (ray_use == "started" and ctx.world_size > 1):
@@ -270,6 +272,27 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def disk_full_as_one_line() -> Iterator[None]:
+    """A write that fails for lack of space outside a checkpoint save (metrics, run files, the final export) ends as
+    one `DiskFullError` line naming the file, instead of the traceback of whichever writer hit it first."""
+    try:
+        yield
+    except BaseException as e:
+        full = None if isinstance(e, DiskFullError) else find_disk_full(e)
+        if full is None:
+            raise
+        path = str(full.filename) if full.filename else None
+        where = os.path.dirname(path) if path else "the run dir"
+        hint = (
+            "free space or move the run dir to a larger disk, then resume from its latest complete checkpoint with "
+            f"--model.resume_from_checkpoint {where}"
+        )
+        raise DiskFullError(
+            disk_full_message(where, os.path.basename(path) if path else "the run's files", None, hint)
+        ) from e
 
 
 def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> str:
@@ -395,7 +418,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         wandb_run_id = saved.get("wandb_run_id")
     if ctx.is_main:
         # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
-        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
+        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step, warn=lambda m: log(ctx, f"warning: {m}"))
     if full_resume:
         log(ctx, f"resumed from {resume.path}: step {state.step}, {state.samples_seen} samples seen")
     # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
