@@ -229,13 +229,58 @@ def lr_multipliers(model: Any) -> dict[str, float]:
     return dict(declared()) if callable(declared) else {}
 
 
+@dataclass
+class RunProgress:
+    """What a run has reached, for the line printed when a signal stops it."""
+
+    run_dir: str | None = None
+    # The run's live TrainState (its step advances as training goes).
+    state: TrainState | None = None
+    # None: no --remote_sync; else the remote URL and, once the exit flush ran, the files it still misses.
+    remote_url: str | None = None
+    remote_missing: list[str] | None = None
+
+    def stop_line(self, signum: int) -> str:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.run_dir is None:
+            return f"stopped by {name} before the run dir was set up; nothing was saved"
+        latest = latest_checkpoint(self.run_dir, warn=lambda m: None)
+        if latest is None:
+            saved = f"no checkpoint of {self.run_dir} is complete yet (the same command starts the run over)"
+        else:
+            saved = (
+                f"checkpoint {latest.number} is complete ({latest.path}; resume with --model.resume_from_checkpoint "
+                f"{self.run_dir})"
+            )
+        if self.remote_url is None:
+            remote = "no remote copy (--remote_sync not set)"
+        elif self.remote_missing is None:
+            remote = f"remote copy {self.remote_url} not confirmed (the signal came during its final check)"
+        elif self.remote_missing:
+            remote = f"remote copy {self.remote_url} incomplete: {len(self.remote_missing)} files not uploaded"
+        else:
+            remote = f"remote copy {self.remote_url} complete"
+        step = self.state.step if self.state is not None else 0
+        return f"stopped by {name} at step {step}: {saved}; {remote}"
+
+
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
     ray_use = ""
+    progress = RunProgress()
     try:
         with sigterm_as_exit(), disk_full_as_one_line():
             ray_use = start_stream_ray(params, ctx)
-            result = _run(params, ctx)
+            try:
+                result = _run(params, ctx, progress)
+            except SystemExit as e:
+                if isinstance(e.code, int) and e.code > 128:
+                    # Stopped by a signal (SIGTERM: a scheduler, a spot reclaim): the pending checkpoint and upload
+                    # were flushed on the way out; say where the run stands in one line.
+                    log(ctx, progress.stop_line(e.code - 128))
+                raise
             if ray_use == "joined" or (ray_use == "started" and ctx.world_size > 1):
                 import ray
 
@@ -345,7 +390,7 @@ def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
             raise CheckpointError(f"{where}.backbone_run={child}: no config_model.yaml there (not a run directory)")
 
 
-def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
+def _run(params: TrainExperimentParams, ctx: DistributedContext, progress: RunProgress | None = None) -> RunResult:
     from vla_foundry.data.planner import DataPlanState, plan_checkpoint
     from vla_foundry.models.ema import EMA
     from vla_foundry.models.registry import create_model, get_batch_handler
@@ -366,6 +411,8 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if params.samples_per_checkpoint is None:
         raise ConfigError("set a training budget: total_train_samples or num_epochs")
     run_dir = restart_dir or resolve_run_dir(params, resume, ctx)
+    progress = progress if progress is not None else RunProgress()
+    progress.run_dir = run_dir
     # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
     lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
     if not full_resume and latest_checkpoint(run_dir, warn=lambda m: None) is not None:
@@ -444,6 +491,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
             run_dir, run_remote_url(params.remote_sync, run_dir), timeout_s=params.remote_sync_timeout_s,
             log=lambda m: log(ctx, m),
         )  # fmt: skip
+        progress.remote_url = sync.remote_url
 
     def checkpoint_complete(n: int) -> None:
         # Rank 0, in the background once checkpoint n's index is written: prune, then upload.
@@ -458,6 +506,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
 
         sim_eval = SimEvalDuringTraining(params.eval, run_dir, "cuda" if ctx.device.type == "cuda" else "cpu")
     result = RunResult(run_dir=run_dir, state=state)
+    progress.state = state
     previous = DataPlanState.from_dict(data_state) if data_state else None
 
     finished = False
@@ -502,7 +551,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         finally:
             logger.close()
             if sync is not None and not finished:
-                sync.abandon()
+                progress.remote_missing = sync.abandon()
     barrier()
     if ctx.is_main:
         for path in export_run_weights(run_dir, with_ema=ema is not None, warn=lambda m: log(ctx, m)):
@@ -510,6 +559,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if sync is not None:
         # Only rank 0 uploads; the other ranks are done. An incomplete remote copy fails the run here.
         sync.finish()
+        progress.remote_missing = []
         log(ctx, f"remote copy complete: {sync.remote_url}")
     return result
 
