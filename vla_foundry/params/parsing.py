@@ -14,7 +14,7 @@ where it came from and the closest valid names; `type` selects a model/data clas
 the first variant that has every given key. Leaf values (numbers, lists, tuples) are decoded by draccus.
 
 Loading refuses, in one line naming the file: an include cycle, a document whose aliases expand past
-`MAX_YAML_NODES` values, and a missing file (with the closest names in its folder).
+`structured_files.MAX_YAML_NODES` values, and a missing file (with the closest names in its folder).
 """
 
 from __future__ import annotations
