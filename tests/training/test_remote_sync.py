@@ -68,7 +68,10 @@ def test_checkpoint_directory_is_uploaded_only_once_indexed_and_index_last(tmp_p
     order = []
     client = sync.client()
     upload = client.upload_file
-    client.upload_file = lambda local, bucket, key: (order.append(key.rsplit("/", 1)[-1]), upload(local, bucket, key))
+    client.upload_file = lambda local, bucket, key, **kw: (
+        order.append(key.rsplit("/", 1)[-1]),
+        upload(local, bucket, key, **kw),
+    )
     sync.run_pass()
     assert order[-1] == "index.json" and sorted(order) == ["__0_0.distcp", "index.json", "zz_after_the_index.bin"]
 

@@ -87,7 +87,7 @@ def _include(loader: _IncludeLoader, node: yaml.Node) -> Any:
 
 
 def _same_file_key(path: str) -> str:
-    """One spelling per file (`a/../b.yaml`, a symlink and `b.yaml` name the same local file)."""
+    """One spelling per file: a path through `..`, a symlink and the plain path name the same local file."""
     return path if storage.is_s3(path) else os.path.realpath(path)
 
 
