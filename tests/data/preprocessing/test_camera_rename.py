@@ -36,3 +36,24 @@ def test_a_rename_key_given_as_the_stored_short_name_points_to_the_source_name(l
 
 def test_a_rename_key_naming_a_camera_is_accepted(lerobot_v3: Path):
     assert _plan(lerobot_v3, '{"observation.images.cam_high": "scene"}')
+
+
+def test_an_mcap_rename_key_matching_no_mapped_camera_names_the_mapping_and_its_cameras(tmp_path: Path):
+    import yaml
+
+    from tests.data.preprocessing.robot_log_files import MCAP_MAPPING
+    from vla_foundry.data.preprocessing.mcap_source import McapConverter
+
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump(MCAP_MAPPING))
+    argv = robotics_argv(
+        [tmp_path], tmp_path / "out", "--mapping_path", str(mapping), "--fps", "10", "--camera_rename",
+        '{"hed": "scene"}', type_="mcap",
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        McapConverter(parse_preprocessing_params(RoboticsPreprocessingParams, argv))
+    cameras = ", ".join(MCAP_MAPPING["cameras"])
+    assert str(err.value) == (
+        f"mapping_path={mapping}: camera_rename key 'hed' (did you mean 'head'?) matches no camera; its cameras: "
+        f"{cameras}"
+    )
