@@ -610,6 +610,17 @@ def training_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, ema:
     return state
 
 
+def _tensor_bytes(state: Any) -> int:
+    """Bytes of every tensor in a nested state dict (a DTensor counts its global size: DCP writes each chunk once)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in state)
+    return 0
+
+
 class CheckpointSaver:
     """Writes checkpoints with DCP, each rank its own shards; at most one save in flight.
 
@@ -635,6 +646,30 @@ class CheckpointSaver:
         self._stager: Any = None
         self._finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-finish")
         self.completed: list[int] = []
+        self._pending_n = 0
+        # Bytes of checkpoint n's state (global tensor sizes), to say how much space a failed save needed.
+        self._state_bytes: dict[int, int] = {}
+
+    def _raise_if_disk_full(self, error: BaseException, n: int) -> None:
+        """A save that ran out of disk ends as one `DiskFullError` line: the run dir, the space the checkpoint
+        needs, and which checkpoint is complete to resume from. Rank 0 removes the partial checkpoint at once."""
+        from vla_foundry.disk_space import DiskFullError, disk_full_message, find_disk_full
+
+        if isinstance(error, DiskFullError) or find_disk_full(error) is None:
+            return
+        if self.ctx.is_main:
+            storage.remove(checkpoint_dir(self.run_dir, n))
+        complete = latest_checkpoint(self.run_dir, warn=lambda m: None)
+        if complete is not None:
+            hint = (
+                f"checkpoint {complete.number} is complete (the partial checkpoint {n} was removed); free space or "
+                f"move the run dir to a larger disk, then resume with --model.resume_from_checkpoint {self.run_dir}"
+            )
+        else:
+            hint = "no checkpoint is complete yet; free space (or use --save_path on a larger disk) and run again"
+        raise DiskFullError(
+            disk_full_message(self.run_dir, f"checkpoint {n}", self._state_bytes.get(n), hint)
+        ) from error
 
     def save(
         self,
@@ -646,13 +681,31 @@ class CheckpointSaver:
         trainer_state: dict[str, Any],
         scaler: Any = None,
     ) -> float:
-        """Start (or, synchronous, do) checkpoint n; returns the seconds training was blocked."""
+        """Start (or, synchronous, do) checkpoint n; returns the seconds training was blocked. A full disk ends as
+        one `DiskFullError` (here, or from the next `wait()` for an asynchronous save)."""
+        self.wait()
+        try:
+            return self._save(n, model, optimizer, scheduler, ema, trainer_state, scaler)
+        except BaseException as e:
+            self._raise_if_disk_full(e, n)
+            raise
+
+    def _save(
+        self,
+        n: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        ema: Any,
+        trainer_state: dict[str, Any],
+        scaler: Any,
+    ) -> float:
         import torch.distributed as dist
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import FileSystemWriter
 
-        self.wait()
         start = time.perf_counter()
+        self._pending_n = n
         ckpt_dir = checkpoint_dir(self.run_dir, n)
         rngs = all_gather_objects(rng_state())
         if self.ctx.is_main:
@@ -672,6 +725,7 @@ class CheckpointSaver:
             save_file(extra, os.path.join(ckpt_dir, TRAINER_STATE_FILE))
         barrier()
         state = training_state_dict(model, optimizer, ema)
+        self._state_bytes[n] = _tensor_bytes(state)
         writer = FileSystemWriter(ckpt_dir, thread_count=1)
         no_dist = not dist.is_initialized()
         info = {"checkpoint": n, "step": trainer_state.get("step"), "world_size": self.ctx.world_size}
@@ -721,7 +775,11 @@ class CheckpointSaver:
         """Block until the pending save (if any) is written, indexed and its `on_complete` ran; re-raises its error."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            pending.result()
+            try:
+                pending.result()
+            except BaseException as e:
+                self._raise_if_disk_full(e, self._pending_n)
+                raise
 
     def close(self) -> None:
         try:

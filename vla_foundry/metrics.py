@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,17 +48,42 @@ def model_flops_per_token(model: torch.nn.Module, seq_len: int | None) -> float 
     return float(count(seq_len))
 
 
-def read_metrics(path: str) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl file."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def truncate_metrics(path: str, last_step: int) -> None:
-    """Drop records after `last_step` (a resumed run re-logs the steps after its checkpoint)."""
+def read_metrics(path: str, warn: Callable[[str], None] = _warn_stderr) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file. A line that is not a whole JSON record (the last line cut by a full
+    disk or a killed process) is dropped with one warning naming the file and the line numbers."""
+    records: list[dict[str, Any]] = []
+    torn: list[int] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                torn.append(number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                torn.append(number)
+    if torn:
+        lines = ", ".join(str(n) for n in torn[:5]) + (f" and {len(torn) - 5} more" if len(torn) > 5 else "")
+        warn(
+            f"{path}: line {lines} is not a whole JSON record (cut by a full disk or a killed process?); "
+            f"dropped, the {len(records)} whole records are kept"
+        )
+    return records
+
+
+def truncate_metrics(path: str, last_step: int, warn: Callable[[str], None] = _warn_stderr) -> None:
+    """Drop records after `last_step` (a resumed run re-logs the steps after its checkpoint), and torn lines."""
     if not os.path.exists(path):
         return
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    kept = [r for r in read_metrics(path, warn) if r.get("step", 0) <= last_step]
     with storage.atomic_local_path(path) as tmp, open(tmp, "w") as f:
         for record in kept:
             f.write(json.dumps(record) + "\n")

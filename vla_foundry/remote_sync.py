@@ -8,7 +8,8 @@ there.
 
 Every pass has a deadline (`timeout_s`) and bounded retries; after a file fails all its attempts the pass stops
 (the remote is taken as unreachable), so a dead endpoint costs one bounded pass per checkpoint however many files
-are waiting. Failures are summarised in one line per pass. `finish()` runs a last pass, checks the remote listing
+are waiting. Requests time out within half the deadline, so a hung endpoint (connects, never answers) cannot hold
+a pass, the final listing or the process exit past it. Failures are summarised in one line per pass. `finish()` runs a last pass, checks the remote listing
 and raises `RemoteSyncError` naming what is missing; `abandon()` (an exception or SIGTERM ended the run) flushes
 what it can within the deadline and prints what is missing.
 """
@@ -103,6 +104,8 @@ class RemoteSync:
         self._client: Any = None
         # Set by finish(): no pass runs past this moment (monotonic clock).
         self._not_after: float | None = None
+        # What the last finish() found missing on the remote.
+        self.last_missing: list[str] = []
 
     # --- s3 calls with short timeouts and no hidden retry loops: this class bounds the attempts itself.
     def client(self) -> Any:
@@ -111,10 +114,20 @@ class RemoteSync:
             from botocore.config import Config
 
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            timeout = max(1.0, min(10.0, self.timeout_s / 4))
-            config = Config(retries={"max_attempts": 1}, connect_timeout=timeout, read_timeout=max(timeout, 60.0))
+            # An endpoint that accepts the connection and never answers (a hung or stopped server) costs one read
+            # timeout per request: it must stay well inside the deadline, never above it.
+            connect = max(1.0, min(10.0, self.timeout_s / 4))
+            read = max(1.0, min(60.0, self.timeout_s / 2))
+            config = Config(retries={"max_attempts": 1}, connect_timeout=connect, read_timeout=read)
             self._client = boto3.client("s3", endpoint_url=endpoint, config=config)
         return self._client
+
+    def _upload_file(self, local: str, bucket: str, key: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        # In the calling (daemon) thread: s3transfer's own worker threads are joined at interpreter exit, so a
+        # request hung on a dead endpoint would hold the process long after the deadline.
+        self.client().upload_file(local, bucket, key, Config=TransferConfig(use_threads=False))
 
     def remote_path(self, rel: str) -> str:
         return f"{self.remote_url}/{rel}"
@@ -152,7 +165,7 @@ class RemoteSync:
                 break
             try:
                 size = os.path.getsize(local)
-                self.client().upload_file(local, bucket, key)
+                self._upload_file(local, bucket, key)
                 remote = int(self.client().head_object(Bucket=bucket, Key=key)["ContentLength"])
                 if remote != size:
                     raise OSError(f"size mismatch after upload: local {size} bytes, remote {remote} bytes")
@@ -242,15 +255,29 @@ class RemoteSync:
                 self._cond.wait(left)
         return True
 
-    def missing_remote(self) -> list[str]:
-        """Local files whose remote copy is absent or of a different size (all of them if the remote is
-        unreadable)."""
-        try:
-            remote = self._remote_listing()
-        except Exception as e:
-            self.log(f"remote sync: cannot list {self.remote_url}: {_first_line(e)}")
-            remote = {}
-        return sorted(rel for rel, (size, _) in local_files(self.local_dir).items() if remote.get(rel) != size)
+    def missing_remote(self, timeout_s: float | None = None) -> list[str]:
+        """Local files whose remote copy is absent or of a different size. The listing gets at most `timeout_s`
+        (default: one pass's deadline); when it does not answer in time, or fails, the files not verified by an
+        upload of this run are the missing ones."""
+        answer: dict[str, Any] = {}
+
+        def listing() -> None:
+            try:
+                answer["remote"] = self._remote_listing()
+            except Exception as e:
+                answer["error"] = e
+
+        # A daemon thread: a listing hung on a stopped endpoint is left behind instead of holding the exit.
+        thread = threading.Thread(target=listing, name="remote-sync-listing", daemon=True)
+        thread.start()
+        thread.join(max(0.0, self.timeout_s if timeout_s is None else timeout_s))
+        local = local_files(self.local_dir)
+        if "remote" in answer:
+            remote = answer["remote"]
+            return sorted(rel for rel, (size, _) in local.items() if remote.get(rel) != size)
+        reason = _first_line(answer["error"]) if "error" in answer else "no answer within the deadline"
+        self.log(f"remote sync: cannot list {self.remote_url}: {reason}")
+        return sorted(rel for rel, stamp in local.items() if self.uploaded.get(rel) != stamp)
 
     def _missing_message(self, missing: list[str]) -> str:
         shown = ", ".join(missing[:20]) + (f", ... ({len(missing) - 20} more)" if len(missing) > 20 else "")
@@ -263,22 +290,25 @@ class RemoteSync:
 
     def finish(self) -> None:
         """Last pass, then check the remote; raise `RemoteSyncError` naming what is missing. Everything (a pass
-        still running included) ends within `timeout_s`."""
-        self._not_after = time.monotonic() + self.timeout_s
+        still running, the final listing) ends within `timeout_s`, however the endpoint fails."""
+        end = time.monotonic() + self.timeout_s
+        self._not_after = end
         self.start()
-        self.flush(self.timeout_s + 1.0)
-        missing = self.missing_remote()
-        if missing:
-            raise RemoteSyncError(self._missing_message(missing))
+        self.flush(max(0.0, end - time.monotonic()))
+        # The listing gets what is left of the deadline (nothing left: the uploads verified above decide).
+        self.last_missing = self.missing_remote(max(0.0, end - time.monotonic()))
+        if self.last_missing:
+            raise RemoteSyncError(self._missing_message(self.last_missing))
 
     def abandon(self) -> list[str]:
         """The run is ending on an error or a signal: upload what is complete within the deadline, print what is
-        missing; never raises (the original error is the one to report)."""
+        missing and return it; never raises (the original error is the one to report)."""
         try:
             self.finish()
         except RemoteSyncError as e:
             self.log(str(e))
-            return self.missing_remote()
+            return self.last_missing
         except Exception as e:
             self.log(f"remote sync to {self.remote_url}: {_first_line(e)}")
+            return sorted(local_files(self.local_dir))
         return []

@@ -40,6 +40,7 @@ from vla_foundry.data.dataloader import BadDataError
 from vla_foundry.data.manifest import ManifestError
 from vla_foundry.data.planner import DataExhaustedError
 from vla_foundry.data.robotics.stats import StatsError
+from vla_foundry.disk_space import DiskFullError, disk_full_message, find_disk_full
 from vla_foundry.distributed import (
     DistributedContext,
     barrier,
@@ -72,6 +73,7 @@ USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
     RemoteSyncError,
     NonFiniteLossError,
     RunLockError,
+    DiskFullError,
 )
 
 # Files of a run dir a resume from a remote copy brings back (checkpoints are fetched one by one).
@@ -232,13 +234,58 @@ def lr_multipliers(model: Any) -> dict[str, float]:
     return dict(declared()) if callable(declared) else {}
 
 
+@dataclass
+class RunProgress:
+    """What a run has reached, for the line printed when a signal stops it."""
+
+    run_dir: str | None = None
+    # The run's live TrainState (its step advances as training goes).
+    state: TrainState | None = None
+    # None: no --remote_sync; else the remote URL and, once the exit flush ran, the files it still misses.
+    remote_url: str | None = None
+    remote_missing: list[str] | None = None
+
+    def stop_line(self, signum: int) -> str:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.run_dir is None:
+            return f"stopped by {name} before the run dir was set up; nothing was saved"
+        latest = latest_checkpoint(self.run_dir, warn=lambda m: None)
+        if latest is None:
+            saved = f"no checkpoint of {self.run_dir} is complete yet (the same command starts the run over)"
+        else:
+            saved = (
+                f"checkpoint {latest.number} is complete ({latest.path}; resume with --model.resume_from_checkpoint "
+                f"{self.run_dir})"
+            )
+        if self.remote_url is None:
+            remote = "no remote copy (--remote_sync not set)"
+        elif self.remote_missing is None:
+            remote = f"remote copy {self.remote_url} not confirmed (the signal came during its final check)"
+        elif self.remote_missing:
+            remote = f"remote copy {self.remote_url} incomplete: {len(self.remote_missing)} files not uploaded"
+        else:
+            remote = f"remote copy {self.remote_url} complete"
+        step = self.state.step if self.state is not None else 0
+        return f"stopped by {name} at step {step}: {saved}; {remote}"
+
+
 def run_training(params: TrainExperimentParams) -> RunResult:
     ctx = init_distributed(params.distributed)
     ray_use = ""
+    progress = RunProgress()
     try:
-        with sigterm_as_exit():
+        with sigterm_as_exit(), disk_full_as_one_line():
             ray_use = start_stream_ray(params, ctx)
-            result = _run(params, ctx)
+            try:
+                result = _run(params, ctx, progress)
+            except SystemExit as e:
+                if isinstance(e.code, int) and e.code > 128:
+                    # Stopped by a signal (SIGTERM: a scheduler, a spot reclaim): the pending checkpoint and upload
+                    # were flushed on the way out; say where the run stands in one line.
+                    log(ctx, progress.stop_line(e.code - 128))
+                raise
             if ray_use == "joined" or (ray_use == "started" and ctx.world_size > 1):
                 import ray
 
@@ -275,6 +322,27 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def disk_full_as_one_line() -> Iterator[None]:
+    """A write that fails for lack of space outside a checkpoint save (metrics, run files, the final export) ends as
+    one `DiskFullError` line naming the file, instead of the traceback of whichever writer hit it first."""
+    try:
+        yield
+    except BaseException as e:
+        full = None if isinstance(e, DiskFullError) else find_disk_full(e)
+        if full is None:
+            raise
+        path = str(full.filename) if full.filename else None
+        where = os.path.dirname(path) if path else "the run dir"
+        hint = (
+            "free space or move the run dir to a larger disk, then resume from its latest complete checkpoint with "
+            f"--model.resume_from_checkpoint {where}"
+        )
+        raise DiskFullError(
+            disk_full_message(where, os.path.basename(path) if path else "the run's files", None, hint)
+        ) from e
 
 
 def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> str:
@@ -332,7 +400,7 @@ def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
                 raise CheckpointError(f"{where}.backbone_run={child}: no config_model.yaml there (not a run directory)")
 
 
-def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
+def _run(params: TrainExperimentParams, ctx: DistributedContext, progress: RunProgress | None = None) -> RunResult:
     from vla_foundry.data.planner import DataPlanState, plan_checkpoint
     from vla_foundry.models.ema import EMA
     from vla_foundry.models.registry import create_model, get_batch_handler
@@ -353,6 +421,8 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if params.samples_per_checkpoint is None:
         raise ConfigError("set a training budget: total_train_samples or num_epochs")
     run_dir = restart_dir or resolve_run_dir(params, resume, ctx)
+    progress = progress if progress is not None else RunProgress()
+    progress.run_dir = run_dir
     # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
     lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
     if not full_resume and latest_checkpoint(run_dir, warn=lambda m: None) is not None:
@@ -405,7 +475,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         wandb_run_id = saved.get("wandb_run_id")
     if ctx.is_main:
         # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
-        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step)
+        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step, warn=lambda m: log(ctx, f"warning: {m}"))
     if full_resume:
         log(ctx, f"resumed from {resume.path}: step {state.step}, {state.samples_seen} samples seen")
     # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
@@ -431,6 +501,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
             run_dir, run_remote_url(params.remote_sync, run_dir), timeout_s=params.remote_sync_timeout_s,
             log=lambda m: log(ctx, m),
         )  # fmt: skip
+        progress.remote_url = sync.remote_url
 
     def checkpoint_complete(n: int) -> None:
         # Rank 0, in the background once checkpoint n's index is written: prune, then upload.
@@ -445,6 +516,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
 
         sim_eval = SimEvalDuringTraining(params.eval, run_dir, "cuda" if ctx.device.type == "cuda" else "cpu")
     result = RunResult(run_dir=run_dir, state=state)
+    progress.state = state
     previous = DataPlanState.from_dict(data_state) if data_state else None
 
     finished = False
@@ -489,7 +561,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
         finally:
             logger.close()
             if sync is not None and not finished:
-                sync.abandon()
+                progress.remote_missing = sync.abandon()
     barrier()
     if ctx.is_main:
         for path in export_run_weights(run_dir, with_ema=ema is not None, warn=lambda m: log(ctx, m)):
@@ -497,6 +569,7 @@ def _run(params: TrainExperimentParams, ctx: DistributedContext) -> RunResult:
     if sync is not None:
         # Only rank 0 uploads; the other ranks are done. An incomplete remote copy fails the run here.
         sync.finish()
+        progress.remote_missing = []
         log(ctx, f"remote copy complete: {sync.remote_url}")
     return result
 

@@ -147,3 +147,15 @@ def test_planner_command_prints_consecutive_windows(tiny_data, capsys):
     out = capsys.readouterr().out
     assert "window 0: 16 samples" in out and "window 1: 16 samples" in out
     assert f"{tiny_data['text']}/{{shard_" in out
+
+
+def test_printed_plan_of_a_small_dataset_read_in_many_passes_counts_shards_and_passes():
+    # 2 shards of 1026 samples; a window of 20 passes' worth of samples reads each shard 20 times.
+    plan = plan_checkpoint(text_params(1, [1.0]), 0, 20 * 2052, manifests=[fake_manifest("d0", 2, 1026)])
+    lines = str(plan).splitlines()
+    assert lines[1] == (
+        "  [0] text weight 1.0000: 41040 samples wanted from 2 shards read in 20 passes (2052 samples per pass), "
+        "epoch/cursor 0/0 -> 19/2"
+    )
+    # Each shard named once, not once per pass.
+    assert lines[2].count("shard_000000") == 1 and lines[2].count("shard_000001") == 1

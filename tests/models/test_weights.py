@@ -131,3 +131,25 @@ def test_vision_tower_weights_load_from_a_checkpoint(tmp_path: Path) -> None:
     loaded_params = ViTParams(**{**vit_params.__dict__, "resume_from_checkpoint": str(path)})
     vlm = create_model(tiny_vlm_params(vit=loaded_params))
     assert_same_weights(vlm.vision.state_dict(), vit.state_dict())
+
+
+def test_loading_llm_weights_into_a_vlm_says_what_was_loaded_from_where(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("RANK", raising=False)
+    llm = create_model(tiny_lm_params())
+    save_run_checkpoint(tmp_path / "llm_run", 3, llm)
+    lm_params = TransformerParams(**{**tiny_lm_params().__dict__, "resume_from_checkpoint": str(tmp_path / "llm_run")})
+    create_model(tiny_vlm_params(transformer=lm_params))
+    own = llm.state_dict()
+    values = sum(t.numel() for t in own.values())
+    # The run dir is named by the checkpoint it resolved to.
+    assert (
+        f"loaded {len(own)} tensors ({values / 1e6:.2f}M values): "
+        f"{tmp_path / 'llm_run' / 'checkpoints' / 'checkpoint_3.pt'} -> model.transformer"
+    ) in capsys.readouterr().err.splitlines()
+
+
+def test_only_rank_zero_reports_loaded_weights(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    model = create_model(tiny_lm_params())
+    load_weights_into(model, model.state_dict(), "x.pt -> model")
+    assert "loaded" not in capsys.readouterr().err

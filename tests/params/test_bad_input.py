@@ -151,3 +151,17 @@ def test_debug_flag_shows_the_traceback():
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_robotics_run_without_a_dataset_names_the_missing_dataset_first():
+    with pytest.raises(ConfigError) as err:
+        parse_train_params(["--model.type", "diffusion_policy", "--data.type", "robotics"])
+    assert str(err.value).startswith("data.dataset_manifest is empty: name at least one robotics dataset")
+
+
+def test_robotics_run_with_a_dataset_but_no_action_fields_names_the_action_fields():
+    with pytest.raises(ConfigError, match=r"^data.action_fields must name at least one low-dim field"):
+        parse_train_params(
+            ["--model.type", "diffusion_policy", "--data.type", "robotics", "--data.dataset_manifest", "[ds]",
+             "--data.dataset_modality", "[robotics]", "--data.dataset_weighting", "[1.0]"]
+        )  # fmt: skip

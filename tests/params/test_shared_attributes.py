@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import PRESETS
 from vla_foundry.params import ConfigError, parse_train_params
+from vla_foundry.params.train_experiment_params import init_shared_attributes
 
 BASE = ["--model.type", "transformer", "--data.type", "text"]
 
@@ -140,13 +141,26 @@ def test_a_global_batch_the_world_cannot_divide_suggests_a_per_gpu_batch(monkeyp
         parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "5", "--hparams.global_batch_size", "24"])
 
 
-def test_a_global_batch_smaller_than_one_micro_batch_per_process_lowers_the_micro_batch(monkeypatch):
+def test_a_global_batch_smaller_than_one_micro_batch_per_process_lowers_the_micro_batch(monkeypatch, capsys):
     # The quickstart's global batch of 16 (per-GPU 16) on 8 GPUs: 2 samples per process, no accumulation.
     monkeypatch.setenv("WORLD_SIZE", "8")
-    with pytest.warns(UserWarning, match="per_gpu_batch_size=16 lowered to 2 so that 8 processes keep"):
-        params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "16", "--hparams.global_batch_size", "16"])
+    monkeypatch.setenv("RANK", "0")
+    params = parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "16", "--hparams.global_batch_size", "16"])
     assert (params.hparams.per_gpu_batch_size, params.hparams.accumulation_steps) == (2, 1)
     assert params.global_batch_size == 16
+    # One plain line (no warning source line under it), printed once however often the values are derived again.
+    init_shared_attributes(params)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: hparams.per_gpu_batch_size=16 lowered to 2 so that 8 processes keep hparams.global_batch_size=16 "
+        "(no accumulation)"
+    ]
+
+
+def test_only_rank_zero_says_the_micro_batch_was_lowered(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "3")
+    parse_train_params([*BASE, "--hparams.per_gpu_batch_size", "16", "--hparams.global_batch_size", "16"])
+    assert "lowered" not in capsys.readouterr().err
 
 
 def test_a_global_batch_the_processes_cannot_share_is_an_error(monkeypatch):

@@ -68,7 +68,10 @@ def test_checkpoint_directory_is_uploaded_only_once_indexed_and_index_last(tmp_p
     order = []
     client = sync.client()
     upload = client.upload_file
-    client.upload_file = lambda local, bucket, key: (order.append(key.rsplit("/", 1)[-1]), upload(local, bucket, key))
+    client.upload_file = lambda local, bucket, key, **kw: (
+        order.append(key.rsplit("/", 1)[-1]),
+        upload(local, bucket, key, **kw),
+    )
     sync.run_pass()
     assert order[-1] == "index.json" and sorted(order) == ["__0_0.distcp", "index.json", "zz_after_the_index.bin"]
 
@@ -101,7 +104,7 @@ def test_unreachable_remote_is_summarised_once_per_pass_and_fails_the_end(tmp_pa
     calls = []
     client = sync.client()
     upload = client.upload_file
-    client.upload_file = lambda *a: (calls.append(a[2]), upload(*a))
+    client.upload_file = lambda *a, **k: (calls.append(a[2]), upload(*a, **k))
     sync.start()
     sync.start()
     assert sync.flush()
@@ -199,3 +202,63 @@ def test_sigterm_in_window_two_leaves_checkpoint_one_complete_on_the_remote(tmp_
 
     with local_checkpoint(resolve_checkpoint(checkpoint_dir(remote, 1))) as copy:
         verify_checkpoint(copy)  # every file there, sizes and checksums as in its index
+
+
+def test_a_stopped_endpoint_holds_finish_no_longer_than_the_deadline(tmp_path, stoppable_s3):
+    import signal
+    import time
+
+    _, server = stoppable_s3
+    for i in range(3):
+        _write(tmp_path / f"file_{i}.bin", b"x" * 1000)
+    sync = RemoteSync(str(tmp_path), "s3://runs/run", timeout_s=4, backoff_s=0.1)
+    server.send_signal(signal.SIGSTOP)  # it accepts connections and never answers
+    start = time.monotonic()
+    with pytest.raises(RemoteSyncError, match=r"3 files not uploaded \(file_0.bin, file_1.bin, file_2.bin\)"):
+        sync.finish()
+    assert time.monotonic() - start < 4.5
+
+
+_FINISH_THEN_EXIT = """
+import sys
+from vla_foundry.remote_sync import RemoteSync, RemoteSyncError
+sync = RemoteSync(sys.argv[1], "s3://runs/run", timeout_s=4, backoff_s=0.1)
+sync.run_pass()  # the endpoint answers: everything so far is uploaded
+with open(sys.argv[1] + "/late.bin", "wb") as f:
+    f.write(bytes(20 << 20))  # large enough for a multipart upload
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    sync.finish()
+except RemoteSyncError as e:
+    print("incomplete:", e, flush=True)
+"""
+
+
+def test_a_process_whose_endpoint_stopped_exits_within_the_deadline(tmp_path, stoppable_s3):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    _, server = stoppable_s3
+    _write(tmp_path / "config.yaml", b"a: 1\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FINISH_THEN_EXIT, str(tmp_path)], cwd=REPO_ROOT, env={**os.environ,
+        "PYTHONPATH": str(REPO_ROOT)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        server.send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=300)
+        elapsed = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert out.startswith("incomplete: remote copy s3://runs/run of ") and "late.bin" in out
+    # The 4 s deadline, plus the interpreter's own exit.
+    assert elapsed < 6.0, elapsed

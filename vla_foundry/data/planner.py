@@ -3,7 +3,8 @@
 For every dataset the shards are visited in a seeded permutation (one permutation per epoch) with a cursor; window k
 takes, per dataset, the next shards until they hold at least `weight x samples_per_window` samples. The plan is a
 pure function of (dataset manifests, weights, seed, window index, window size): every rank computes the same plan
-without communicating, a checkpoint stores its `to_dict()`, and `print(plan)` shows the datastrings.
+without communicating, a checkpoint stores its `to_dict()`, and `print(plan)` shows the datastrings (a shard read in
+several passes listed once, with the number of passes).
 """
 
 from __future__ import annotations
@@ -67,11 +68,39 @@ class DatasetPlan:
         return sum(self.shard_sizes)
 
     @property
+    def distinct_shards(self) -> list[str]:
+        """The shards of the plan, each once, in the order they are first read."""
+        return list(dict.fromkeys(self.shards))
+
+    @property
+    def passes(self) -> int:
+        """Epochs the plan reads from (a small dataset is read in many passes to fill a window)."""
+        return len(set(self.shard_epochs))
+
+    @property
     def datastring(self) -> str:
         """The shard list in brace form, e.g. `s3://b/ds/{000003,000000}.tar`."""
-        if not self.shards:
+        return self._brace_form(list(self.shards))
+
+    def summary(self) -> str:
+        """One line per dataset for the console: shards read again in later passes are counted (and listed) once."""
+        distinct = self.distinct_shards
+        if len(distinct) == len(self.shards):
+            wanted = f"from {len(self.shards)} shards ({self.available_samples} available)"
+            return (
+                f"{wanted}, epoch/cursor {self.start.epoch}/{self.start.cursor} -> {self.end.epoch}/{self.end.cursor}"
+            )
+        size = dict(zip(self.shards, self.shard_sizes))
+        per_pass = sum(size[s] for s in distinct)
+        return (
+            f"from {len(distinct)} shards read in {self.passes} passes ({per_pass} samples per pass), epoch/cursor "
+            f"{self.start.epoch}/{self.start.cursor} -> {self.end.epoch}/{self.end.cursor}"
+        )
+
+    def _brace_form(self, shards: list[str]) -> str:
+        if not shards:
             return ""
-        names = [storage.basename(s)[: -len(".tar")] for s in self.shards]
+        names = [storage.basename(s)[: -len(".tar")] for s in shards]
         if self.modality in STREAMED_MODALITIES:
             return f"{self.dataset_dir} episodes {{{','.join(names)}}}"
         return storage.join(self.dataset_dir, "{" + ",".join(names) + "}.tar")
@@ -154,12 +183,8 @@ class CheckpointPlan:
             f"data plan ({self.split}) window {self.window_index}: {self.samples_per_window} samples, seed {self.seed}"
         ]
         for i, d in enumerate(self.datasets):
-            lines.append(
-                f"  [{i}] {d.modality} weight {d.weight:.4f}: {d.num_samples} samples wanted from {len(d.shards)} "
-                f"shards ({d.available_samples} available), epoch/cursor {d.start.epoch}/{d.start.cursor} -> "
-                f"{d.end.epoch}/{d.end.cursor}"
-            )
-            lines.append(f"      {d.datastring}")
+            lines.append(f"  [{i}] {d.modality} weight {d.weight:.4f}: {d.num_samples} samples wanted {d.summary()}")
+            lines.append(f"      {d._brace_form(d.distinct_shards)}")
         return "\n".join(lines)
 
 

@@ -5,12 +5,14 @@
     caption_image(load_run("experiments/my_vlm"), [image_uint8_hwc])
 
 The tokenizer and the image normalisation are the ones the run was trained with (read from its config.yaml;
-`tokenizer=` overrides).
+`tokenizer=` overrides). A caption that reaches `max_new_tokens` before its end-of-sequence token ends at its last
+whole word, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,6 +66,37 @@ def _decode(tok: Tokenizer, new_tokens: torch.Tensor) -> list[str]:
         if tok.eos_token_id in row:
             row = row[: row.index(tok.eos_token_id)]
         out.append(tok.decode(row))
+    return out
+
+
+def _hit_limit(new_tokens: torch.Tensor, eos_token_id: int | None) -> list[bool]:
+    """Per row of generated ids (B, T): True when no end-of-sequence token came (the row stopped at the limit)."""
+    return [eos_token_id is None or eos_token_id not in row for row in new_tokens.tolist()]
+
+
+def whole_word_captions(captions: list[str], hit_limit: list[bool], max_new_tokens: int) -> list[str]:
+    """Captions that ran into `max_new_tokens` end at their last whole word ("a blue square on a grey backgrou" ->
+    "a blue square on a grey"), and one warning says which ones were cut; finished captions are unchanged."""
+    out = []
+    cut = []
+    for i, (text, limited) in enumerate(zip(captions, hit_limit)):
+        if limited:
+            cut.append(i)
+            stripped = text.rstrip()
+            # A caption ending in whitespace or punctuation ended a word; else its last word may be partial.
+            if stripped == text and stripped and stripped[-1].isalnum() and any(c.isspace() for c in stripped):
+                text = stripped[: max(j for j, c in enumerate(stripped) if c.isspace())].rstrip()
+            else:
+                text = stripped
+        out.append(text)
+    if cut:
+        shown = ", ".join(str(i) for i in cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
+        print(
+            f"warning: caption {shown} reached max_new_tokens={max_new_tokens} before its end: cut at the last "
+            "whole word (give a larger max_new_tokens for the whole caption)",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -151,7 +184,7 @@ def caption_image(
             eos_token_id=tok.eos_token_id,
             generator=generator,
         )
-    return _decode(tok, new)
+    return whole_word_captions(_decode(tok, new), _hit_limit(new, tok.eos_token_id), max_new_tokens)
 
 
 def training_image_stats(run: LoadedRun) -> tuple[tuple, tuple]:
@@ -199,4 +232,5 @@ def _caption_with_hf_processor(
             temperature=temperature,
             eos_token_id=tok.eos_token_id,
         )
-    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+    captions = tok.batch_decode(new, skip_special_tokens=True)
+    return [t.strip() for t in whole_word_captions(captions, _hit_limit(new, tok.eos_token_id), max_new_tokens)]

@@ -136,8 +136,9 @@ def launch(argv: Sequence[str]) -> Any:
     run_dir = os.path.join(save_path, name)
 
     if not ray_params.address:
-        # Local workers share this interpreter's environment (read by Ray at import time).
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        from vla_foundry.local_ray import prepare_local_ray_environment
+
+        prepare_local_ray_environment()
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer

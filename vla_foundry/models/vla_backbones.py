@@ -32,7 +32,7 @@ from torch import nn
 
 from vla_foundry.models.hf_loading import load_hf_model, load_processor, no_split_block_types
 from vla_foundry.models.registry import create_model, fsdp_block_types
-from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights
+from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights, weights_source
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import (
     CLIPBackboneParams,
@@ -535,7 +535,7 @@ def build_backbone(params: DiffusionPolicyParams, load_pretrained: bool = True) 
         load_weights_into(
             adapter.model,
             read_model_weights(params.backbone_run),
-            f"backbone run {params.backbone_run} -> model.backbone",
+            f"backbone run {params.backbone_run} ({weights_source(params.backbone_run)}) -> model.backbone",
         )
     if isinstance(adapter, HFVLMBackbone):
         adapter.add_action_token()

@@ -25,7 +25,7 @@ from vla_foundry.models.registry import (
     register_batch_handler,
     register_model,
 )
-from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights
+from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights, weights_source
 from vla_foundry.params.model_params import ModelParams, VLMParams
 
 
@@ -164,7 +164,7 @@ def load_submodule_weights(module: nn.Module, sub_params: ModelParams, field: st
     """Load `model.<field>.resume_from_checkpoint` (a run directory or checkpoint file) into a sub-module."""
     path = sub_params.resume_from_checkpoint
     if path:
-        load_weights_into(module, read_model_weights(path), f"checkpoint {path} -> model.{field}")
+        load_weights_into(module, read_model_weights(path), f"{weights_source(path)} -> model.{field}")
 
 
 @register_model("vlm")

@@ -10,7 +10,9 @@ arbitrary pickle). Paths are local or `s3://`; every unreadable input is one `Ch
 from __future__ import annotations
 
 import io
+import os
 import re
+import sys
 
 import torch
 from torch import nn
@@ -98,6 +100,19 @@ def load_weights_into(module: nn.Module, state_dict: dict[str, torch.Tensor], wh
                 parts.append(f"{len(keys)} {label} keys: {shown}")
         raise ValueError(f"cannot load weights for {what}: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        # Every rank loads the same weights: one line for the job, so a user sees which weights the run starts from.
+        values = sum(t.numel() for t in state_dict.values())
+        print(f"loaded {len(state_dict)} tensors ({values / 1e6:.2f}M values): {what}", file=sys.stderr, flush=True)
+
+
+def weights_source(path: str) -> str:
+    """The file or checkpoint directory `read_model_weights(path)` reads: a run dir names its newest complete
+    checkpoint (for messages saying where weights came from)."""
+    path = str(path).rstrip("/")
+    if path.endswith(WEIGHT_SUFFIXES) and not CHECKPOINT_PATTERN.search(storage.basename(path)):
+        return path
+    return resolve_checkpoint(path).path
 
 
 def freeze(module: nn.Module) -> None:

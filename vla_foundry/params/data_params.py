@@ -230,6 +230,13 @@ class RoboticsDataParams(DataParams):
 
     def validate(self) -> None:
         super().validate()
+        if not self.action_fields and not self.dataset_manifest:
+            # No dataset at all is the first thing to fix: the action fields are names of the dataset's fields.
+            raise ConfigError(
+                "data.dataset_manifest is empty: name at least one robotics dataset (a preprocessed directory or its "
+                "manifest.jsonl; a LeRobot root with data.dataset_modality [lerobot]), then data.action_fields from "
+                "its low-dim fields"
+            )
         if not self.action_fields:
             raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
         for name in self.language_instruction_types:

@@ -12,6 +12,9 @@ Composition, lowest to highest precedence:
 Before decoding, every key is checked against the dataclasses: an unknown key is an error naming the key,
 where it came from and the closest valid names; `type` selects a model/data class; union fields resolve to
 the first variant that has every given key. Leaf values (numbers, lists, tuples) are decoded by draccus.
+
+Loading refuses, in one line naming the file: an include cycle, a document whose aliases expand past
+`structured_files.MAX_YAML_NODES` values, and a missing file (with the closest names in its folder).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from draccus.parsers.yaml_loader import SafeLoaderWithInclusion
 
 from vla_foundry import storage
 from vla_foundry.params.base_params import ConfigError, ParamsRegistry
-from vla_foundry.structured_files import read_structured_file, yaml_problem
+from vla_foundry.structured_files import load_yaml_document, read_structured_file, yaml_problem
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class _IncludeLoader(SafeLoaderWithInclusion):
     """YAML loader for `!include` with a key-by-key merge for `<<: !include` and a record of files read."""
 
     files_read: list[str]
+    include_chain: tuple[str, ...]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         # Pull out `<<: !include file` entries and merge them under the mapping's own keys (deep merge),
@@ -74,7 +78,17 @@ class _IncludeLoader(SafeLoaderWithInclusion):
 
 def _include(loader: _IncludeLoader, node: yaml.Node) -> Any:
     parent = getattr(loader, "current_file", None) or getattr(loader.stream, "name", ".")
-    return _load_yaml_file(_relative_to(parent, node.value), loader.files_read, included_from=parent)
+    path = _relative_to(parent, node.value)
+    chain = loader.include_chain
+    if _same_file_key(path) in [_same_file_key(p) for p in chain]:
+        cycle = [*chain[[_same_file_key(p) for p in chain].index(_same_file_key(path)) :], path]
+        raise ConfigError(f"include cycle: {' -> '.join(cycle)}; a file cannot include itself, directly or not")
+    return _load_yaml_file(path, loader.files_read, included_from=parent, chain=chain)
+
+
+def _same_file_key(path: str) -> str:
+    """One spelling per file: a path through `..`, a symlink and the plain path name the same local file."""
+    return path if storage.is_s3(path) else os.path.realpath(path)
 
 
 def _relative_to(parent: str, path: str) -> str:
@@ -90,13 +104,16 @@ def _relative_to(parent: str, path: str) -> str:
 _IncludeLoader.add_constructor("!include", _include)
 
 
-def _load_yaml_file(path: str, files_read: list[str], included_from: str | None = None) -> Any:
-    """One YAML config file (local or s3://) with its includes; any unreadable file is a one-line ConfigError."""
+def _load_yaml_file(
+    path: str, files_read: list[str], included_from: str | None = None, chain: tuple[str, ...] = ()
+) -> Any:
+    """One YAML config file (local or s3://) with its includes; any unreadable file is a one-line ConfigError.
+    `chain`: the files whose includes led here (outermost first), to name an include cycle."""
     where = f" (included from {included_from})" if included_from else ""
     try:
         text = storage.read_text(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ConfigError(f"config file not found: {path}{where}") from None
+        raise ConfigError(f"config file not found: {path}{where}{_closest_files(path)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(
             f"{path}{where} is not a text file (undecodable byte at offset {e.start}): give a YAML config"
@@ -105,12 +122,34 @@ def _load_yaml_file(path: str, files_read: list[str], included_from: str | None 
     loader = _IncludeLoader(text)
     loader.files_read = files_read
     loader.current_file = path
+    loader.include_chain = (*chain, path)
     try:
-        return loader.get_single_data()
+        return load_yaml_document(loader, path, ConfigError)
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML in {path}: {yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config (corrupt or generated?)") from None
     finally:
         loader.dispose()
+
+
+def _closest_files(path: str) -> str:
+    """ "; closest: a.yaml, b.yaml" from the YAML files beside a missing local `path` (empty when none is close);
+    a missing folder is named, with the closest folders beside it."""
+    if storage.is_s3(path):
+        return ""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        parent = os.path.dirname(os.path.normpath(folder)) or "."
+        if not os.path.isdir(parent):
+            return f"; folder {folder} does not exist"
+        dirs = [d for d in os.listdir(parent) if os.path.isdir(os.path.join(parent, d))]
+        close = difflib.get_close_matches(os.path.basename(os.path.normpath(folder)), dirs, n=3, cutoff=0.6)
+        shown = ", ".join(os.path.join(parent, d) if parent != "." else d for d in close)
+        return f"; folder {folder} does not exist" + (f" (closest: {shown})" if close else "")
+    names = [n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))]
+    close = difflib.get_close_matches(os.path.basename(path), names, n=3, cutoff=0.6)
+    return "; closest: " + ", ".join(os.path.join(os.path.dirname(path), n) for n in close) if close else ""
 
 
 def load_yaml(path: str | os.PathLike) -> tuple[dict, list[str]]:
@@ -356,6 +395,17 @@ def _build_value(tp: Any, value: Any, dotted: str, sources: _Sources, strict: bo
             f"{', '.join(str(a) for a in allowed)}"
         )
     variants = _dataclass_variants(tp)
+    if variants and isinstance(value, str) and value.strip().endswith((".yaml", ".yml")):
+        # A preset path where a block is expected: the file is loaded only when asked to (`include`, `!include`).
+        where = sources.where(dotted)
+        fix = (
+            f'--{dotted} "include {value}"'
+            if where.startswith("on the command line")
+            else f"{dotted}: !include {value}"
+        )
+        raise ConfigError(
+            f"{dotted}={value!r} ({where}) is a file name where a block of fields is expected; load it with {fix}"
+        )
     if not variants or not isinstance(value, dict):
         return _decode_leaf(tp, value, dotted, sources)
     if len(variants) == 1:

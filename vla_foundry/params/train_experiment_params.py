@@ -139,7 +139,7 @@ def init_shared_attributes(
     world = distributed.world_size
     hp = cfg.hparams
     data = replace(cfg.data, seed=shared_value("hparams.seed", hp.seed, cfg.data.seed, "data.seed"))
-    hp = replace(hp, **_batch_values(hp, world))
+    hp = replace(hp, **_batch_values(hp, world, announce=distributed.rank == 0))
     model, data = share_model_and_data(cfg.model, data, resolved)
 
     # Budget: samples per checkpoint window and total optimizer steps.
@@ -182,10 +182,10 @@ def init_shared_attributes(
     )
 
 
-def _batch_values(hp: HyperParams, world: int) -> dict[str, int]:
+def _batch_values(hp: HyperParams, world: int, announce: bool = True) -> dict[str, int]:
     """global_batch_size, per_gpu_batch_size, world_size and accumulation_steps: the global batch is kept on any
     world size. Accumulation = global / (per_gpu x world); when even one micro-batch per process would exceed the
-    global batch, the micro-batch is lowered to global / world (with a warning) instead."""
+    global batch, the micro-batch is lowered to global / world instead, said in one line (by rank 0: `announce`)."""
     global_bs = hp.global_batch_size
     if global_bs is None:
         if world > 1:
@@ -197,13 +197,16 @@ def _batch_values(hp: HyperParams, world: int) -> dict[str, int]:
         global_bs = hp.per_gpu_batch_size
     per_gpu = hp.per_gpu_batch_size
     if global_bs < per_gpu * world and global_bs % world == 0:
-        import warnings
+        if announce:
+            import sys
 
-        warnings.warn(
-            f"hparams.per_gpu_batch_size={per_gpu} lowered to {global_bs // world} so that {world} processes keep "
-            f"hparams.global_batch_size={global_bs} (no accumulation)",
-            stacklevel=3,
-        )
+            # A plain line, not a UserWarning: Python would print the warning's source line with it.
+            print(
+                f"warning: hparams.per_gpu_batch_size={per_gpu} lowered to {global_bs // world} so that {world} "
+                f"processes keep hparams.global_batch_size={global_bs} (no accumulation)",
+                file=sys.stderr,
+                flush=True,
+            )
         per_gpu = global_bs // world
     per_step = per_gpu * world
     if global_bs % per_step != 0:

@@ -108,6 +108,23 @@ class Converter(ABC):
         """Counters worth reporting (e.g. video container opens)."""
         return {}
 
+    def check_camera_rename(self, source_cameras: list[str], where: str) -> None:
+        """Every `camera_rename` key must name a camera of the source (as the source calls it); one that matches
+        none is a ConfigError naming the source's cameras, instead of a rename that silently does nothing."""
+        import difflib
+
+        unknown = [key for key in self.params.camera_rename if key not in source_cameras]
+        if not unknown:
+            return
+        key = unknown[0]
+        close = difflib.get_close_matches(key, source_cameras, n=1, cutoff=0.5)
+        # Users often give the short stored name (`top`) where the source's own name is expected.
+        close = close or [c for c in source_cameras if c.endswith("." + key) or c.endswith("/" + key)][:1]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where}: camera_rename key {key!r}{hint} matches no camera; its cameras: {', '.join(source_cameras)}"
+        )
+
     def select_cameras(self, episode_id: str, available: list[str], length: int | None = None) -> list[str]:
         """The cameras to store, in order; raises EpisodeError(kind="missing_camera") when a requested one is
         absent (`length`, when known, counts the episode's samples as dropped)."""

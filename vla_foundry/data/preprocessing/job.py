@@ -178,9 +178,9 @@ class TaskSpool:
 def init_ray(params: Any) -> bool:
     """Connect to `--ray_address` or start a local Ray; returns whether this call started it."""
     if not params.ray_address:
-        # Local workers share this interpreter's environment: Ray need not rebuild it under `uv run` (read by Ray
-        # at import time, so set before the import).
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        from vla_foundry.local_ray import prepare_local_ray_environment
+
+        prepare_local_ray_environment()
     import ray
 
     if ray.is_initialized():

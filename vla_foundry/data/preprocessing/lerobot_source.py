@@ -158,6 +158,7 @@ class LeRobotConverter(Converter):
         features = info.get("features", {})
         video_keys = sorted(k for k, f in features.items() if f.get("dtype") == "video")
         image_keys = sorted(k for k, f in features.items() if f.get("dtype") == "image")
+        self.check_camera_rename(video_keys + image_keys, root)
         cameras = {stored_camera_name(k, self.params.camera_rename): k for k in video_keys + image_keys}
         if self.params.camera_names is not None and self.params.missing_camera == "error":
             missing = [c for c in self.params.camera_names if c not in cameras]

@@ -170,6 +170,7 @@ class McapConverter(Converter):
         if not self.lowdim:
             raise ConfigError(f"mapping_path={params.mapping_path}: an MCAP mapping needs a lowdim section")
         self.cameras = {str(k): str(v) for k, v in (self.mapping.get("cameras") or {}).items()}
+        self.check_camera_rename(list(self.cameras), f"mapping_path={params.mapping_path}")
         self.tolerance_s = params.tolerance_s if params.tolerance_s is not None else 1.0 / params.fps
 
     def plan_read_tasks(self) -> list[ReadTask]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -142,8 +141,9 @@ def ensure_ray(data_params: Any, address: str | None = None) -> bool:
     small local one; returns whether this call started one."""
     address = address or data_params.ray_address
     if not address:
-        # Local workers share this interpreter's environment (read by Ray at import time).
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        from vla_foundry.local_ray import prepare_local_ray_environment
+
+        prepare_local_ray_environment()
     import ray
 
     if ray.is_initialized():
