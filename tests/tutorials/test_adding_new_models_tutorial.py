@@ -38,3 +38,28 @@ def test_adding_new_models_notebook_is_committed_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not code_outputs(nb)
     assert all(cell.get("execution_count") is None for cell in nb.cells if cell.cell_type == "code")
+
+
+def test_the_documented_nbconvert_command_runs_the_notebook_from_its_own_folder(tmp_path: Path):
+    """What the README tells a user to type, from the tutorials/ folder: `uv run --group notebooks jupyter nbconvert
+    --to notebook --execute NOTEBOOK` (the group brings jupyter; the kernel starts in the notebook's folder)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH: install it (pip install uv) to run the documented tutorial command"
+    env = {**os.environ, "TOY_MODEL_TUTORIAL_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [uv, "run", "--frozen", "--group", "notebooks", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         NOTEBOOK.name, "--output-dir", str(tmp_path / "out")],
+        cwd=NOTEBOOK.parent, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    executed = json.loads((tmp_path / "out" / NOTEBOOK.name).read_text())
+    errors = [
+        o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"
+    ]
+    assert errors == []
+    assert (tmp_path / "work" / "toy" / "checkpoints" / "checkpoint_1").is_dir()

@@ -13,7 +13,7 @@ NOTEBOOK = REPO_ROOT / "tutorials" / "sim_evaluation.ipynb"
 
 
 def test_sim_notebook_goes_from_demos_to_a_closed_loop_evaluation(tmp_path: Path):
-    nb = execute_notebook(NOTEBOOK, env={"SIM_TUTORIAL_DIR": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    nb = execute_notebook(NOTEBOOK, env={"SIM_TUTORIAL_DIR": str(tmp_path)})
     info = json.loads((tmp_path / "demos" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1
     # The recorded demos go through the normal preprocessing path: every recorded step becomes an anchor.
