@@ -151,3 +151,16 @@ def test_debug_flag_shows_the_traceback():
     )
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "traceback"), [(["--debug", "True"], True), (["--debug=true"], True),
+                                                 (["--debug", "False"], False)])  # fmt: skip
+def test_debug_takes_a_value_like_every_bool_flag(flag, traceback):
+    result = subprocess.run(
+        [sys.executable, "vla_foundry/main.py", *BASE, "--hparams.precision", "bf32", *flag],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert ("Traceback" in result.stderr) is traceback
+    if not traceback:
+        assert len(result.stderr.strip().splitlines()) == 1
