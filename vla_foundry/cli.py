@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -23,6 +23,27 @@ def parse_bool(text: str) -> bool:
         return BOOL_WORDS[text.lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; valid: True, False") from None
+
+
+def pop_bool_flag(args: Sequence[str], flag: str) -> tuple[bool, list[str]]:
+    """(value, the other args) of a boolean flag taken out before the rest is parsed (e.g. main.py's `--debug`),
+    given as `--flag`, `--flag True|False` or `--flag=VALUE`; a value that is not a boolean is a ConfigError."""
+    from vla_foundry.params.base_params import ConfigError
+
+    value, rest, i = False, [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == flag or arg.startswith(flag + "="):
+            given = arg.partition("=")[2] if "=" in arg else None
+            if given is None and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                given, i = args[i + 1], i + 1
+            if given is not None and given.lower() not in BOOL_WORDS:
+                raise ConfigError(f"{flag}={given!r} is not a boolean; valid: True, False (or {flag} alone)")
+            value = True if given is None else BOOL_WORDS[given.lower()]
+        else:
+            rest.append(arg)
+        i += 1
+    return value, rest
 
 
 def add_bool_flag(parser: argparse.ArgumentParser, name: str, help: str, default: bool = False) -> None:

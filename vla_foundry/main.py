@@ -3,8 +3,8 @@
     python vla_foundry/main.py --config_path config_presets/training_jobs/quickstart.yaml
     torchrun --nproc_per_node=N vla_foundry/main.py --config_path job.yaml --hparams.lr 1e-4
 
-Flags: `--help` lists every field (`--help hparams`: one group); `--resolve_configs True` prints the resolved config (data-derived values
-included) and exits; `--plugins my_pkg.toy_model,...` imports modules that register model / data types;
+Flags: `--help` lists every field (`--help hparams`: one group); `--resolve_configs True` prints the resolved
+config (data-derived values included) and exits; `--plugins my_pkg.toy_model,...` imports modules that register model / data types;
 `--debug` (or `--debug True`) shows full tracebacks for configuration errors.
 """
 
@@ -60,6 +60,8 @@ def resolve_configs(params) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    from vla_foundry.cli import pop_bool_flag
+
     try:
         debug, args = pop_bool_flag(args, "--debug")
     except ConfigError as e:
@@ -99,28 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_FACING_ERRORS as e:
         return report_error(e, debug)
     return 0
-
-
-BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def pop_bool_flag(args: Sequence[str], flag: str) -> tuple[bool, list[str]]:
-    """(value, the other args) of a boolean launcher flag given as `--flag`, `--flag True|False` or `--flag=VALUE`,
-    the spellings every bool field accepts; a value that is not a boolean is a ConfigError."""
-    value, rest, i = False, [], 0
-    while i < len(args):
-        arg = args[i]
-        if arg == flag or arg.startswith(flag + "="):
-            given = arg.partition("=")[2] if "=" in arg else None
-            if given is None and i + 1 < len(args) and not args[i + 1].startswith("-"):
-                given, i = args[i + 1], i + 1
-            if given is not None and given.lower() not in BOOL_WORDS:
-                raise ConfigError(f"{flag}={given!r} is not a boolean; valid: True, False (or {flag} alone)")
-            value = True if given is None else BOOL_WORDS[given.lower()]
-        else:
-            rest.append(arg)
-        i += 1
-    return value, rest
 
 
 def help_plugins(args: Sequence[str]) -> list[str]:
