@@ -26,15 +26,21 @@ PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args() -> argparse.Namespace:
+    from vla_foundry.cli import add_list_flag, list_value
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per_gpu_batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per mode")
     parser.add_argument("--warmup_steps", type=int, default=5, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--grad_checkpointing", type=lambda s: s.lower() == "true", default=False)
-    parser.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    add_list_flag(parser, "--modes", str, '"[eager, compile]" or one of them', default=["eager", "compile"])
     parser.add_argument("--model_preset", default=os.path.join(PRESET, "transformer_1b.yaml"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.modes = list_value(parser, args, "--modes")
+    if unknown := sorted(set(args.modes) - {"eager", "compile"}):
+        parser.error(f"--modes: unknown {unknown}; valid: eager, compile")
+    return args
 
 
 def build_params(args: argparse.Namespace, compile_model: bool, steps: int):

@@ -74,14 +74,16 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from vla_foundry.cli import add_list_flag, list_value
     from vla_foundry.inference import Policy, PolicyClient, PolicyServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="config_presets/models/vla_diffusion_tiny.yaml")
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--image_hw", type=int, nargs=2, default=(480, 640))
+    add_list_flag(parser, "--image_hw", int, 'camera frame size "[height, width]"', default=[480, 640])
     args = parser.parse_args()
+    args.image_hw = list_value(parser, args, "--image_hw")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     with tempfile.TemporaryDirectory(prefix="bench_policy_") as root:

@@ -95,18 +95,22 @@ def gymnasium_render_fps(task: str, image_size: tuple[int, int], frames: int) ->
 
 
 def main() -> None:
+    from vla_foundry.cli import add_list_flag, list_value
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="aloha_transfer_cube", help="an env with a scripted expert")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    add_list_flag(parser, "--workers", int, 'worker counts to compare, e.g. "[1, 2]"', default=[1, 2])
     parser.add_argument("--episodes_per_worker", type=int, default=2)
     parser.add_argument("--max_steps", type=int, default=100)
-    parser.add_argument("--image_size", type=int, nargs=2, default=[240, 320])
+    add_list_flag(parser, "--image_size", int, 'render size "[height, width]"', default=[240, 320])
     parser.add_argument("--run_dir", default=None, help="a trained run for the policy + env figure")
     parser.add_argument("--policy_env", default="aloha_transfer_cube")
     parser.add_argument("--policy_steps", type=int, default=60)
     parser.add_argument("--render_frames", type=int, default=200, help="frames for the rendering figure (0: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="alternated repeats of the rendering figures")
     args = parser.parse_args()
+    args.workers = list_value(parser, args, "--workers")
+    args.image_size = list_value(parser, args, "--image_size")
 
     import statistics
 

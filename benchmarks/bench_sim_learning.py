@@ -24,10 +24,12 @@ PRESETS = "config_presets"
 
 
 def main() -> None:
+    from vla_foundry.cli import add_list_flag, list_value
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demos", type=int, default=50)
     parser.add_argument("--demo_workers", type=int, default=2)
-    parser.add_argument("--demo_image_size", type=int, nargs=2, default=[240, 320])
+    add_list_flag(parser, "--demo_image_size", int, 'demo render size "[height, width]"', default=[240, 320])
     parser.add_argument("--image_size", type=int, default=32, help="training image size (the model's)")
     parser.add_argument("--model", default=f"{PRESETS}/models/vla_diffusion_tiny.yaml")
     parser.add_argument("--hparams", default=f"{PRESETS}/hparams/cpu_tiny.yaml")
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--work_dir", default=None)
     args = parser.parse_args()
+    args.demo_image_size = list_value(parser, args, "--demo_image_size")
 
     from vla_foundry.data.preprocessing.preprocess_robotics_to_tar import main as preprocess
     from vla_foundry.eval.make_sim_demos import make_sim_demos

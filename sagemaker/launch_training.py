@@ -260,13 +260,34 @@ def printable(value: Any, sm: SageMakerParams | None = None) -> Any:
     return mask_secrets(value, extra)
 
 
-def resolve_aws(launch: dict, sm: SageMakerParams) -> dict:
-    """Fill the account-dependent parts (image URI, role) from the AWS session."""
+def aws_session(sm: SageMakerParams) -> Any:
+    """The boto3 session the job is submitted with; a ConfigError (one line) when credentials, the region or the
+    sagemaker package are missing, before anything is sent to AWS."""
     import boto3
 
+    session = boto3.Session(region_name=sm.region) if sm.region else boto3.Session()
+    if session.get_credentials() is None:
+        raise ConfigError(
+            "no AWS credentials found: run `aws configure` or set AWS_PROFILE (or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY); --sagemaker.dry_run True shows the job without AWS"
+        )
+    if not session.region_name:
+        raise ConfigError("no AWS region: set --sagemaker.region (e.g. us-east-1) or AWS_REGION")
+    try:
+        from sagemaker.pytorch import PyTorch  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the sagemaker package is not installed: run the launcher as `uv run --group sagemaker "
+            "sagemaker/launch_training.py ...`"
+        ) from None
+    return session
+
+
+def resolve_aws(launch: dict, sm: SageMakerParams) -> dict:
+    """Fill the account-dependent parts (image URI, role) from the AWS session."""
     import sagemaker
 
-    session = boto3.Session(region_name=sm.region) if sm.region else boto3.Session()
+    session = aws_session(sm)
     region = session.region_name
     if sm.image is None:
         account = session.client("sts").get_caller_identity()["Account"]
@@ -310,8 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sm.dry_run:
         print(json.dumps(printable(launch, sm), indent=2))
         return 0
-    launch = resolve_aws(launch, sm)
-    name = submit(launch, sm)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        launch = resolve_aws(launch, sm)
+        name = submit(launch, sm)
+    except ConfigError as e:
+        print(f"error: {printable(str(e))}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as e:
+        # Expired credentials, a missing role or ECR image, a quota: AWS's own message says which.
+        print(f"error: AWS refused the job: {printable(str(e))}", file=sys.stderr)
+        return 2
     print(f"submitted SageMaker training job {name} ({sm.instance_count} x {sm.ml_instance_type})")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,37 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# What .ci/run installs on Debian/Ubuntu for headless rendering (EGL with Mesa's software rasteriser).
+SIM_SYSTEM_PACKAGES = "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri"
+EGL_VENDOR_DIRS = ("/usr/share/glvnd/egl_vendor.d", "/etc/glvnd/egl_vendor.d")
+
+
+def headless_gl_problem(
+    library: str = "libEGL.so.1", vendor_dirs: tuple[str, ...] = EGL_VENDOR_DIRS, platform: str = sys.platform
+) -> str | None:
+    """One line saying what the simulator tests lack to render with MUJOCO_GL=egl on Linux, or None: the EGL
+    library, or any EGL vendor (Mesa's or a GPU driver's) for it to load."""
+    if platform != "linux" or os.environ.get("MUJOCO_GL", "egl") != "egl":
+        return None
+    import ctypes
+
+    fix = f"on Debian/Ubuntu: sudo apt-get install {SIM_SYSTEM_PACKAGES}"
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return f"the simulator tests render with EGL and {library} is not installed; {fix}"
+    if not any(os.path.isdir(d) and any(n.endswith(".json") for n in os.listdir(d)) for d in vendor_dirs):
+        return f"the simulator tests render with EGL and no EGL vendor (Mesa or a GPU driver) is installed; {fix}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def headless_gl() -> None:
+    """Fails the simulator tests with one line naming the missing system packages, before a simulator starts."""
+    problem = headless_gl_problem()
+    if problem:
+        pytest.fail(problem, pytrace=False)
 
 
 def _free_port() -> int:

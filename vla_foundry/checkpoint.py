@@ -1076,19 +1076,22 @@ def export_run_weights(run_dir: str, with_ema: bool, warn: Callable[[str], None]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vla_foundry.checkpoint export RUN_OR_CHECKPOINT [--checkpoint N] [--output F] [--ema]`"""
+    """`python -m vla_foundry.checkpoint export --run_dir RUN_OR_CHECKPOINT [--checkpoint N] [--output F] [--ema]`"""
     import argparse
+
+    from vla_foundry.cli import add_bool_flag, add_run_dir_flag, run_dir_value
 
     parser = argparse.ArgumentParser(prog="python -m vla_foundry.checkpoint", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write consolidated weights as one .safetensors file (streaming)")
-    export.add_argument("path", help="run dir (latest complete checkpoint), checkpoint_<n> dir or file; local or s3")
+    add_run_dir_flag(export, "run dir (latest complete checkpoint), checkpoint_<n> dir or file; local or s3")
     export.add_argument("--checkpoint", type=int, default=None, help="checkpoint number n of the run (default latest)")
     export.add_argument("--output", default=None, help="a .safetensors file (default <run>/model.safetensors)")
-    export.add_argument("--ema", action="store_true", help="export the EMA weights (default <run>/ema.safetensors)")
+    add_bool_flag(export, "--ema", "export the EMA weights (default <run>/ema.safetensors)")
     args = parser.parse_args(argv)
+    path = run_dir_value(export, args)
     try:
-        out = export_weights(args.path, args.output, use_ema=args.ema, checkpoint=args.checkpoint)
+        out = export_weights(path, args.output, use_ema=args.ema, checkpoint=args.checkpoint)
     except (CheckpointError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -64,13 +64,16 @@ def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vla_foundry.cli import add_list_flag, add_run_dir_flag, list_value, run_dir_value
+
     parser = argparse.ArgumentParser(description="Plot a run's metrics.jsonl to a PNG.")
-    parser.add_argument("run_dir", help="run directory or metrics.jsonl path")
+    add_run_dir_flag(parser, "run directory or metrics.jsonl path")
     parser.add_argument("--output", default="metrics.png", help="PNG file to write")
-    parser.add_argument("--metrics", nargs="*", default=None, help=f"metrics to plot (default: {DEFAULT_METRICS})")
+    add_list_flag(parser, "--metrics", str, f'metrics to plot, e.g. "[loss, lr]" (default: {DEFAULT_METRICS})')
     args = parser.parse_args(argv)
+    run_dir = run_dir_value(parser, args)
     try:
-        drawn = plot_metrics(args.run_dir, args.output, args.metrics)
+        drawn = plot_metrics(run_dir, args.output, list_value(parser, args, "--metrics"))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,4 +29,4 @@ run "${LAUNCH[@]}" vla_foundry/main.py \
   --name llm_tiny \
   "$@"
 
-run uv run python -m vla_foundry.plot_metrics experiments/llm_tiny --output experiments/llm_tiny/metrics.png
+run uv run python -m vla_foundry.plot_metrics --run_dir experiments/llm_tiny --output experiments/llm_tiny/metrics.png

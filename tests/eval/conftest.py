@@ -13,6 +13,12 @@ from tests.conftest import PRESETS
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+
+@pytest.fixture(autouse=True)
+def _renders_headless(headless_gl) -> None:
+    """Every simulator test first checks that EGL rendering is installed (one line naming what is missing)."""
+
+
 EVAL_EPISODES_DURING_TRAINING = 2
 
 

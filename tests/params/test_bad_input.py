@@ -165,3 +165,16 @@ def test_robotics_run_with_a_dataset_but_no_action_fields_names_the_action_field
             ["--model.type", "diffusion_policy", "--data.type", "robotics", "--data.dataset_manifest", "[ds]",
              "--data.dataset_modality", "[robotics]", "--data.dataset_weighting", "[1.0]"]
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(("flag", "traceback"), [(["--debug", "True"], True), (["--debug=true"], True),
+                                                 (["--debug", "False"], False)])  # fmt: skip
+def test_debug_takes_a_value_like_every_bool_flag(flag, traceback):
+    result = subprocess.run(
+        [sys.executable, "vla_foundry/main.py", *BASE, "--hparams.precision", "bf32", *flag],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert ("Traceback" in result.stderr) is traceback
+    if not traceback:
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -44,7 +44,17 @@ def test_resolve_configs_prints_the_data_derived_values():
     assert (model["action_dim"], model["proprioception_dim"]) == (4, 4)
     assert (model["past_lowdim_steps"], model["future_lowdim_steps"]) == (1, 4)
     assert printed["data"]["image_size"] == model["backbone"]["vit"]["img_size"]
-    assert printed["resolve_configs"] is False  # the printed config trains as it is
+    assert "resolve_configs" not in printed  # the printed config trains as it is
+
+
+def test_resolve_configs_shows_only_the_parallel_mode_that_applies():
+    fsdp = yaml.safe_load(run_main(*VLA_JOB, "--resolve_configs", "True").stdout)
+    assert fsdp["distributed"]["fsdp"] is True and "ddp" not in fsdp["distributed"]  # FSDP wins over ddp
+    assert fsdp["distributed"]["reshard_after_forward"] is True
+    ddp = yaml.safe_load(run_main(*VLA_JOB, "--distributed.fsdp", "False", "--resolve_configs", "True").stdout)
+    assert ddp["distributed"]["ddp"] is True
+    assert "cpu_offload" not in ddp["distributed"] and "reshard_after_forward" not in ddp["distributed"]
+    assert "resolve_configs_path" not in ddp
 
 
 def one_error_line(capsys, *args: str) -> str:

@@ -264,15 +264,15 @@ def test_export_cli_writes_model_and_ema_safetensors_equal_to_the_trained_weight
     from vla_foundry.checkpoint import main as checkpoint_main
 
     run_dir, model, ema = saved_run
-    assert checkpoint_main(["export", run_dir]) == 0
-    assert checkpoint_main(["export", run_dir, "--ema"]) == 0
+    assert checkpoint_main(["export", "--run_dir", run_dir]) == 0
+    assert checkpoint_main(["export", "--run_dir", run_dir, "--ema", "True"]) == 0
     exported = load_safetensors(os.path.join(run_dir, "model.safetensors"))
     assert exported.keys() == model.state_dict().keys()
     assert all(torch.equal(exported[k], v) for k, v in model.state_dict().items())
     exported_ema = load_safetensors(os.path.join(run_dir, "ema.safetensors"))
     assert all(torch.equal(exported_ema[k], v) for k, v in ema.shards().items())
     older = str(os.path.join(run_dir, "first.safetensors"))
-    assert checkpoint_main(["export", run_dir, "--checkpoint", "1", "--output", older]) == 0
+    assert checkpoint_main(["export", "--run_dir", run_dir, "--checkpoint", "1", "--output", older]) == 0
     assert not torch.equal(load_safetensors(older)["output.weight"], exported["output.weight"])
 
 
@@ -300,7 +300,7 @@ def test_export_without_ema_weights_names_the_checkpoint(tmp_path, cpu_ctx, caps
 
     model, opt, sched, _ = _trained()
     _save(tmp_path, 1, model, opt, sched, None, cpu_ctx)
-    assert checkpoint_main(["export", str(tmp_path), "--ema"]) == 2
+    assert checkpoint_main(["export", "--run_dir", str(tmp_path), "--ema"]) == 2
     assert "checkpoint_1 holds no EMA weights" in capsys.readouterr().err
 
 

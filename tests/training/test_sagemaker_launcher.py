@@ -167,3 +167,26 @@ def test_malformed_training_flags_are_rejected(flags):
     launcher = _launcher()
     with pytest.raises(launcher.ConfigError):
         launcher.train_flags_to_hyperparameters(flags)
+
+
+def test_submitting_without_aws_credentials_is_one_line_naming_what_to_set(tmp_path):
+    """No dry run and no credentials anywhere (no variables, no config files, no instance metadata): one line, exit 2,
+    before anything is sent."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_REGION": "us-east-1",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sagemaker.user", "alice", "--sagemaker.instance_type", "p4de",
+         "--config_path", "config_presets/training_jobs/quickstart.yaml", "--hparams.per_gpu_batch_size", "2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: no AWS credentials found") and "--sagemaker.dry_run True" in lines[0]

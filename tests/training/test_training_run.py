@@ -207,7 +207,7 @@ def test_metrics_plot_command_writes_png(llm_run, tmp_path):
     from vla_foundry.plot_metrics import main as plot_main
 
     out = tmp_path / "plot.png"
-    assert plot_main([llm_run.run_dir, "--output", str(out)]) == 0
+    assert plot_main(["--run_dir", llm_run.run_dir, "--output", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,4 +1,6 @@
-"""Execute a tutorial notebook the way a user runs it: a fresh python3 kernel, cwd at the repository root."""
+"""Execute a tutorial notebook the way a user runs it: a fresh python3 kernel of this environment, started in the
+notebook's own folder (where `jupyter lab` and `jupyter nbconvert --execute` start it), nothing added to its
+PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -6,24 +8,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO_ROOT
-
 
 def execute_notebook(path: Path, env: dict[str, str] | None = None, timeout_s: int = 600) -> Any:
     """Run every cell of the notebook at `path` in order and return the executed notebook (outputs filled in).
 
-    `env` is added to this process's environment for the kernel; the repository root is put on its PYTHONPATH
-    so the notebook imports this checkout. A cell that raises fails the call (nbclient's CellExecutionError,
-    naming the cell and the traceback).
+    `env` is added to this process's environment for the kernel. The kernel's working directory is the notebook's
+    folder, as under Jupyter. A cell that raises fails the call (nbclient's CellExecutionError, naming the cell and
+    the traceback).
     """
     import nbformat
     from nbclient import NotebookClient
 
     kernel_env = {**os.environ, **(env or {})}
-    kernel_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=timeout_s, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}
+        nb, timeout=timeout_s, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
     client.execute(env=kernel_env)
     return nb

@@ -13,9 +13,7 @@ NOTEBOOK = REPO_ROOT / "tutorials" / "adding_new_datasets.ipynb"
 
 
 def test_a_plugin_converter_turns_npz_episodes_into_shards_a_vla_trains_on(tmp_path: Path):
-    nb = execute_notebook(
-        NOTEBOOK, env={"ADDING_DATASETS_TUTORIAL_DIR": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    )
+    nb = execute_notebook(NOTEBOOK, env={"ADDING_DATASETS_TUTORIAL_DIR": str(tmp_path)})
     shards = tmp_path / "preprocessed" / "shards"
     metadata = json.loads((shards / "processing_metadata.json").read_text())
     # Episodes of 12 + 9 + 10 steps; the 1past_14future preset pads both edges, so every step is an anchor.

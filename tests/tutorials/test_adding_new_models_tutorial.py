@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
@@ -38,3 +39,31 @@ def test_adding_new_models_notebook_is_committed_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not code_outputs(nb)
     assert all(cell.get("execution_count") is None for cell in nb.cells if cell.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_the_documented_nbconvert_command_runs_the_notebook_from_its_own_folder(tmp_path: Path):
+    """What the README tells a user to type, from the tutorials/ folder: `uv run jupyter nbconvert --to notebook
+    --execute NOTEBOOK` with the notebooks group (which brings jupyter); the kernel starts in the notebook's folder.
+    `--isolated` runs it in a fresh environment with that group, as `uv sync --group notebooks` would make, without
+    adding jupyter to the environment the other tests share (its JSON-schema extras slow every Ray start down)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH: install it (pip install uv) to run the documented tutorial command"
+    env = {**os.environ, "TOY_MODEL_TUTORIAL_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [uv, "run", "--isolated", "--frozen", "--group", "notebooks", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         NOTEBOOK.name, "--output-dir", str(tmp_path / "out")],
+        cwd=NOTEBOOK.parent, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    executed = json.loads((tmp_path / "out" / NOTEBOOK.name).read_text())
+    errors = [
+        o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"
+    ]
+    assert errors == []
+    assert (tmp_path / "work" / "toy" / "checkpoints" / "checkpoint_1").is_dir()

@@ -14,7 +14,7 @@ NOTEBOOK = REPO_ROOT / "tutorials" / "lerobot.ipynb"
 
 
 def test_lerobot_notebook_goes_from_a_dataset_to_a_policy_prediction(tmp_path: Path):
-    nb = execute_notebook(NOTEBOOK, env={"LEROBOT_TUTORIAL_DIR": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+    nb = execute_notebook(NOTEBOOK, env={"LEROBOT_TUTORIAL_DIR": str(tmp_path)})
 
     info = json.loads((tmp_path / "toy_lerobot" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 4

@@ -12,8 +12,8 @@ from tests.tutorials.notebook_execution import code_outputs, execute_notebook, o
 NOTEBOOK = REPO_ROOT / "tutorials" / "sim_evaluation.ipynb"
 
 
-def test_sim_notebook_goes_from_demos_to_a_closed_loop_evaluation(tmp_path: Path):
-    nb = execute_notebook(NOTEBOOK, env={"SIM_TUTORIAL_DIR": str(tmp_path), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"})
+def test_sim_notebook_goes_from_demos_to_a_closed_loop_evaluation(tmp_path: Path, headless_gl):
+    nb = execute_notebook(NOTEBOOK, env={"SIM_TUTORIAL_DIR": str(tmp_path)})
     info = json.loads((tmp_path / "demos" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1
     # The recorded demos go through the normal preprocessing path: every recorded step becomes an anchor.

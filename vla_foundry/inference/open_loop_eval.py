@@ -218,6 +218,8 @@ def run_open_loop_eval(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.cli import add_bool_flag
+
     parser = argparse.ArgumentParser(
         prog="python -m vla_foundry.inference.open_loop_eval", description=__doc__.split("\n")[0]
     )
@@ -229,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_plots", type=int, default=4)
     parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--no_ema", action="store_true")
-    parser.add_argument("--no_past_actions", action="store_true", help="do not give the recorded past actions")
+    add_bool_flag(parser, "--no_ema", "use the plain weights even when the run has EMA weights")
+    add_bool_flag(parser, "--no_past_actions", "do not give the recorded past actions")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     output_dir = args.output_dir or storage.join(args.run_dir, "open_loop")

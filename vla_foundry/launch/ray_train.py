@@ -15,7 +15,8 @@ Launcher flags (the rest are training flags, checked here before Ray starts):
   --ray.use_gpu BOOL         one GPU per worker (default False)
   --ray.max_failures K       restarts allowed after worker failures (default 0; -1: unlimited)
   --ray.cpus_per_worker X    CPUs reserved per worker (default 1; lower it to leave CPUs to a LeRobot stream)
-  --ray.address ADDR         an existing Ray cluster; unset starts a local one
+  --ray_address ADDR         an existing Ray cluster (`auto` or host:port; the spelling of the preprocessing job
+                             and of data.ray_address); unset starts a local one. `--ray.address` still works and warns.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RayLaunchParams:
     use_gpu: bool = False
     max_failures: int = 0
     cpus_per_worker: float = 1.0
+    # Spelled --ray_address on the command line, as in preprocessing (--ray.address is an alias that warns).
     address: str | None = None
 
     def validate(self) -> None:
@@ -60,7 +62,8 @@ def _parse_bool(name: str, value: str) -> bool:
 
 
 def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
-    """(`--ray.*` flags, the training flags). Unknown `--ray.*` names are a ConfigError with the closest ones."""
+    """(`--ray.*` flags and `--ray_address`, the training flags). Unknown `--ray.*` names are a ConfigError with the
+    closest ones."""
     import difflib
 
     kinds: dict[str, Any] = {"num_workers": int, "use_gpu": bool, "max_failures": int, "cpus_per_worker": float}
@@ -71,20 +74,31 @@ def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
     i = 0
     while i < len(args):
         arg = args[i]
+        if arg == "--ray_address" or arg.startswith("--ray_address="):
+            arg = "--ray.address" + arg[len("--ray_address") :]
+        elif arg == "--ray.address" or arg.startswith("--ray.address="):
+            print(
+                "warning: --ray.address is spelled --ray_address (as in preprocessing); please use that",
+                file=sys.stderr,
+            )
         if not arg.startswith("--ray."):
             rest.append(arg)
             i += 1
             continue
         name, _, value = arg[len("--ray.") :].partition("=")
+        flag = "--ray_address" if name == "address" else f"--ray.{name}"
         if not value:
             if i + 1 >= len(args):
-                raise ConfigError(f"--ray.{name} needs a value")
+                raise ConfigError(f"{flag} needs a value")
             value, i = args[i + 1], i + 1
         i += 1
         if name not in kinds:
             close = difflib.get_close_matches(name, list(kinds), n=2)
             hint = f" (did you mean {', '.join('--ray.' + c for c in close)}?)" if close else ""
-            raise ConfigError(f"--ray.{name} is not a launcher flag{hint}; valid: {', '.join(kinds)}")
+            raise ConfigError(
+                f"--ray.{name} is not a launcher flag{hint}; valid: "
+                + ", ".join("--ray_address" if k == "address" else f"--ray.{k}" for k in kinds)
+            )
         kind = kinds[name]
         try:
             values[name] = _parse_bool(name, value) if kind is bool else kind(value)

@@ -4,19 +4,21 @@ taken from the comment above it (or its inline comment / docstring), read with d
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import os
 import re
 import sys
+import textwrap
 import typing
 from collections.abc import Sequence
 from typing import Any
 
-from vla_foundry.params.base_params import derived_source
+from vla_foundry.params.base_params import ConfigError, derived_source
 from vla_foundry.params.parsing import _dataclass_variants
 
-# Longest description printed (the source comment has the full text).
-MAX_DESCRIPTION = 150
+# Descriptions are wrapped (never cut) to this width.
+HELP_WIDTH = 120
 
 
 def _type_name(tp: Any) -> str:
@@ -42,9 +44,13 @@ def field_description(cls: type, name: str) -> str:
     for klass in cls.__mro__:
         comments = _field_comments(klass)
         if name in comments:
-            line = comments[name]
-            return line if len(line) <= MAX_DESCRIPTION else line[: MAX_DESCRIPTION - 3].rstrip() + "..."
+            return comments[name]
     return ""
+
+
+def _description_lines(text: str, indent: str = "      ") -> list[str]:
+    """A description wrapped to HELP_WIDTH, every word kept."""
+    return textwrap.wrap(text, HELP_WIDTH, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
 
 
 @functools.cache
@@ -105,12 +111,11 @@ def field_lines(cls: type, prefix: str = "", depth: int = 0, skip: Sequence[str]
         variants = _dataclass_variants(tp)
         if variants and depth < 2:
             if len(variants) == 1:
-                lines.append(f"  --{name}.*  {description}".rstrip())
+                lines.extend(textwrap.wrap(f"  --{name}.*  {description}", HELP_WIDTH, subsequent_indent="      "))
                 lines.extend(field_lines(variants[0], f"{name}.", depth + 1))
                 continue
             lines.append(f"  --{name}.*  one of {len(variants)} kinds, chosen by the fields given or `type`.")
-            if description:
-                lines.append(f"      {description}")
+            lines.extend(_description_lines(description))
             for variant in variants:
                 lines.append(f"  [{name} as {_variant_label(variant)}]")
                 lines.extend(field_lines(variant, f"{name}.", depth + 1))
@@ -120,24 +125,67 @@ def field_lines(cls: type, prefix: str = "", depth: int = 0, skip: Sequence[str]
             lines.append(f"  --{name}  (derived, read-only: from {source})")
             continue
         lines.append(f"  --{name}  {_type_name(tp)} = {_default_text(f)}")
-        if description:
-            lines.append(f"      {description}")
+        lines.extend(_description_lines(description))
     return lines
+
+
+def help_groups() -> dict[str, list[str]]:
+    """`--help GROUP` names -> the lines of that group: `run` (the run-level fields), one per nested group of the
+    run (`hparams`, `distributed`, `ema`, ...), and `model` / `data` (every registered type with its fields)."""
+    from vla_foundry.params.data_params import DataParams
+    from vla_foundry.params.model_params import ModelParams
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    groups: dict[str, list[str]] = {"run": []}
+    hints = typing.get_type_hints(TrainExperimentParams)
+    for f in dataclasses.fields(TrainExperimentParams):
+        if not f.init or f.name in ("model", "data"):
+            continue
+        nested = _dataclass_variants(hints[f.name])
+        if nested:
+            groups[f.name] = field_lines(TrainExperimentParams, skip=_other_fields(f.name))
+        else:
+            groups["run"] += field_lines(TrainExperimentParams, skip=_other_fields(f.name))
+    for label, registry in (("model", ModelParams), ("data", DataParams)):
+        lines: list[str] = []
+        for name in registry.registered_names():
+            cls = registry.get_choice_class(name)
+            doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+            lines += ["", *textwrap.wrap(f"--{label}.type {name}: {doc}".rstrip(), HELP_WIDTH)]
+            lines.extend(field_lines(cls, f"{label}."))
+        groups[label] = lines[1:]
+    return groups
+
+
+def _other_fields(keep: str) -> tuple[str, ...]:
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams
+
+    return tuple(f.name for f in dataclasses.fields(TrainExperimentParams) if f.name != keep)
+
+
+def group_help(group: str) -> str:
+    """The `--help GROUP` text; a ConfigError naming the valid groups (closest first) for an unknown one."""
+    groups = help_groups()
+    if group not in groups:
+        close = difflib.get_close_matches(group, list(groups), n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise ConfigError(f"--help {group}: no such group{hint}; valid: {', '.join(groups)}")
+    return "\n".join(groups[group])
 
 
 def train_help(plugins: Sequence[str] = ()) -> str:
     from vla_foundry.params.data_params import DataParams
     from vla_foundry.params.model_params import ModelParams
-    from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
+    groups = help_groups()
     out = [
         "usage: [torchrun ...] vla_foundry/main.py [--config_path job.yaml] [--group.field VALUE ...]",
         "",
         "  --config_path PATH   a job YAML (may pull in presets with `!include`); repeatable, later files win",
         "  --plugins A.B,C      modules to import first: they register model / data types (also `plugins:` in YAML)",
         "  --resolve_configs True   print the resolved config (data-derived values included) and exit",
-        "  --debug              full tracebacks instead of one-line configuration errors",
-        "  --help, -h           this text",
+        "  --debug [BOOL]       full tracebacks instead of one-line configuration errors (`--debug` alone means True)",
+        "  --help, -h [GROUP]   this text; with a GROUP only its fields: " + ", ".join(groups),
         "",
         'Values are YAML (`[a, b]` lists, `True`, `1e-4`); `--model "include path.yaml"` loads a block.',
         "Precedence: command line > YAML (outer file over included files) > defaults.",
@@ -149,11 +197,9 @@ def train_help(plugins: Sequence[str] = ()) -> str:
     if plugins:
         out.append(f"plugins loaded: {', '.join(plugins)}")
     out += ["", "Run fields:"]
-    out.extend(field_lines(TrainExperimentParams, skip=("model", "data")))
-    for label, registry in (("model", ModelParams), ("data", DataParams)):
-        for name in registry.registered_names():
-            cls = registry.get_choice_class(name)
-            doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
-            out += ["", f"--{label}.type {name}: {doc}".rstrip()]
-            out.extend(field_lines(cls, f"{label}."))
+    for name, lines in groups.items():
+        if name not in ("model", "data"):
+            out += lines
+    for name in ("model", "data"):
+        out += ["", *groups[name]]
     return "\n".join(out)

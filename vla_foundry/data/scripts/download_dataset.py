@@ -106,11 +106,13 @@ def download_task(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vla_foundry.cli import add_bool_flag
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", action="append", default=[], help="task name (repeatable)")
     parser.add_argument("--local_path", help="where to put the files")
-    parser.add_argument("--raw", action="store_true", help="raw Spartan episodes instead of preprocessed shards")
-    parser.add_argument("--list", action="store_true", help="list the available tasks and exit")
+    add_bool_flag(parser, "--raw", "raw Spartan episodes instead of preprocessed shards")
+    add_bool_flag(parser, "--list", "list the available tasks and exit")
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
     parser.add_argument("--prefix", default=DEFAULT_PREFIX)
     parser.add_argument("--workers", type=int, default=8)
