@@ -93,11 +93,11 @@ def main() -> None:
 
     demos = work / "demos"
     if not (demos / "meta" / "info.json").exists():
-        cameras = ["none"] if args.obs == "state" else ["corner2"]
-        size = [str(args.image_size)] * 2
+        cameras = "[none]" if args.obs == "state" else "[corner2]"
+        size = f"[{args.image_size}, {args.image_size}]"
         cmd = [*py, "-m", "vla_foundry.eval.make_sim_demos", "--env", suite, "--episodes_per_task"]
         cmd += [str(args.episodes_per_task), "--num_workers", str(args.num_workers), "--output_dir", str(demos)]
-        cmd += ["--cameras", *cameras, "--image_size", *size, "--no_progress"]
+        cmd += ["--cameras", cameras, "--image_size", size, "--no_progress"]
         times["demos_s"] = run(cmd, work / "demos.log")
         print(f"demos: {times['demos_s']:.0f} s ({(work / 'demos.log').read_text().strip().splitlines()[-1]})")
 

@@ -1,9 +1,9 @@
 """Record scripted demonstrations in simulation as a LeRobot v3.0 dataset.
 
     python -m vla_foundry.eval.make_sim_demos --env aloha_transfer_cube --episodes 50 --output_dir /tmp/demos \\
-        [--seed 1000000] [--num_workers 2] [--image_size 240 320] [--cameras top]
+        [--seed 1000000] [--num_workers 2] [--image_size "[240, 320]"] [--cameras "[top]"]
     python -m vla_foundry.eval.make_sim_demos --env metaworld_mt10 --episodes_per_task 50 --num_workers 2 \\
-        --output_dir /tmp/mt10_demos [--cameras corner2 | --cameras none] [--image_size 96 96]
+        --output_dir /tmp/mt10_demos [--cameras "[corner2]" | --cameras none] [--image_size "[96, 96]"]
 
 `--env` is one environment or a suite (each of its tasks in turn, `--episodes` per task). The env's scripted expert
 runs from env seeds `seed`, `seed + 1`, ... (by default from 1,000,000, so that evaluation's seeds 0, 1, ... are
@@ -203,6 +203,7 @@ def _record(args: tuple) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.cli import add_bool_flag, add_list_flag, list_value
     from vla_foundry.eval.envs import sim_env_names, sim_suite_names
 
     parser = argparse.ArgumentParser(
@@ -220,14 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", required=True, help="new or empty local directory")
     parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="first env seed (evaluation starts at 0)")
     parser.add_argument("--num_workers", type=int, default=1, help="processes running the expert")
-    parser.add_argument("--image_size", type=int, nargs=2, default=[240, 320], metavar=("H", "W"))
-    parser.add_argument(
-        "--cameras", nargs="+", default=None, help="cameras to record (default: the env's main one; none: no video)"
+    add_list_flag(parser, "--image_size", int, 'frame size "[H, W]"', default=[240, 320])
+    add_list_flag(
+        parser,
+        "--cameras",
+        str,
+        'cameras to record, e.g. "[corner2]" (default: the env\'s main one; "[none]": no video)',
     )
     parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
     parser.add_argument("--max_attempts", type=int, default=None, help="seeds tried at most (default: 2 x episodes)")
-    parser.add_argument("--no_progress", action="store_true")
+    add_bool_flag(parser, "--no_progress", "no progress bar")
     args = parser.parse_args(argv)
+    args.image_size = list_value(parser, args, "--image_size")
+    args.cameras = list_value(parser, args, "--cameras")
+    if len(args.image_size) != 2:
+        parser.error(f'--image_size {args.image_size} must be "[H, W]"')
     start = time.perf_counter()
     try:
         out = make_sim_demos(

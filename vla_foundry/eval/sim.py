@@ -597,6 +597,7 @@ def format_task_table(env: str, tasks: dict[str, dict[str, Any]], summary: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.cli import add_bool_flag, add_list_flag, list_value
     from vla_foundry.eval.envs import sim_suite_names
 
     parser = argparse.ArgumentParser(prog="python -m vla_foundry.eval.sim", description=__doc__.split("\n")[0])
@@ -611,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--policy_url", default=None, help="a running policy server, e.g. http://127.0.0.1:8765")
     source.add_argument("--policy", default=None, choices=["scripted"], help="the env's scripted expert")
     parser.add_argument("--checkpoint", default=None, help="checkpoint number of --run_dir (default: the latest)")
-    parser.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights were saved")
+    add_bool_flag(parser, "--no_ema", "use the raw weights even when EMA weights were saved")
     parser.add_argument(
         "--episodes", "--episodes_per_task", type=int, default=50, help="episodes (per task of a suite)"
     )
@@ -625,12 +626,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
     parser.add_argument("--n_action_steps", type=int, default=None, help="rows of each chunk executed (default: all)")
     parser.add_argument("--temporal_ensemble", type=float, default=None, help="ask every step; weights exp(-K i)")
-    parser.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"), help="render size")
+    add_list_flag(parser, "--image_size", int, 'render size "[H, W]" (default: the env\'s)')
     parser.add_argument("--videos", type=int, default=5, help="MP4s of the first K episodes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output_dir", default=None, help="where results.json, rewards.png and videos/ go")
-    parser.add_argument("--no_progress", action="store_true")
+    add_bool_flag(parser, "--no_progress", "no progress bar")
     args = parser.parse_args(argv)
+    args.image_size = list_value(parser, args, "--image_size")
+    if args.image_size is not None and len(args.image_size) != 2:
+        parser.error(f'--image_size {args.image_size} must be "[H, W]"')
     try:
         out = evaluate(
             args.env,
