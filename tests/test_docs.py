@@ -68,7 +68,11 @@ class Rule:
 COMMAND_RULES: tuple[Rule, ...] = (
     Rule(r"^(git|docker|aws) ", "skip", "not this project's command (needs a network, Docker or an AWS account)"),
     Rule(r"^uv sync", "skip", "installs the environment the tests run in"),
-    Rule(r"^~/\.cache/vla_foundry/lerobot-venv", "skip", "lerobot's own environment (tests/data/test_lerobot_roundtrip.py)"),
+    Rule(
+        r"^~/\.cache/vla_foundry/lerobot-venv",
+        "skip",
+        "lerobot's own environment (tests/data/test_lerobot_roundtrip.py)",
+    ),
     Rule(r"^curl ", "skip", "talks to a running policy server (tests/inference/test_policy_server_json.py runs curl)"),
     Rule(r"^cd ", "skip", "changes directory (part of the install steps)"),
     Rule(r"^uv run (pytest|ruff)", "skip", "the test suite and the linter themselves (run by .ci/run)"),
