@@ -69,7 +69,7 @@ COMMAND_RULES: tuple[Rule, ...] = (
     Rule(r"^(git|docker|aws) ", "skip", "not this project's command (needs a network, Docker or an AWS account)"),
     Rule(r"^uv sync", "skip", "installs the environment the tests run in"),
     Rule(
-        r"^~/\.cache/vla_foundry/lerobot-venv",
+        r"lerobot-venv-[0-9.]+/bin/python",
         "skip",
         "lerobot's own environment (tests/data/test_lerobot_roundtrip.py)",
     ),
