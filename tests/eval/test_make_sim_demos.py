@@ -24,7 +24,7 @@ def demos(tmp_path_factory):
 
 def test_demo_dataset_is_lerobot_v3_with_complete_meta(demos):
     root, out = demos
-    assert out["episodes"] == 1 and out["failed_seeds"] == []
+    assert out["episodes"] == 1 and out["failed_seeds"] == {}
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["fps"] == 50
     assert info["features"]["observation.state"]["shape"] == [14] == info["features"]["action"]["shape"]
