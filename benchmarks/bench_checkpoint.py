@@ -208,7 +208,9 @@ def worker(args: argparse.Namespace) -> None:
                         "load_s": load_time,
                         "consolidated_save_s": consolidated_time,
                         "peak_host_mem_growth_over_state": {
-                            "sync": worst["sync_mem"], "async": worst["async_mem"], "consolidated": consolidated_mem,
+                            "sync": worst["sync_mem"],
+                            "async": worst["async_mem"],
+                            "consolidated": consolidated_mem,
                         },
                     },
                     f,

@@ -141,10 +141,10 @@ def main() -> int:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import torch.distributed as dist
+
     from vla_foundry.distributed import DistributedContext, destroy_distributed, init_distributed
     from vla_foundry.params import DistributedParams
-
-    import torch.distributed as dist
 
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
