@@ -166,12 +166,13 @@ def main() -> int:
             f"MFU {mfu}, {result['step_s'] * 1000:.0f} ms/step, peak memory {result['peak_mem_gib']:.1f} GiB",
             flush=True,
         )
+        if args.json:
+            # Written after every mode: a later mode that fails or is stopped leaves the earlier figures.
+            with open(args.json, "w") as f:
+                json.dump({"device": name, "torch": torch.__version__, "results": results}, f, indent=1)
         if args.device == "cuda":
             torch.cuda.empty_cache()
     destroy_distributed()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "results": results}, f, indent=1)
     return 0
 
 

@@ -267,6 +267,13 @@ def main() -> int:
     print(f"device: {name}; batch {args.per_gpu_batch_size}; {args.precision} FSDP2", flush=True)
 
     results: dict = {"device": name, "torch": torch.__version__, "backbones": [], "data_wait": None}
+
+    def dump() -> None:
+        # After every measurement: a later one that fails or is stopped leaves the earlier figures.
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+
     samples_needed = (max(args.loader_workers, 1) + args.loader_steps + 1) * args.per_gpu_batch_size
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -285,13 +292,12 @@ def main() -> int:
             except Exception as e:  # one backbone failing leaves the others' figures
                 print(f"(a) {backbone}: FAILED {type(e).__name__}: {e}", flush=True)
                 results["backbones"].append({"backbone": backbone, "error": f"{type(e).__name__}: {e}"})
+            dump()
         if args.loader_steps > 0:
             params = experiment(args, dataset, "vla_100m", None, samples_needed)
             results["data_wait"] = measure_data_wait(args, params, ctx)
+            dump()
     destroy_distributed()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
     return 0
 
 
