@@ -141,13 +141,16 @@ def experiment(args: argparse.Namespace, dataset: str, backbone: str, hf_dir: st
     return init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
 
 
-def loader(params, samples: int, workers: int):
-    from vla_foundry.data.dataloader import build_dataloader
+def loader(params, samples: int, workers: int, device: torch.device):
+    """The robotics loader as training builds it (`training_run.build_batches`), with `workers` processes."""
     from vla_foundry.data.planner import plan_checkpoint
+    from vla_foundry.distributed import DistributedContext
+    from vla_foundry.training_run import build_batches
 
     plan = plan_checkpoint(params.data, 0, samples)
-    return build_dataloader(
-        params.data, plan, batch_size=params.hparams.per_gpu_batch_size, num_workers=workers, model_params=params.model
+    data = dataclasses.replace(params.data, num_workers=workers)
+    return build_batches(
+        dataclasses.replace(params, data=data), plan, DistributedContext(0, 1, 0, device, None, "none")
     )
 
 
@@ -189,7 +192,7 @@ def measure_backbone(args, params, ctx, name: str) -> dict:
 
     training = build_training(params, ctx)
     handler = training[1]
-    batch = handler.to_device(next(iter(loader(params, args.per_gpu_batch_size, 0))), ctx.device)
+    batch = handler.to_device(next(iter(loader(params, args.per_gpu_batch_size, 0, ctx.device))), ctx.device)
     train_window(training, params, ctx, itertools.repeat(batch), args.warmup_steps)
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -219,9 +222,10 @@ def measure_data_wait(args, params, ctx) -> dict:
     """(b): vla_100m trained from the real loader with worker processes."""
     training = build_training(params, ctx)
     workers = args.loader_workers
-    batches = iter(loader(params, (workers + args.loader_steps) * args.per_gpu_batch_size, workers))
+    warm = max(workers, 1)
+    batches = iter(loader(params, (warm + args.loader_steps) * args.per_gpu_batch_size, workers, ctx.device))
     # One batch per worker first: worker start-up and the shuffle buffers' fill are not the steady state.
-    train_window(training, params, ctx, batches, max(workers, 1))
+    train_window(training, params, ctx, batches, warm)
     result = train_window(training, params, ctx, batches, args.loader_steps)
     out = {
         "backbone": "vla_100m",

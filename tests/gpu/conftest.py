@@ -51,10 +51,11 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fsdp_ctx(device: torch.device) -> Iterator[DistributedContext]:
     """A one-process group (NCCL on CUDA, gloo on CPU) and a context that wraps models with FSDP2, as a one-GPU
-    benchmark does; main.py itself leaves a single process unwrapped."""
+    benchmark does; main.py itself leaves a single process unwrapped. Per module: `run_training` ends by destroying
+    the process group, so no group may outlive the module that made it."""
     import torch.distributed as dist
 
     from vla_foundry.distributed import destroy_distributed
