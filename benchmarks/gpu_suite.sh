@@ -130,6 +130,32 @@ except ImportError as e:
     out["dcp_default_stager"] = f"{e}"
 out["get_total_norm"] = hasattr(torch.nn.utils, "get_total_norm")
 out["sdpa_enable_gqa"] = "enable_gqa" in (torch.nn.functional.scaled_dot_product_attention.__doc__ or "")
+if torch.cuda.is_available():
+    import time
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    # The attention the transformer presets use (bf16, causal, 2 query heads per key/value head, head dim 128):
+    # which fused kernels take it, forward and backward (a fallback to the math kernel would sink the MFU).
+    q = torch.randn(2, 16, 2048, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    kv = torch.randn(2, 8, 2048, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        try:
+            with sdpa_kernel([backend]):
+                torch.nn.functional.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True).sum().backward()
+            out[f"sdpa_gqa_{backend.name.lower()}"] = True
+        except Exception as e:
+            out[f"sdpa_gqa_{backend.name.lower()}"] = f"{type(e).__name__}: {str(e)[:160]}"
+    # The dense bf16 matmul rate of this GPU: the ceiling MFU figures can be read against (the datasheet's 989
+    # TFLOP/s is what bench_gpu_mfu divides by).
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    torch.cuda.synchronize()
+    out["bf16_matmul_tflops_8192"] = round(10 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12, 1)
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 print(json.dumps(out, indent=1))
 sys.exit(1 if out["missing"] or not out["dcp_async_save_args_ok"] else 0)
@@ -228,7 +254,8 @@ if os.path.exists(junit) and "pytest" in results["stages"]:
     results["stages"]["pytest"]["figures"]["failed"] = failed
 
 pre = results["stages"].get("preflight", {}).get("figures") or {}
-summary = {"device": pre.get("gpu", "cpu"), "torch": pre.get("torch")}
+summary = {"device": pre.get("gpu", "cpu"), "torch": pre.get("torch"),
+           "bf16_matmul_tflops_8192": pre.get("bf16_matmul_tflops_8192")}
 mfu = (results["stages"].get("mfu", {}).get("figures") or {}).get("results", [])
 for r in mfu:
     summary[f"mfu_{r['mode']}"] = {k: r[k] for k in ("tokens_per_sec", "mfu", "step_s", "peak_mem_gib", "per_gpu_batch_size")}
@@ -257,6 +284,9 @@ for name, st in results["stages"].items():
     else:
         state = f"rc {st.get('rc')} in {st.get('seconds')} s" + (" TIMED OUT" if st.get("timed_out") else "")
     print(f"  {name:10s} {state}")
+if pre.get("bf16_matmul_tflops_8192"):
+    flash = {k[9:]: v for k, v in pre.items() if k.startswith("sdpa_gqa_")}
+    print(f"  bf16 8192^3 matmul: {pre['bf16_matmul_tflops_8192']} TFLOP/s; GQA attention kernels: {flash}")
 for r in mfu:
     pct = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
     print(f"  transformer_1b {r['mode']:7s}: {r['tokens_per_sec']:,.0f} tokens/s, MFU {pct}, "
