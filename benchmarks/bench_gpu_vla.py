@@ -296,6 +296,8 @@ def main() -> int:
             except Exception as e:  # one backbone failing leaves the others' figures
                 print(f"(a) {backbone}: FAILED {type(e).__name__}: {e}", flush=True)
                 results["backbones"].append({"backbone": backbone, "error": f"{type(e).__name__}: {e}"})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
             dump()
         if args.loader_steps > 0:
             params = experiment(args, dataset, "vla_100m", None, samples_needed)
