@@ -38,7 +38,8 @@
 # The Meta-World wheels come with `bash benchmarks/gpu_wheels.sh --metaworld`.
 
 set -uo pipefail
-
+# The whole script is one brace group, read before it runs: editing the file during a run cannot change it.
+{
 mode=gpu
 for arg in "$@"; do
     case "$arg" in
@@ -312,3 +313,5 @@ if mw:
 print(f"results: {os.path.join(out, 'results.json')}")
 EOF
 rm -rf "$WORK"
+exit 0
+}
