@@ -14,7 +14,8 @@
 #   metaworld   HOOK, see below; skipped unless GPU_SUITE_METAWORLD_CMD is set
 #
 # Output, all under $OUT (default ./gpu_suite_out): results.json (every stage's status and figures, and a summary),
-# suite.log (every stage's output), pytest.xml (JUnit). A summary is printed last.
+# suite.log (every stage's output), pytest.xml (JUnit). A summary is printed last; the exit status is 1 when any
+# stage failed or was stopped.
 #
 # Environment:
 #   OUT                  results folder (the device tool sets it; created if missing)
@@ -311,7 +312,9 @@ if py:
 if mw:
     print(f"  metaworld: {json.dumps(mw)[:600]}")
 print(f"results: {os.path.join(out, 'results.json')}")
+sys.exit(1 if any(st.get("rc", 0) != 0 for st in results["stages"].values()) else 0)
 EOF
+status=$?
 rm -rf "$WORK"
-exit 0
+exit $status
 }
