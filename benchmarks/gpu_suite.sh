@@ -31,12 +31,13 @@
 # /tmp/site, and the repository runs from source (PYTHONPATH).
 #
 # Meta-World HOOK: set GPU_SUITE_METAWORLD_CMD to a shell command that trains and evaluates the pixel MT10 policy,
-# e.g. GPU_SUITE_METAWORLD_CMD='bash examples/metaworld_gpu.sh'. It runs last, in the repository root, with
+# e.g. GPU_SUITE_METAWORLD_CMD='bash <a script of the Meta-World work>'. It runs last, in the repository root, with
 #   GPU_SUITE_STAGE_SECONDS  the seconds it may use (the budget that is left, minus 20 s for the summary)
 #   GPU_SUITE_STAGE_JSON     a path: write the figures there (e.g. {"success": {...}, "train_steps": N}) and the
 #                            suite folds them into results.json
 #   GPU_SUITE_OUT_DIR        $OUT/metaworld, for at most 4 small files of its own (the device returns 8 in all)
-# The Meta-World wheels come with `bash benchmarks/gpu_wheels.sh --metaworld`.
+# The Meta-World wheels come with `bash benchmarks/gpu_wheels.sh --metaworld`; rendering takes MUJOCO_GL=egl (the
+# command sets it, with whatever EGL libraries the device needs).
 
 set -uo pipefail
 # The whole script is one brace group, read before it runs: editing the file during a run cannot change it.
