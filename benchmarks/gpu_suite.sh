@@ -261,7 +261,7 @@ summary = {"device": pre.get("gpu", "cpu"), "torch": pre.get("torch"),
            "bf16_matmul_tflops_8192": pre.get("bf16_matmul_tflops_8192")}
 mfu = (results["stages"].get("mfu", {}).get("figures") or {}).get("results", [])
 for r in mfu:
-    summary[f"mfu_{r['mode']}"] = {k: r[k] for k in ("tokens_per_sec", "mfu", "step_s", "peak_mem_gib", "per_gpu_batch_size")}
+    summary[f"mfu_{r['mode']}"] = {k: r[k] for k in ("tokens_per_sec", "mfu", "step_s", "peak_mem_gib", "per_gpu_batch_size", "seq_len")}
 ck = results["stages"].get("checkpoint", {}).get("figures")
 if ck:
     summary["checkpoint_blocked_over_sync"] = ck["blocked_over_sync"]
@@ -292,14 +292,15 @@ if pre.get("bf16_matmul_tflops_8192"):
     print(f"  bf16 8192^3 matmul: {pre['bf16_matmul_tflops_8192']} TFLOP/s; GQA attention kernels: {flash}")
 for r in mfu:
     pct = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-    print(f"  transformer_1b {r['mode']:7s}: {r['tokens_per_sec']:,.0f} tokens/s, MFU {pct}, "
-          f"{1000 * r['step_s']:.0f} ms/step, peak {r['peak_mem_gib']:.1f} GiB (batch {r['per_gpu_batch_size']} x seq 2048)")
+    print(f"  LM {r['params_m']:.0f}M {r['mode']:7s}: {r['tokens_per_sec']:,.0f} tokens/s, MFU {pct}, "
+          f"{1000 * r['step_s']:.0f} ms/step, peak {r['peak_mem_gib']:.1f} GiB "
+          f"(batch {r['per_gpu_batch_size']} x seq {r['seq_len']}, bf16 FSDP2)")
 for b in vla.get("backbones", []):
     if "error" in b:
         print(f"  VLA {b['backbone']}: FAILED {b['error']}")
     else:
         print(f"  VLA {b['backbone']:9s}: {b['samples_per_sec']:.1f} samples/s, {1000 * b['step_s']:.0f} ms/step, "
-              f"peak {b['peak_mem_gib']:.1f} GiB ({b['params_m']:.0f}M params)")
+              f"peak {b['peak_mem_gib']:.1f} GiB ({b['params_m']:.1f}M params)")
 if vla.get("data_wait"):
     d = vla["data_wait"]
     print(f"  robotics loader data-wait fraction: {d['data_wait_fraction']:.3f} ({d['loader_workers']} workers, "
