@@ -1,6 +1,7 @@
 """Sharded checkpoint cost under `torchrun --nproc_per_node 2` (gloo, CPU; NCCL on GPUs), measured in one launch.
 
     uv run python benchmarks/bench_checkpoint.py [--hidden_dim 768] [--n_layers 10] [--vocab 16000] [--repeats 3]
+        [--nproc 2] [--json results.json]
 
 (Launches itself under torchrun when started as a plain process.) A ~100M-parameter transformer under FSDP2 with
 AdamW and an EMA takes one training step (so the optimizer state exists), then:
@@ -10,12 +11,14 @@ AdamW and an EMA takes one training step (so the optimizer state exists), then:
       (model + AdamW moments + EMA; target <= 0.6 with 2 ranks), and the same for the consolidated save this
       replaced (gathering the full model and optimizer state onto rank 0), measured in the same run;
   (c) save and load wall times.
-The last line is `checkpoint blocked/sync ratio X`.
+The last line is `checkpoint blocked/sync ratio X`; `--json PATH` also writes the figures as JSON. On a GPU machine
+each rank's model lives on its GPU, so the asynchronous save blocks for the device-to-host staging copy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -87,7 +90,7 @@ def build(args: argparse.Namespace, ctx):
     optimizer = build_optimizer(unwrap_model(model), hp)
     scheduler = build_scheduler(optimizer, hp, 10)
     ema = EMA(unwrap_model(model), EMAParams(enabled=True, decay=0.99))
-    ids = torch.randint(0, args.vocab, (1, 17))
+    ids = torch.randint(0, args.vocab, (1, 17), device=ctx.device)
     logits = model(input_ids=ids[:, :-1])
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
     optimizer.step()
@@ -189,6 +192,30 @@ def worker(args: argparse.Namespace) -> None:
         per_save = [round(b / s, 3) for b, s in zip(results["blocked"], results["sync"])]
         print(f"(a) blocked / sync per save (the first allocates the staging copy): {per_save}")
         print(f"checkpoint blocked/sync ratio {med['blocked'] / med['sync']:.3f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(
+                    {
+                        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+                        "ranks": ctx.world_size,
+                        "params_m": params / 1e6,
+                        "state_gib": state_bytes / 2**30,
+                        "sync_save_s": med["sync"],
+                        "async_blocked_s": med["blocked"],
+                        "async_written_s": med["async_total"],
+                        "blocked_over_sync": med["blocked"] / med["sync"],
+                        "blocked_over_sync_per_save": per_save,
+                        "load_s": load_time,
+                        "consolidated_save_s": consolidated_time,
+                        "peak_host_mem_growth_over_state": {
+                            "sync": worst["sync_mem"],
+                            "async": worst["async_mem"],
+                            "consolidated": consolidated_mem,
+                        },
+                    },
+                    f,
+                    indent=1,
+                )
         shutil.rmtree(root, ignore_errors=True)
     destroy_distributed()
 
@@ -200,10 +227,20 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=16000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file (rank 0)")
     args = parser.parse_args()
     if "RANK" not in os.environ:
+        # --nproc is the launcher's business; forwarded, torchrun's own parser would take it for --nproc_per_node.
+        forwarded, skip = [], False
+        for arg in sys.argv[1:]:
+            if skip or arg.startswith("--nproc="):
+                skip = False
+                continue
+            skip = arg == "--nproc"
+            if not skip:
+                forwarded.append(arg)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
-               os.path.abspath(__file__), *sys.argv[1:]]  # fmt: skip
+               os.path.abspath(__file__), *forwarded]  # fmt: skip
         raise SystemExit(subprocess.call(cmd))
     worker(args)
 

@@ -225,6 +225,8 @@ def build_batches(params: TrainExperimentParams, plan: Any, ctx: DistributedCont
         world_size=ctx.world_size,
         model_params=params.model,
         training=training,
+        # Page-locked batches: the batch handler's non_blocking copy to the GPU is then truly asynchronous.
+        pin_memory=ctx.device.type == "cuda",
     )
 
 
