@@ -610,6 +610,14 @@ def training_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer, ema:
     return state
 
 
+def _stager_reusable(stager: Any) -> bool:
+    """Whether a DefaultStager can stage again. torch 2.11's clears its copy table after every stage (`close()`),
+    so its next stage of any state dict holding a class object fails with `KeyError: <class 'type'>`; such a
+    stager is made anew for each save."""
+    table = getattr(getattr(stager, "_state_dict_stager", None), "_deepcopy_dispatch", None)
+    return not isinstance(table, dict) or type in table
+
+
 def _tensor_bytes(state: Any) -> int:
     """Bytes of every tensor in a nested state dict (a DTensor counts its global size: DCP writes each chunk once)."""
     if isinstance(state, torch.Tensor):
@@ -730,6 +738,8 @@ class CheckpointSaver:
         no_dist = not dist.is_initialized()
         info = {"checkpoint": n, "step": trainer_state.get("step"), "world_size": self.ctx.world_size}
         if self.async_save:
+            if self._stager is not None and not _stager_reusable(self._stager):
+                self._stager = None
             if self._stager is None:
                 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 

