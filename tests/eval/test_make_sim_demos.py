@@ -51,7 +51,9 @@ def test_recorded_actions_replayed_from_the_seed_succeed(demos):
     obs, _ = env.reset(seed=2)
     success = False
     for t, action in enumerate(data["action"]):
-        np.testing.assert_allclose(obs["agent_pos"], data["observation.state"][t], atol=1e-5)
+        # Actions are stored as float32: replayed, the contact-rich physics drifts by up to ~1e-4 rad over an
+        # episode (mujoco 3.3); a row off by one step would differ by far more.
+        np.testing.assert_allclose(obs["agent_pos"], data["observation.state"][t], atol=1e-3)
         obs, _, _, _, info = env.step(np.asarray(action, dtype=np.float64))
         success = info["is_success"]
     assert success
