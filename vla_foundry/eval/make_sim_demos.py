@@ -61,7 +61,9 @@ def record_episode(
     actions, frames = [], {c: [] for c in cameras}
     success = False
     for _ in range(max_steps):
-        action = np.asarray(info["expert_action"], dtype=np.float64)
+        # The env executes the action as the dataset stores it (float32), so a replay of the dataset from the same
+        # seed passes through the recorded states exactly.
+        action = np.asarray(info["expert_action"], dtype=np.float32).astype(np.float64)
         for k in state_keys:
             states[k].append(np.asarray(obs[k], dtype=np.float64))
         actions.append(action)
