@@ -85,6 +85,15 @@ def test_scripted_expert_succeeds_and_the_episode_ends_at_its_first_success():
     env.close()
 
 
+def test_an_env_stepped_past_its_last_episode_keeps_stepping():
+    # A vector env steps every env, also one whose last episode has ended; Meta-World's own limit (500) raised.
+    env = make_env("metaworld/reach-v3", (), (8, 8), 3, expert=False)
+    env.reset(seed=0)
+    truncated = [env.step(np.zeros(4))[3] for _ in range(510)]
+    assert truncated[2] and all(truncated[2:]) and not any(truncated[:2])
+    env.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Demonstrations -> shards -> a state policy and a pixel policy
 

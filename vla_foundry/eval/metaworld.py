@@ -212,7 +212,9 @@ def _env_class(gym: Any) -> type:
             self.env.set_task(metaworld.MT1(task, seed=0).train_tasks[0])
             self.env._freeze_rand_vec = False
             self.env.seeded_rand_vec = True
-            self.env.max_path_length = max(max_steps, MAX_STEPS)
+            # Episodes are cut at `max_steps` here; Meta-World's own limit would raise when a vector env keeps
+            # stepping an env whose last episode has ended.
+            self.env.max_path_length = 1 << 62
             h, w = image_size
             pixels = {c: gym.spaces.Box(0, 255, (h, w, 3), np.uint8) for c in cameras}
             self.observation_space = gym.spaces.Dict(
