@@ -28,6 +28,13 @@ def test_sim_notebook_goes_from_demos_to_a_closed_loop_evaluation(tmp_path: Path
     text = output_text(nb)
     assert "aloha_transfer_cube: success" in text and "episode 0: seed 1000" in text
     assert any("image/png" in o.get("data", {}) for o in code_outputs(nb))  # the video frames
+    # The Meta-World part: the suite's table with both drawer tasks done by their experts.
+    metaworld = json.loads((tmp_path / "metaworld_eval" / "results.json").read_text())
+    assert {t: r["successes"] for t, r in metaworld["tasks"].items()} == {
+        "metaworld/drawer-open-v3": 2,
+        "metaworld/drawer-close-v3": 2,
+    }
+    assert "| **mean of 2 tasks** | 4/4 |" in text and "'open the drawer'" in text
 
 
 def test_sim_notebook_is_committed_without_outputs():
