@@ -106,11 +106,19 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
         *tiny_vla_stream_args(root, tmp_path / "runs", "vla_stream"),
     ]  # fmt: skip
     env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    done = subprocess.run(
+    # A session of its own: on a timeout the whole group (Ray's processes hold the output pipes) is killed, so the
+    # test fails instead of waiting on the pipes forever.
+    proc = subprocess.Popen(
         [sys.executable, "-m", "vla_foundry.launch.ray_train", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=480,
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=60)
+        raise AssertionError("the Ray Train run did not finish in 480 s:\n" + stderr[-3000:]) from None
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     run_dir = tmp_path / "runs" / "vla_stream"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss" in r]

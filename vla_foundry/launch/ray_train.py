@@ -21,6 +21,7 @@ Launcher flags (the rest are training flags, checked here before Ray starts):
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -161,7 +162,12 @@ def launch(argv: Sequence[str]) -> Any:
         if ray_params.address:
             ray.init(address=ray_params.address)
         else:
-            ray.init(include_dashboard=False)
+            # Each worker's LeRobot stream runs its Ray Data tasks beside the workers. With only the cores' count of
+            # CPUs, one worker's decode task can hold the last CPU while its worker waits for the others in a
+            # collective, and the other workers' streams never get one (a deadlock seen on 2 cores). The local
+            # cluster counts one more CPU per worker for its stream (scheduling slots, not cores).
+            slots = math.ceil(ray_params.num_workers * ray_params.cpus_per_worker) + ray_params.num_workers
+            ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, slots))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"argv": train_argv, "cwd": os.getcwd(), "run_dir": run_dir},
