@@ -73,6 +73,7 @@ COMMAND_RULES: tuple[Rule, ...] = (
         "skip",
         "lerobot's own environment (tests/data/test_lerobot_roundtrip.py)",
     ),
+    Rule(r"^bash benchmarks/gpu_", "skip", "the GPU suite and its wheel download (a GPU machine; PyPI)"),
     Rule(r"^curl ", "skip", "talks to a running policy server (tests/inference/test_policy_server_json.py runs curl)"),
     Rule(r"^cd ", "skip", "changes directory (part of the install steps)"),
     Rule(r"^uv run (pytest|ruff)", "skip", "the test suite and the linter themselves (run by .ci/run)"),

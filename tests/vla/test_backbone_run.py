@@ -73,8 +73,9 @@ def test_an_explicit_backbone_of_another_architecture_is_a_contradiction(tmp_pat
 
 
 def test_a_run_that_is_not_a_backbone_is_refused(tmp_path):
-    run = write_run(tmp_path / "llm", TINY_LM)
-    with pytest.raises(ConfigError, match="holds a 'transformer' model; a backbone run must hold one of: vlm, vlm_hf"):
+    # An LLM run is a backbone (policies without a camera); a policy run is not.
+    run = write_run(tmp_path / "policy", policy_params(TINY_VLM))
+    with pytest.raises(ConfigError, match="holds a 'diffusion_policy' model; a backbone run must hold one of: vlm,"):
         policy_params(TINY_VLM, backbone_run=run).resolve_backbone_run()
 
 

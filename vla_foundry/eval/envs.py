@@ -336,6 +336,8 @@ class SimAdapter:
         images = {cam: [frames[max(len(frames) - 1 + i, 0)][cam] for i in self.image_indices] for cam in self.cameras}
         rows = [states[max(len(states) - self.proprio_rows + r, 0)] for r in range(self.proprio_rows)]
         keys = self.spec.state_fields
+        # A bare array is the env's `agent_pos` (the only state most envs have).
+        rows = [row if isinstance(row, dict) else {"agent_pos": row} for row in rows]
         # (rows, width) per field
         proprio = {f: np.asarray([row[keys[f][0]] for row in rows], dtype=np.float64) for f in self.proprio_fields}
         text = self.spec.instruction if instruction is None else instruction

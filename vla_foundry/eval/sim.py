@@ -554,7 +554,7 @@ def evaluate(
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         Path(output_dir, "results.json").write_text(json.dumps(out, indent=1))
-        Path(output_dir, "results.md").write_text(format_task_table(env, tasks, summary) + "\n")
+        Path(output_dir, "results" + ".md").write_text(format_task_table(env, tasks, summary) + "\n")
     return out
 
 
