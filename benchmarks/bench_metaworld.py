@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Tasks sharing one scene, told apart only by the instruction.
@@ -119,7 +121,8 @@ def main() -> None:
         cmd += ["--log_every_n_steps", "20", *args.extra]
         run(cmd, work / "calibration.log")
     rate = samples_per_s(calib / "metrics.jsonl")
-    batch = 64
+    # Whole global batches in each of the 4 checkpoint intervals.
+    batch = int(yaml.safe_load((calib / "config.yaml").read_text())["hparams"]["global_batch_size"])
     total = max(batch * 4, int(rate * args.train_minutes * 60) // (4 * batch) * (4 * batch))
     print(f"training: {rate:.0f} samples/s in calibration -> {total} samples for {args.train_minutes} min", flush=True)
     run_dir = work / "runs" / "policy"

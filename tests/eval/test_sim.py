@@ -67,6 +67,39 @@ def test_temporal_ensembling_weights_older_chunks_more():
     assert actions[2] == pytest.approx((w[0] * 2 + w[1] * 101 + w[2] * 200) / w.sum())
 
 
+class RecordingPolicy(CountingPolicy):
+    """A CountingPolicy that keeps every observation it was asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict] = []
+
+    def predict(self, observations: list, seed: int | None = None) -> np.ndarray:
+        self.seen.extend(observations)
+        return super().predict(observations, seed)
+
+
+def test_the_policy_is_given_the_actions_executed_last_as_its_past_rows():
+    from tests.eval.test_envs import pusht_metadata
+
+    policy = RecordingPolicy()
+    adapter = SimAdapter(get_sim_env("pusht"), pusht_metadata(chunk_length=4))
+    controller = PolicyController(policy, adapter, chunk_length=4, n_action_steps=1, past_action_rows=2)
+    controller.start(0)
+    executed = []
+    for step in range(4):
+        action = np.asarray(controller.act([0], _history(), {})[0]) * 0.5  # what the env took (e.g. clipped)
+        controller.record(0, action)
+        executed.append(action)
+    # No past rows before two actions were executed (as at an episode's start in training), then the last two.
+    assert "past_actions" not in policy.seen[0] and "past_actions" not in policy.seen[1]
+    np.testing.assert_array_equal(policy.seen[2]["past_actions"], np.stack(executed[0:2]))
+    np.testing.assert_array_equal(policy.seen[3]["past_actions"], np.stack(executed[1:3]))
+    controller.start(0)  # a new episode forgets the last one's actions
+    controller.act([0], _history(), {})
+    assert "past_actions" not in policy.seen[4]
+
+
 def test_n_action_steps_beyond_the_chunk_is_a_config_error():
     with pytest.raises(ConfigError, match="n_action_steps=9 must be in 1..4"):
         _controller(n_action_steps=9)

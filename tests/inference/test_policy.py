@@ -77,6 +77,25 @@ def test_given_past_actions_are_kept(policy_run):
     assert not np.allclose(chunk, policy.predict(observation(np.random.default_rng(2)), seed=0))
 
 
+def test_a_batch_may_mix_observations_with_and_without_past_actions(policy_run):
+    policy = Policy.from_run(policy_run)
+    given, free = observation(np.random.default_rng(2)), observation(np.random.default_rng(3))
+    given["past_actions"] = np.full((1, ACTION_DIM), 0.3)
+    batch, known, known_mask = policy._batch([given, free])
+    window = policy.model.generate_actions(
+        batch, known_actions=known, known_mask=known_mask, generator=torch.Generator().manual_seed(0)
+    )
+    physical = policy.normalizer.denormalize_actions(window.double().numpy())  # (2, T, A)
+    # The first observation's past row is the given action; the second's is sampled (as at an episode's start).
+    np.testing.assert_allclose(physical[0, 0], np.full(ACTION_DIM, 0.3), atol=1e-5)
+    assert not np.allclose(physical[1, 0], 0.3, atol=1e-3)
+    # Mixed, each chunk still depends on what its own observation gave.
+    mixed = policy.predict([given, free], seed=0)
+    assert mixed.shape == (2, CHUNK, ACTION_DIM)
+    bare = {k: v for k, v in given.items() if k != "past_actions"}
+    assert not np.allclose(mixed[0], policy.predict([bare, free], seed=0)[0])
+
+
 def test_observation_missing_a_camera_names_it_and_the_expected_frames(policy_run):
     policy = Policy.from_run(policy_run)
     obs = observation(np.random.default_rng(0))

@@ -140,6 +140,7 @@ class PolicyController:
         n_action_steps: int | None = None,
         temporal_ensemble: float | None = None,
         seed: int = 0,
+        past_action_rows: int = 0,
     ) -> None:
         n = n_action_steps or chunk_length
         if not 1 <= n <= chunk_length:
@@ -151,17 +152,34 @@ class PolicyController:
         self.instruction: str | None = None
         self.n_action_steps, self.ensemble = n, temporal_ensemble
         self.seed, self.queries = seed, 0
+        # The actions executed last, given back as the window's past rows: a policy trained with its past actions
+        # known (condition_on_past_actions) sees in closed loop what it saw in training; at an episode's start
+        # they are unknown, as the padded past rows of training are.
+        self.past_action_rows = past_action_rows
+        self.executed: dict[int, list[np.ndarray]] = {}
         self.queue: dict[int, list[np.ndarray]] = {}
         self.chunks: dict[int, list[tuple[int, np.ndarray]]] = {}
         self.t: dict[int, int] = {}
 
     def start(self, slot: int) -> None:
-        self.queue[slot], self.chunks[slot], self.t[slot] = [], [], 0
+        self.queue[slot], self.chunks[slot], self.t[slot], self.executed[slot] = [], [], 0, []
+
+    def record(self, slot: int, action: np.ndarray) -> None:
+        """The action env `slot` executed (after clipping to the env's bounds)."""
+        if self.past_action_rows:
+            self.executed[slot] = [*self.executed[slot], np.asarray(action)][-self.past_action_rows :]
+
+    def _observation(self, slot: int, history: tuple[list, list]) -> dict:
+        obs = self.adapter.policy_observation(*history, self.instruction)
+        past = self.executed.get(slot, [])
+        if self.past_action_rows and len(past) == self.past_action_rows:
+            obs["past_actions"] = np.stack(past)  # (past, action_dim), oldest first
+        return obs
 
     def act(self, slots: list[int], history: dict[int, tuple[list, list]], infos: dict[int, dict]) -> dict:
         need = [s for s in slots if self.ensemble is not None or not self.queue[s]]
         if need:
-            observations = [self.adapter.policy_observation(*history[s], self.instruction) for s in need]
+            observations = [self._observation(s, history[s]) for s in need]
             # One seed per query: the same settings give the same noise, whatever the timing.
             chunks = np.asarray(self.policy.predict(observations, seed=self.seed * 1_000_003 + self.queries))
             self.queries += 1
@@ -189,6 +207,9 @@ class ExpertController:
     needs_expert = True
 
     def start(self, slot: int) -> None:
+        pass
+
+    def record(self, slot: int, action: np.ndarray) -> None:
         pass
 
     def act(self, slots: list[int], history: dict[int, tuple[list, list]], infos: dict[int, dict]) -> dict:
@@ -287,6 +308,7 @@ def run_episodes(
                 if spec.clip_actions:
                     row = np.clip(row, adapter_space.low, adapter_space.high)
                 last_action[s] = row
+                controller.record(s, last_action[s].copy())
             obs, reward, terminated, truncated, info = envs.step(last_action)
             reset_seeds: list[int | None] = [None] * n
             for s in slots:
@@ -522,7 +544,13 @@ def evaluate(
         else:
             adapter = adapters[name]
             controller = PolicyController(
-                policy, adapter, int(metadata["chunk_length"]), n_action_steps, temporal_ensemble, seed
+                policy,
+                adapter,
+                int(metadata["chunk_length"]),
+                n_action_steps,
+                temporal_ensemble,
+                seed,
+                past_action_rows=int(metadata.get("past_lowdim_steps") or 0),
             )
             controller.instruction = instruction
             settings["n_action_steps"] = controller.n_action_steps

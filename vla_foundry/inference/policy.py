@@ -10,7 +10,8 @@
 
 A camera may be given one frame (for a single image offset) or a list of frames, one per offset in
 `policy.image_indices`. `past_actions` ((past, action_dim), physical units) may be given: the policy then keeps
-those rows fixed while sampling, as in training.
+those rows fixed while sampling, as in training (where they are known except at an episode's start). In a batch,
+observations with and without past actions may be mixed.
 """
 
 from __future__ import annotations
@@ -194,7 +195,9 @@ class Policy:
 
     # -- prediction -------------------------------------------------------------------------------------------
 
-    def _batch(self, observations: Sequence[Observation]) -> tuple[dict[str, Any], torch.Tensor | None]:
+    def _batch(
+        self, observations: Sequence[Observation]
+    ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
         items = []
         for i, obs in enumerate(observations):
             where = "observation" if len(observations) == 1 else f"observation {i}"
@@ -206,20 +209,23 @@ class Policy:
             items.append(item)
         batch = {k: torch.cat([it[k] for it in items]) for k in items[0] if k != "metadata"}
         batch["metadata"] = [it["metadata"][0] for it in items]
-        known = None
-        if any(obs.get("past_actions") is not None for obs in observations):
-            if not all(obs.get("past_actions") is not None for obs in observations):
-                raise ValueError("give past_actions for every observation of a batch or for none")
-            T = self.config.window_length
+        known = known_mask = None
+        given = [obs.get("past_actions") is not None for obs in observations]
+        if any(given):
+            T, past = self.config.window_length, self.config.past_lowdim_steps
             A = self.normalizer.config.action_dim
             window = np.zeros((len(observations), T, A))
-            window[:, : self.config.past_lowdim_steps] = np.stack([np.asarray(o["past_actions"]) for o in observations])
+            known_mask = torch.zeros(len(observations), T, dtype=torch.bool)
+            for i, obs in enumerate(observations):
+                if given[i]:  # the others sample their past rows, as at an episode's start in training
+                    window[i, :past] = np.asarray(obs["past_actions"])
+                    known_mask[i, :past] = True
             known = torch.as_tensor(
                 np.stack([self.normalizer.normalize_actions(w) for w in window]), dtype=torch.float32
             )
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         batch["images"] = images_to_unit_float(batch["images"])  # uint8 crosses to the device, floats are made there
-        return batch, known
+        return batch, known, known_mask
 
     @torch.no_grad()
     def predict(self, observation: Observation | Sequence[Observation], seed: int | None = None) -> np.ndarray:
@@ -230,13 +236,10 @@ class Policy:
         observations = [observation] if single else list(observation)
         if not observations:
             raise ValueError("predict needs at least one observation")
-        batch, known = self._batch(observations)
+        batch, known, known_mask = self._batch(observations)
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else self.generator
-        known_mask = None
         if known is not None:
-            known = known.to(self.device)
-            known_mask = torch.zeros(known.shape[:2], dtype=torch.bool, device=self.device)
-            known_mask[:, : self.config.past_lowdim_steps] = True
+            known, known_mask = known.to(self.device), known_mask.to(self.device)
         window = self.model.generate_actions(batch, known_actions=known, known_mask=known_mask, generator=generator)
         # Denormalise the whole window (per-timestep statistics are per row), then keep the anchor and future rows.
         physical = np.asarray(self.normalizer.denormalize_actions(window.double().cpu().numpy()))  # (B, T, A)
