@@ -31,6 +31,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 
 
@@ -65,8 +66,6 @@ def _parse_bool(name: str, value: str) -> bool:
 def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
     """(`--ray.*` flags and `--ray_address`, the training flags). Unknown `--ray.*` names are a ConfigError with the
     closest ones."""
-    import difflib
-
     kinds: dict[str, Any] = {"num_workers": int, "use_gpu": bool, "max_failures": int, "cpus_per_worker": float}
     kinds["address"] = str
     values: dict[str, Any] = {}
@@ -94,7 +93,7 @@ def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
             value, i = args[i + 1], i + 1
         i += 1
         if name not in kinds:
-            close = difflib.get_close_matches(name, list(kinds), n=2)
+            close = closest_names(name, kinds, n=2, cutoff=0.6)
             hint = f" (did you mean {', '.join('--ray.' + c for c in close)}?)" if close else ""
             raise ConfigError(
                 f"--ray.{name} is not a launcher flag{hint}; valid: "
