@@ -207,7 +207,7 @@ def resolve_robotics_config(
                 if name not in stats:
                     raise StatsError(
                         f"{path} has no statistics for field {name!r} (requested by {group}); "
-                        f"{closest_names(name, sorted(stats))}"
+                        f"{closest_hint(name, sorted(stats))}"
                     )
         all_stats.append(crop_stats_window(stats, lay.past_lowdim_steps, past, future))
     wanted = list(dict.fromkeys([*data_params.action_fields, *data_params.proprioception_fields]))
@@ -215,7 +215,7 @@ def resolve_robotics_config(
         if name not in wanted:
             raise ConfigError(
                 f"data.normalization.field_overrides names {name!r}, which is not one of data.action_fields / "
-                f"data.proprioception_fields; {closest_names(name, wanted)}"
+                f"data.proprioception_fields; {closest_hint(name, wanted)}"
             )
     dims: dict[str, int] = {}
     for lay, stats in zip(layouts, all_stats):
