@@ -261,15 +261,19 @@ def parse_command(cls: type[T], argv: Sequence[str], spelling: Spelling = Spelli
 # Running
 
 
-def command_help(prog: str, doc: str | None, cls: type, spelling: Spelling = Spelling()) -> str:
-    """The tool's description, usage and one entry per field (type, default, description)."""
+def command_help(
+    prog: str, doc: str | None, cls: type, spelling: Spelling = Spelling(), common_flags: bool = True
+) -> str:
+    """The tool's description, usage and one entry per field (type, default, description); `common_flags`: also
+    --config_path, --debug and --help (a launcher whose other flags go to training leaves them to training's)."""
     from vla_foundry.params.help_text import field_lines
 
     bare = "".join(f" [{name.upper()}]" for name in spelling.positional)
     lines = [f"usage: {prog}{bare} [--config_path FILE.yaml] [--field VALUE ...]", ""]
     if doc:
         lines += [doc.strip(), ""]
-    lines += ["Flags (field  type = default, then what it does):", *field_lines(cls), *COMMON_FLAGS]
+    lines += ["Flags (field  type = default, then what it does):", *field_lines(cls)]
+    lines += COMMON_FLAGS if common_flags else []
     others = [f"--{old} (now --{new})" for old, new in spelling.renamed.items()]
     others += [f"--{alias} (= --{name})" for alias, name in spelling.aliases.items()]
     if others:
