@@ -128,7 +128,7 @@ def test_spartan_script_downloads_every_task_and_preprocesses_them_together(tmp_
     commands = dry_run("spartan_to_shards.sh", TASKS="TaskA TaskB", RAW=str(tmp_path))
     download, job, validate = commands
     assert download[download.index("--local_path") + 1] == str(tmp_path) and "--raw" in download
-    assert [download[i + 1] for i, a in enumerate(download) if a == "--task"] == ["TaskA", "TaskB"]
+    assert [download[i + 1] for i, a in enumerate(download) if a == "--task"] == ["[TaskA,TaskB]"]
     sources = job[job.index("--source_episodes") + 1]
     assert sources == f"[{tmp_path}/tasks/TaskA/,{tmp_path}/tasks/TaskB/]"
     assert validate == ["vla_foundry.data.validate", "/tmp/preprocessed/lbm/shards"]

@@ -14,10 +14,11 @@ from vla_foundry.params.preprocessing_params import parse_preprocessing_params
 
 
 def help_text(doc: str | None, params_class: type) -> str:
-    """The entry point's docstring followed by one line per flag (field, type, default)."""
-    from vla_foundry.params.help_text import field_lines
+    """The entry point's docstring and one entry per flag (field, type, default, description), as every command's."""
+    from vla_foundry.cli import command_help
 
-    return (doc or "").strip() + "\n\nFlags (field, type, default):\n" + "\n".join(field_lines(params_class))
+    prog = f"python {sys.argv[0]}" if sys.argv and sys.argv[0].endswith(".py") else "preprocess"
+    return command_help(prog, doc, params_class)
 
 
 def outcome_summary(outcome: Any, inputs_name: str) -> str:
@@ -48,9 +49,16 @@ def run_preprocessing_command(
 ) -> int:
     """Parse `argv` (default: sys.argv[1:]) into `params_class`, run `run_job(params)` and print its summary.
 
-    Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr).
+    Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr; `--debug`:
+    the traceback).
     """
+    from vla_foundry.cli import pop_bool_flag, report_error
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        debug, args = pop_bool_flag(args, "--debug")
+    except ConfigError as e:
+        return report_error(e, False)
     if "--help" in args or "-h" in args:
         print(help_text(doc, params_class))
         return 0
@@ -61,7 +69,6 @@ def run_preprocessing_command(
         params = parse_preprocessing_params(params_class, args)
         outcome = run_job(params)
     except (ConfigError, JobError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return report_error(e, debug)
     print(outcome_summary(outcome, inputs_name))
     return 0
