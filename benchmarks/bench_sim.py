@@ -30,14 +30,13 @@ os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe (software EGL) on one t
 def env_steps_per_s(env: str, workers: int, episodes: int, max_steps: int, image_size: tuple[int, int]) -> float:
     from vla_foundry.eval.envs import get_sim_env
     from vla_foundry.eval.sim import ExpertController, run_episodes
+    from vla_foundry.params.eval_params import SimEpisodesParams
 
     spec = get_sim_env(env)
     results, _ = run_episodes(
         spec,
         ExpertController(),
-        episodes,
-        num_envs=workers,
-        max_steps=max_steps,
+        SimEpisodesParams(episodes=episodes, num_envs=workers, max_steps=max_steps),
         cameras=[spec.video_camera],
         image_size=image_size,
         show_progress=False,

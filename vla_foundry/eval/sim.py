@@ -18,6 +18,7 @@ summary; the settings), rewards.png (per-episode reward curves) and videos/episo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -35,7 +36,7 @@ import numpy as np
 
 from vla_foundry.eval.envs import SimAdapter, SimEnvSpec, expand_sim_envs, get_sim_env, is_sim_suite, sim_env_names
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.eval_params import SimEvalParams
+from vla_foundry.params.eval_params import SimEpisodesParams, SimEvalParams
 
 
 def headless_rendering() -> None:
@@ -213,21 +214,18 @@ def _slot_obs(obs: dict, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.nd
 def run_episodes(
     spec: SimEnvSpec,
     controller: Any,
-    episodes: int,
-    num_envs: int = 1,
-    seed: int = 0,
-    max_steps: int | None = None,
+    params: SimEpisodesParams,
     cameras: Sequence[str] = (),
     image_size: tuple[int, int] | None = None,
     history: int = 1,
-    video_episodes: int = 0,
     show_progress: bool = True,
 ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
-    """Run `episodes` episodes (episode k from env seed `seed + k`) in `num_envs` envs. Returns the results in
-    episode order and the video-camera frames of the first `video_episodes` episodes."""
+    """Run `params.episodes` episodes (episode k from env seed `params.seed + k`) in `params.num_envs` envs. Returns
+    the results in episode order and the video-camera frames of the first `params.videos` episodes."""
     from tqdm import tqdm
 
-    max_steps = max_steps or spec.max_steps
+    episodes, num_envs, seed, video_episodes = params.episodes, params.num_envs, params.seed, params.videos
+    max_steps = params.max_steps or spec.max_steps
     image_size = tuple(image_size or spec.image_size)
     video_camera = spec.video_camera if video_episodes > 0 else ""
     render = list(dict.fromkeys([*cameras, *([video_camera] if video_camera else [])]))
@@ -514,7 +512,7 @@ def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
             cameras, history = adapter.cameras, adapter.history
         task_start = time.perf_counter()
         results, frames = run_episodes(
-            spec, controller, episodes, num_envs, seed, max_steps, cameras, image_size, history, videos, show_progress
+            spec, controller, dataclasses.replace(params, videos=videos), cameras, image_size, history, show_progress
         )
         summary = summarize(results, time.perf_counter() - task_start)
         tasks[name] = summary

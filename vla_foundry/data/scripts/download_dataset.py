@@ -39,6 +39,30 @@ def _root(prefix: str, raw: bool) -> str:
     return "/".join(p for p in (prefix.strip("/"), "raw/tasks" if raw else "preprocessed") if p) + "/"
 
 
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    """`download_dataset.py`: which tasks of the public registry, and where they go."""
+
+    # Task names, e.g. [BimanualPutRedBellPepperInBin] (a repeated --task adds one).
+    task: tuple[str, ...] = ()
+    # Where to put the files.
+    local_path: str | None = None
+    # Raw Spartan episodes instead of preprocessed shards.
+    raw: bool = False
+    # List the available tasks and exit.
+    list: bool = False
+    # The registry's S3 bucket.
+    bucket: str = DEFAULT_BUCKET
+    # The registry's prefix in the bucket.
+    prefix: str = DEFAULT_PREFIX
+    # Files downloaded at once.
+    workers: int = 8
+
+    def validate(self) -> None:
+        if not self.list and (not self.task or not self.local_path):
+            raise ConfigError("--task and --local_path are required (or --list)")
+
+
 def list_tasks(bucket: str, prefix: str, raw: bool) -> list[str]:
     """Task names available in the registry (the folders under its raw/ or preprocessed/ root)."""
     root = _root(prefix, raw)
@@ -66,10 +90,10 @@ def _list_pages(bucket: str, prefix: str, delimiter: str | None = None) -> list[
         raise DownloadError(f"cannot list s3://{bucket}/{prefix} at {endpoint}: {e}") from e
 
 
-def download_task(
-    task: str, local_path: str, raw: bool, bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX, workers: int = 8
-) -> list[str]:
-    """Download every file of `task`; returns the local paths (skipping files already complete)."""
+def download_task(task: str, params: DownloadParams) -> list[str]:
+    """Download every file of `task` from `params.bucket` / `params.prefix` under `params.local_path`; returns the
+    local paths (skipping files already complete)."""
+    local_path, raw, bucket, prefix = str(params.local_path), params.raw, params.bucket, params.prefix
     objects = task_objects(bucket, prefix, task, raw)
     if not objects:
         available = list_tasks(bucket, prefix, raw)
@@ -103,32 +127,8 @@ def download_task(
 
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=params.workers) as pool:
         return list(tqdm(pool.map(fetch, objects), total=len(objects), unit="file", desc=task))
-
-
-@dataclasses.dataclass(frozen=True)
-class DownloadParams:
-    """`download_dataset.py`: which tasks of the public registry, and where they go."""
-
-    # Task names, e.g. [BimanualPutRedBellPepperInBin] (a repeated --task adds one).
-    task: tuple[str, ...] = ()
-    # Where to put the files.
-    local_path: str | None = None
-    # Raw Spartan episodes instead of preprocessed shards.
-    raw: bool = False
-    # List the available tasks and exit.
-    list: bool = False
-    # The registry's S3 bucket.
-    bucket: str = DEFAULT_BUCKET
-    # The registry's prefix in the bucket.
-    prefix: str = DEFAULT_PREFIX
-    # Files downloaded at once.
-    workers: int = 8
-
-    def validate(self) -> None:
-        if not self.list and (not self.task or not self.local_path):
-            raise ConfigError("--task and --local_path are required (or --list)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +150,7 @@ def _run(params: DownloadParams) -> None:
             print(name)
         return
     for task in params.task:
-        files = download_task(task, params.local_path, params.raw, params.bucket, params.prefix, params.workers)
+        files = download_task(task, params)
         print(f"{task}: {len(files)} files under {params.local_path}")
 
 
