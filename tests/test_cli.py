@@ -33,6 +33,10 @@ class ToolParams:
     # Branch to commit to.
     revision: str | None = None
 
+    def validate(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"episodes={self.episodes} must be >= 1")
+
 
 SPELLING = Spelling(
     positional=("run_dir",),
@@ -118,6 +122,11 @@ def test_an_unknown_flag_names_the_closest_field():
     assert str(error.value).startswith(
         "unknown key 'epsiodes' (on the command line); closest valid names under the top level: episodes"
     )
+
+
+def test_the_params_check_themselves_after_parsing():
+    with pytest.raises(ConfigError, match=r"^episodes=0 must be >= 1$"):
+        parse("--run_dir", "r", "--episodes", "0")
 
 
 def test_config_path_with_an_include_then_flags_over_it(tmp_path: Path):
