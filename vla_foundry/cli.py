@@ -14,8 +14,10 @@ Flag spellings, the same in every tool:
 - the run directory: `--run_dir PATH`; where a tool took a bare path it still does (with a warning);
 - a renamed flag keeps working under its old name for a while, with a one-line warning.
 
-    from vla_foundry.cli import Spelling, run_command
+    from vla_foundry.cli import run_command
     return run_command(MyToolParams, my_tool, argv, prog="python -m my.tool", doc=__doc__)
+
+(`Spelling` adds bare words, aliases and renamed flags; `run_subcommands` picks the params by a verb.)
 """
 
 from __future__ import annotations
