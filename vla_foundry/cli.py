@@ -301,9 +301,11 @@ def run_command(
     doc: str | None = None,
     spelling: Spelling = Spelling(),
     errors: tuple[type[BaseException], ...] = (),
+    parse: Callable[[type[T], Sequence[str]], T] | None = None,
 ) -> int:
     """Parse `argv` (default sys.argv[1:]) into `cls` and call `run(params)`; returns the exit status: `run`'s
-    (0 when it returns None), 0 for --help, 2 with one `error:` line for a bad flag or one of `errors` raised."""
+    (0 when it returns None), 0 for --help, 2 with one `error:` line for a bad flag or one of `errors` raised.
+    `parse` replaces `parse_command` for params with their own extra spellings (preprocessing's old key names)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         debug, args = pop_bool_flag(args, "--debug")
@@ -313,7 +315,7 @@ def run_command(
         print(command_help(prog, doc, cls, spelling))
         return 0
     try:
-        params = parse_command(cls, args, spelling)
+        params = parse(cls, args) if parse is not None else parse_command(cls, args, spelling)
     except (ConfigError, FileNotFoundError) as e:
         return report_error(e, debug)
     try:

@@ -9,16 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.preprocessing_params import parse_preprocessing_params
-
-
-def help_text(doc: str | None, params_class: type) -> str:
-    """The entry point's docstring and one entry per flag (field, type, default, description), as every command's."""
-    from vla_foundry.cli import command_help
-
-    prog = f"python {sys.argv[0]}" if sys.argv and sys.argv[0].endswith(".py") else "preprocess"
-    return command_help(prog, doc, params_class)
 
 
 def outcome_summary(outcome: Any, inputs_name: str) -> str:
@@ -52,23 +43,14 @@ def run_preprocessing_command(
     Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr; `--debug`:
     the traceback).
     """
-    from vla_foundry.cli import pop_bool_flag, report_error
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        debug, args = pop_bool_flag(args, "--debug")
-    except ConfigError as e:
-        return report_error(e, False)
-    if "--help" in args or "-h" in args:
-        print(help_text(doc, params_class))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from vla_foundry.cli import run_command
     from vla_foundry.data.preprocessing.job import JobError
 
-    try:
-        params = parse_preprocessing_params(params_class, args)
-        outcome = run_job(params)
-    except (ConfigError, JobError) as e:
-        return report_error(e, debug)
-    print(outcome_summary(outcome, inputs_name))
-    return 0
+    def run(params: Any) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        print(outcome_summary(run_job(params), inputs_name))
+
+    prog = f"python {sys.argv[0]}" if sys.argv and sys.argv[0].endswith(".py") else "preprocess"
+    return run_command(
+        params_class, run, argv, prog=prog, doc=doc, errors=(JobError,), parse=parse_preprocessing_params
+    )
