@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from vla_foundry.metrics import read_metrics
 from vla_foundry.params.base_params import ConfigError
 
 DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "data_wait_fraction", "sim/success_rate")
@@ -21,6 +20,8 @@ DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "da
 def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -> list[str]:
     """Write the plot; returns the metric names drawn. Raises FileNotFoundError / ValueError naming the problem."""
     import matplotlib
+
+    from vla_foundry.metrics import read_metrics  # imports torch: not needed by --help
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
