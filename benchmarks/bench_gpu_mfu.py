@@ -29,7 +29,7 @@ PRESET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args() -> argparse.Namespace:
-    from vla_foundry.cli import add_list_flag, list_value
+    from flags import add_list_flag, list_value
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per_gpu_batch_size", type=int, default=8)

@@ -73,8 +73,8 @@ def timed(fn, n: int, warmup: int = 2) -> list[float]:
 def main() -> None:
     import numpy as np
     import torch
+    from flags import add_list_flag, list_value
 
-    from vla_foundry.cli import add_list_flag, list_value
     from vla_foundry.inference import Policy, PolicyClient, PolicyServer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

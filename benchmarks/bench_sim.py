@@ -30,14 +30,13 @@ os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe (software EGL) on one t
 def env_steps_per_s(env: str, workers: int, episodes: int, max_steps: int, image_size: tuple[int, int]) -> float:
     from vla_foundry.eval.envs import get_sim_env
     from vla_foundry.eval.sim import ExpertController, run_episodes
+    from vla_foundry.params.eval_params import SimEpisodesParams
 
     spec = get_sim_env(env)
     results, _ = run_episodes(
         spec,
         ExpertController(),
-        episodes,
-        num_envs=workers,
-        max_steps=max_steps,
+        SimEpisodesParams(episodes=episodes, num_envs=workers, max_steps=max_steps),
         cameras=[spec.video_camera],
         image_size=image_size,
         show_progress=False,
@@ -95,7 +94,7 @@ def gymnasium_render_fps(task: str, image_size: tuple[int, int], frames: int) ->
 
 
 def main() -> None:
-    from vla_foundry.cli import add_list_flag, list_value
+    from flags import add_list_flag, list_value
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="aloha_transfer_cube", help="an env with a scripted expert")
@@ -142,9 +141,12 @@ def main() -> None:
                 print(f"speed-up with {n} workers: {rate / base:.2f}x (target >= {target:.1f}x on {cores} cores)")
     if args.run_dir:
         from vla_foundry.eval.sim import evaluate
+        from vla_foundry.params.eval_params import SimEvalParams
 
         out = evaluate(
-            args.policy_env, 1, run_dir=args.run_dir, max_steps=args.policy_steps, videos=0, show_progress=False
+            SimEvalParams(
+                env=args.policy_env, episodes=1, run_dir=args.run_dir, max_steps=args.policy_steps, no_progress=True
+            )
         )
         episode = out["episodes"][0]
         print(f"policy + env ({args.policy_env}): {episode['steps'] / episode['wall_time_s']:.1f} steps/s")

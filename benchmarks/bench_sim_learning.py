@@ -24,7 +24,7 @@ PRESETS = "config_presets"
 
 
 def main() -> None:
-    from vla_foundry.cli import add_list_flag, list_value
+    from flags import add_list_flag, list_value
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demos", type=int, default=50)
@@ -43,9 +43,10 @@ def main() -> None:
     args.demo_image_size = list_value(parser, args, "--demo_image_size")
 
     from vla_foundry.data.preprocessing.preprocess_robotics_to_tar import main as preprocess
-    from vla_foundry.eval.make_sim_demos import make_sim_demos
+    from vla_foundry.eval.make_sim_demos import SimDemosParams, make_sim_demos
     from vla_foundry.eval.sim import evaluate, format_summary
     from vla_foundry.main import main as train
+    from vla_foundry.params.eval_params import SimEvalParams
 
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_sim_learning_")
     print(
@@ -56,11 +57,13 @@ def main() -> None:
     )
     t = time.perf_counter()
     demos = make_sim_demos(
-        "aloha_transfer_cube",
-        args.demos,
-        os.path.join(work, "demos"),
-        num_workers=args.demo_workers,
-        image_size=tuple(args.demo_image_size),
+        SimDemosParams(
+            env="aloha_transfer_cube",
+            episodes=args.demos,
+            output_dir=os.path.join(work, "demos"),
+            num_workers=args.demo_workers,
+            image_size=tuple(args.demo_image_size),
+        )
     )
     print(f"demos: {demos['episodes']} kept of {demos['attempts']} in {time.perf_counter() - t:.0f} s", flush=True)
 
@@ -87,16 +90,18 @@ def main() -> None:
 
     t = time.perf_counter()
     out = evaluate(
-        "aloha_transfer_cube",
-        args.eval_episodes,
-        os.path.join(work, "eval"),
-        run_dir=os.path.join(work, "vla"),
-        num_envs=args.eval_envs,
-        seed=1000,
-        max_steps=args.max_steps,
-        image_size=tuple(args.demo_image_size),  # the demos' view: the render size sets the field of view
-        videos=2,
-        device=args.device,
+        SimEvalParams(
+            env="aloha_transfer_cube",
+            episodes=args.eval_episodes,
+            output_dir=os.path.join(work, "eval"),
+            run_dir=os.path.join(work, "vla"),
+            num_envs=args.eval_envs,
+            seed=1000,
+            max_steps=args.max_steps,
+            image_size=tuple(args.demo_image_size),  # the demos' view: the render size sets the field of view
+            videos=2,
+            device=args.device,
+        )
     )
     print(f"evaluation: {time.perf_counter() - t:.0f} s", flush=True)
     print(format_summary("aloha_transfer_cube", out["summary"]))

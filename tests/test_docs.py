@@ -6,7 +6,6 @@ naming its file and line: a new command in the docs needs a rule here."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import inspect
@@ -96,7 +95,7 @@ def _unbracket(words: list[str]) -> list[str]:
     for word in words:
         if word.startswith("[--"):
             word, optional = word[1:], True
-        if optional and word.endswith("]") and not word.startswith("["):
+        if optional and word.endswith("]") and word.count("]") > word.count("["):
             word, optional = word[:-1], False
         out.append(word)
     return out
@@ -206,13 +205,24 @@ def parse_only(target: str, args: list[str], monkeypatch: pytest.MonkeyPatch) ->
             raise _Parsed
 
         monkeypatch.setattr(module, "run_preprocessing_command", parse_preprocessing)
-    real_parse = argparse.ArgumentParser.parse_args
+    import vla_foundry.cli
 
-    def parse_then_stop(self, args=None, namespace=None):
-        real_parse(self, args, namespace)
+    real_parse = vla_foundry.cli.parse_command
+
+    def parse_then_stop(*parse_args, **kwargs):
+        real_parse(*parse_args, **kwargs)
         raise _Parsed
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(vla_foundry.cli, "parse_command", parse_then_stop)
+    import argparse  # the benchmark scripts keep argparse
+
+    real_argparse = argparse.ArgumentParser.parse_args
+
+    def argparse_then_stop(self, args=None, namespace=None):
+        real_argparse(self, args, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", argparse_then_stop)
     monkeypatch.setattr(sys, "argv", [target, *args])
     takes_argv = bool(inspect.signature(module.main).parameters)
     try:

@@ -20,8 +20,8 @@ from tests.inference.conftest import observation, write_policy_run
 from vla_foundry import storage
 from vla_foundry.checkpoint import export_weights, save_checkpoint
 from vla_foundry.distributed import DistributedContext
+from vla_foundry.hub import PushParams, plan_run_push, pull, upload
 from vla_foundry.hub import main as hub_main
-from vla_foundry.hub import plan_run_push, pull, upload
 from vla_foundry.inference.policy import Policy
 
 RESULTS = {
@@ -98,7 +98,7 @@ def _card_metadata(card: str) -> dict:
 
 
 def test_push_plan_holds_the_export_byte_for_byte_and_no_optimizer_state(tmp_path, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", ema=True), str(tmp_path / "staging"))
     ops = {op.path_in_repo: op for op in plan.operations()}
     export = export_weights(dcp_run, str(tmp_path / "export" / "model.safetensors"))
     export_ema = export_weights(dcp_run, str(tmp_path / "export" / "ema.safetensors"), use_ema=True)
@@ -126,7 +126,7 @@ def test_push_plan_holds_the_export_byte_for_byte_and_no_optimizer_state(tmp_pat
 
 
 def test_with_optimizer_adds_the_whole_checkpoint_directory(tmp_path, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), with_optimizer=True)
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", with_optimizer=True), str(tmp_path / "staging"))
     pushed = {p for p in plan.files if p.startswith("checkpoints/")}
     on_disk = {
         f"checkpoints/checkpoint_1/{os.path.relpath(p, os.path.join(dcp_run, 'checkpoints', 'checkpoint_1'))}"
@@ -136,7 +136,7 @@ def test_with_optimizer_adds_the_whole_checkpoint_directory(tmp_path, dcp_run):
 
 
 def test_card_metadata_is_valid_yaml_with_the_sim_results(tmp_path, dcp_run, robotics_dir):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     with open(plan.files["README.md"]) as f:
         card = f.read()
     assert card == plan.card
@@ -156,7 +156,7 @@ def test_card_metadata_is_valid_yaml_with_the_sim_results(tmp_path, dcp_run, rob
 
 
 def test_pushed_then_cached_run_predicts_exactly_as_the_local_run(tmp_path, hf_home, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", ema=True), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)
     obs = observation(np.random.default_rng(0))
     local = Policy.from_run(dcp_run)
@@ -170,7 +170,7 @@ def test_pushed_then_cached_run_predicts_exactly_as_the_local_run(tmp_path, hf_h
 
 
 def test_a_revision_pins_a_commit(tmp_path, hf_home, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     commit = _cache_plan(hf_home, plan)
     assert storage.exists(f"hf://org/vla@{commit}/config_model.yaml")
     assert storage.read_text(f"hf://org/vla@{commit}/stats.json") == storage.read_text(f"{dcp_run}/stats.json")
@@ -179,7 +179,7 @@ def test_a_revision_pins_a_commit(tmp_path, hf_home, dcp_run):
 
 
 def test_pull_mirrors_the_repo_into_a_run_dir_every_command_accepts(tmp_path, hf_home, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)
     dest = str(tmp_path / "pulled")
     written = pull("org/vla", dest)
@@ -199,13 +199,13 @@ def test_dry_run_prints_the_files_and_the_card_without_uploading(tmp_path, hf_ho
 
 
 def test_upload_refuses_offline_before_any_request(tmp_path, hf_home, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         upload(plan)
 
 
 def test_missing_file_and_uncached_repo_are_one_line_errors(hf_home, tmp_path, dcp_run):
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)
     # Offline, the cache cannot tell a file the Hub lacks from one not downloaded yet: the error says so.
     with pytest.raises(FileNotFoundError, match=r"hf://org/vla/nothing\.json is not in the Hub cache .*HF_HUB_OFFLINE"):
@@ -324,7 +324,7 @@ def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf
     from vla_foundry.models.weights import read_model_weights
     from vla_foundry.training_run import check_nested_weight_paths
 
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", ema=True), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)
     expected = load_file(plan.files["model.safetensors"])
     state = read_model_weights("hf://org/vla")  # what --model.backbone_run hf://org/vla loads
@@ -343,7 +343,7 @@ def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf
 def test_checkpoint_export_of_a_hub_run_writes_its_weights(tmp_path, hf_home, dcp_run):
     from vla_foundry.checkpoint import main as checkpoint_main
 
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)
     out = str(tmp_path / "exported.safetensors")
     assert checkpoint_main(["export", "hf://org/vla", "--output", out]) == 0
@@ -355,10 +355,12 @@ def test_checkpoint_export_of_a_hub_run_writes_its_weights(tmp_path, hf_home, dc
 
 
 def test_a_pulled_run_pushes_again_with_the_same_weights(tmp_path, hf_home, dcp_run):
-    first = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
+    first = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", ema=True), str(tmp_path / "staging"))
     _cache_plan(hf_home, first)
     pull("hf://org/vla", str(tmp_path / "pulled"))
-    again = plan_run_push(str(tmp_path / "pulled"), "org/vla2", str(tmp_path / "staging2"), ema=True)
+    again = plan_run_push(
+        PushParams(run_dir=str(tmp_path / "pulled"), repo="org/vla2", ema=True), str(tmp_path / "staging2")
+    )
     for name in ("model.safetensors", "ema.safetensors", "config_model.yaml", "stats.json"):
         with open(again.files[name], "rb") as a, open(first.files[name], "rb") as b:
             assert a.read() == b.read(), name
@@ -525,7 +527,7 @@ class _CommitHub:
 def test_a_push_is_one_commit_holding_every_file_and_the_card(tmp_path, dcp_run):
     import base64
 
-    plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"))
+    plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     hub = _CommitHub()
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test_token"}
     script = "import json, sys; from vla_foundry.hub import PushPlan, upload; print(upload(PushPlan(**json.loads(sys.argv[1]))))"

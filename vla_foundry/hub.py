@@ -18,12 +18,10 @@ operations, card) is built offline and printed by `--dry_run`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
@@ -325,17 +323,76 @@ def _find_results(run_dir: str, number: int, given: str | None) -> str | None:
     return top if storage.exists(top) else None
 
 
-def plan_run_push(
-    run: str,
-    repo: str,
-    staging: str,
-    checkpoint: int | None = None,
-    ema: bool = False,
-    with_optimizer: bool = False,
-    private: bool = False,
-    revision: str | None = None,
-    results: str | None = None,
-) -> PushPlan:
+@dataclasses.dataclass(frozen=True)
+class PushParams:
+    """`hub push RUN REPO`: a run and the model repo it goes to."""
+
+    # Run directory (local or s3://); also the first bare word.
+    run_dir: str = ""
+    # Model repo org/name (@revision allowed); also the second bare word.
+    repo: str = ""
+    # Checkpoint number to export (None: the latest).
+    checkpoint: int | None = None
+    # Also push the EMA weights (ema.safetensors).
+    ema: bool = False
+    # Create the repo private.
+    private: bool = False
+    # Branch to commit to (created when missing; None: main).
+    revision: str | None = None
+    # Also push the checkpoint directory (optimizer and trainer state), so training can resume from a pull.
+    with_optimizer: bool = False
+    # Sim results.json for the card (None: the run's own).
+    results: str | None = None
+    # Print the file list and the card; upload nothing.
+    dry_run: bool = False
+
+    def validate(self) -> None:
+        _require(self, "run_dir", "repo")
+
+
+@dataclasses.dataclass(frozen=True)
+class PullParams:
+    """`hub pull REPO DEST`: mirror a repo into a local directory."""
+
+    # org/name, datasets/org/name or hf://...; @revision pins a branch, tag or commit; also the first bare word.
+    repo: str = ""
+    # Local directory; also the second bare word.
+    dest: str = ""
+    # Branch, tag or commit (the same as repo@revision).
+    revision: str | None = None
+
+    def validate(self) -> None:
+        _require(self, "repo", "dest")
+
+
+@dataclasses.dataclass(frozen=True)
+class PushDatasetParams:
+    """`hub push_dataset DIR REPO`: a shard dataset directory and the dataset repo it goes to."""
+
+    # Directory holding manifest.jsonl and the shards (local or s3://); also the first bare word.
+    dataset_dir: str = ""
+    # Dataset repo org/name; also the second bare word.
+    repo: str = ""
+    # Create the repo private.
+    private: bool = False
+    # Branch to commit to (created when missing; None: main).
+    revision: str | None = None
+    # Print the file list and the card; upload nothing.
+    dry_run: bool = False
+
+    def validate(self) -> None:
+        _require(self, "dataset_dir", "repo")
+
+
+def _require(params: Any, *names: str) -> None:
+    from vla_foundry.params.base_params import ConfigError
+
+    for name in names:
+        if not getattr(params, name):
+            raise ConfigError(f"--{name} is required (or give it as a bare word; see --help)")
+
+
+def plan_run_push(params: PushParams, staging: str) -> PushPlan:
     """Export the weights and gather a run's files into `staging`; returns the push plan (nothing uploaded)."""
     from vla_foundry.checkpoint import (
         EXPORTED_EMA,
@@ -346,10 +403,11 @@ def plan_run_push(
         resolve_checkpoint,
     )
 
+    repo, checkpoint, ema = params.repo, params.checkpoint, params.ema
     repo_id, repo_type, url_revision = repo_id_of(repo)
     if repo_type != "model":
         raise HubError(f"{repo}: a run goes to a model repo (org/name); datasets/... is for push_dataset")
-    run = str(run).rstrip("/")
+    run = str(params.run_dir).rstrip("/")
     if storage.is_hf(run):
         raise HubError(f"{run} is already on the Hub; pull it first (python -m vla_foundry.hub pull ...)")
     if not storage.exists(storage.join(run, "config_model.yaml")):
@@ -376,13 +434,13 @@ def plan_run_push(
                 files[EXPORTED_EMA] = export_weights(ref.path, os.path.join(staging, EXPORTED_EMA), use_ema=True)
         except CheckpointError as e:
             raise HubError(f"cannot push {run}: {e}") from None
-    if with_optimizer:
+    if params.with_optimizer:
         if not ref.sharded:
             raise HubError(f"--with_optimizer: {ref.path} is not a checkpoint directory (no optimizer state)")
         for rel in storage.list_files(ref.path):
             name = f"checkpoints/{storage.basename(ref.path)}/{rel[len(ref.path) + 1 :]}"
             files[name] = _fetch(rel, staging, name)
-    result_path = _find_results(run, ref.number, results)
+    result_path = _find_results(run, ref.number, params.results)
     parsed = read_results(result_path) if result_path else None
     if result_path and parsed is None:
         raise HubError(f"{result_path} holds no 'summary' (not a results.json of python -m vla_foundry.eval.sim)")
@@ -406,7 +464,7 @@ def plan_run_push(
     with open(files[CARD], "w") as f:
         f.write(card)
     message = f"Upload {storage.basename(run)} (checkpoint {weights['checkpoint']}) with vla_foundry"
-    return PushPlan(repo_id, "model", files, card, private, revision or url_revision, message)
+    return PushPlan(repo_id, "model", files, card, params.private, params.revision or url_revision, message)
 
 
 def dataset_card(repo_id: str, dataset_dir: str, files: dict[str, str]) -> str:
@@ -457,15 +515,13 @@ def dataset_card(repo_id: str, dataset_dir: str, files: dict[str, str]) -> str:
     return mask_secrets("\n".join(lines) + "\n")
 
 
-def plan_dataset_push(
-    dataset_dir: str, repo: str, staging: str, private: bool = False, revision: str | None = None
-) -> PushPlan:
+def plan_dataset_push(params: PushDatasetParams, staging: str) -> PushPlan:
     """Gather a shard dataset (manifest, shards, stats, processing metadata) and its card into a push plan."""
     from vla_foundry.data.manifest import MANIFEST_NAME, read_manifest
 
     # A dataset always goes to a dataset repo: `org/name` and `datasets/org/name` name the same one here.
-    repo_id, _, url_revision = repo_id_of(repo)
-    dataset_dir = str(dataset_dir).rstrip("/")
+    repo_id, _, url_revision = repo_id_of(params.repo)
+    dataset_dir = str(params.dataset_dir).rstrip("/")
     manifest = storage.join(dataset_dir, MANIFEST_NAME)
     if not storage.exists(manifest):
         raise HubError(f"{dataset_dir} is not a shard dataset: {manifest} does not exist")
@@ -487,7 +543,7 @@ def plan_dataset_push(
     with open(files[CARD], "w") as f:
         f.write(card)
     message = f"Upload dataset {storage.basename(dataset_dir)} with vla_foundry"
-    return PushPlan(repo_id, "dataset", files, card, private, revision or url_revision, message)
+    return PushPlan(repo_id, "dataset", files, card, params.private, params.revision or url_revision, message)
 
 
 # ------------------------------------------------------------------------------------------- the network
@@ -539,60 +595,53 @@ def _hub_failure(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vla_foundry.hub", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    push = sub.add_parser("push", help="push a run (local or s3://) to a model repo, in one commit")
-    push.add_argument("run", help="run directory (local or s3://)")
-    push.add_argument("repo", help="model repo: org/name")
-    push.add_argument("--checkpoint", type=int, default=None, help="checkpoint number to export (default latest)")
-    push.add_argument("--ema", action="store_true", help="also push the EMA weights (ema.safetensors)")
-    push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--revision", default=None, help="branch to commit to (created when missing; default main)")
-    push.add_argument("--with_optimizer", action="store_true", help="also push the checkpoint dir (optimizer state)")
-    push.add_argument("--results", default=None, help="sim results.json for the card (default: the run's own)")
-    push.add_argument("--dry_run", action="store_true", help="print the file list and the card; upload nothing")
-    pull_cmd = sub.add_parser("pull", help="mirror a repo into a local directory")
-    pull_cmd.add_argument("repo", help="org/name, datasets/org/name or hf://...; @revision pins a branch/tag/commit")
-    pull_cmd.add_argument("dest", help="local directory")
-    pull_cmd.add_argument("--revision", default=None, help="branch, tag or commit (same as repo@revision)")
-    push_ds = sub.add_parser("push_dataset", help="push a shard dataset directory to a dataset repo, in one commit")
-    push_ds.add_argument("dataset_dir", help="directory holding manifest.jsonl and the shards (local or s3://)")
-    push_ds.add_argument("repo", help="dataset repo: org/name")
-    push_ds.add_argument("--private", action="store_true", help="create the repo private")
-    push_ds.add_argument("--revision", default=None, help="branch to commit to (created when missing; default main)")
-    push_ds.add_argument("--dry_run", action="store_true", help="print the file list and the card; upload nothing")
-    args = parser.parse_args(argv)
+    from vla_foundry.cli import Spelling, Subcommand, run_subcommands
+
+    return run_subcommands(
+        {
+            "push": Subcommand(
+                PushParams,
+                _push,
+                "push a run (local or s3://) to a model repo, in one commit",
+                Spelling(positional=("run_dir", "repo")),
+            ),
+            "pull": Subcommand(PullParams, _pull, "mirror a repo into a local directory", Spelling(("repo", "dest"))),
+            "push_dataset": Subcommand(
+                PushDatasetParams,
+                _push,
+                "push a shard dataset directory to a dataset repo, in one commit",
+                Spelling(positional=("dataset_dir", "repo")),
+            ),
+        },
+        argv,
+        prog="python -m vla_foundry.hub",
+        doc=__doc__.split("\n")[0],
+        errors=(HubError, OSError, ValueError),
+    )
+
+
+def _pull(params: PullParams) -> None:
+    repo = params.repo if not params.revision else f"{params.repo.split('@')[0]}@{params.revision}"
     try:
-        if args.command == "pull":
-            repo = args.repo if not args.revision else f"{args.repo.split('@')[0]}@{args.revision}"
-            written = pull(repo, args.dest)
-            print(f"pulled {len(written)} files into {args.dest}")
-            return 0
-        with tempfile.TemporaryDirectory(prefix="vla_foundry_push_") as staging:
-            if args.command == "push":
-                plan = plan_run_push(
-                    args.run,
-                    args.repo,
-                    staging,
-                    checkpoint=args.checkpoint,
-                    ema=args.ema,
-                    with_optimizer=args.with_optimizer,
-                    private=args.private,
-                    revision=args.revision,
-                    results=args.results,
-                )
-            else:
-                plan = plan_dataset_push(
-                    args.dataset_dir, args.repo, staging, private=args.private, revision=args.revision
-                )
-            if args.dry_run:
-                print(plan.describe())
-                return 0
-            print(f"pushed: {upload(plan)}")
-            return 0
+        written = pull(repo, params.dest)
     except (HubError, OSError, ValueError) as e:
-        print(f"error: {_hub_failure(e)}", file=sys.stderr)
-        return 2
+        raise HubError(_hub_failure(e)) from None
+    print(f"pulled {len(written)} files into {params.dest}")
+
+
+def _push(params: PushParams | PushDatasetParams) -> None:
+    try:
+        with tempfile.TemporaryDirectory(prefix="vla_foundry_push_") as staging:
+            if isinstance(params, PushParams):
+                plan = plan_run_push(params, staging)
+            else:
+                plan = plan_dataset_push(params, staging)
+            if params.dry_run:
+                print(plan.describe())
+                return
+            print(f"pushed: {upload(plan)}")
+    except (HubError, OSError, ValueError) as e:
+        raise HubError(_hub_failure(e)) from None
 
 
 if __name__ == "__main__":

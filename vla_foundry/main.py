@@ -60,7 +60,7 @@ def resolve_configs(params) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    from vla_foundry.cli import pop_bool_flag
+    from vla_foundry.cli import pop_bool_flag, report_error
 
     try:
         debug, args = pop_bool_flag(args, "--debug")
@@ -119,14 +119,6 @@ def help_plugins(args: Sequence[str]) -> list[str]:
     # second, which is why a plain --help skips plugins).
     load_plugins(names)
     return names
-
-
-def report_error(error: Exception, debug: bool) -> int:
-    """One line for the user (the full traceback with --debug); exit status 2."""
-    if debug:
-        raise error
-    print(f"error: {error}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """Plot a run's metrics.jsonl to a PNG.
 
-    python -m vla_foundry.plot_metrics RUN_DIR [--output plot.png] [--metrics loss lr grad_norm]
+    python -m vla_foundry.plot_metrics --run_dir RUN_DIR [--output plot.png] [--metrics "[loss, lr, grad_norm]"]
 
 RUN_DIR is a run directory (or a metrics.jsonl path); one panel per metric, against the optimizer step.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 
-from vla_foundry.metrics import read_metrics
+from vla_foundry.params.base_params import ConfigError
 
 DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "data_wait_fraction", "sim/success_rate")
 
@@ -20,6 +20,8 @@ DEFAULT_METRICS = ("loss", "val_loss", "lr", "grad_norm", "samples_per_sec", "da
 def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -> list[str]:
     """Write the plot; returns the metric names drawn. Raises FileNotFoundError / ValueError naming the problem."""
     import matplotlib
+
+    from vla_foundry.metrics import read_metrics  # imports torch: not needed by --help
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -63,22 +65,40 @@ def plot_metrics(path: str, output: str, metrics: Sequence[str] | None = None) -
     return present
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from vla_foundry.cli import add_list_flag, add_run_dir_flag, list_value, run_dir_value
+@dataclasses.dataclass(frozen=True)
+class PlotParams:
+    """`python -m vla_foundry.plot_metrics`: whose metrics, which ones, to which file."""
 
-    parser = argparse.ArgumentParser(description="Plot a run's metrics.jsonl to a PNG.")
-    add_run_dir_flag(parser, "run directory or metrics.jsonl path")
-    parser.add_argument("--output", default="metrics.png", help="PNG file to write")
-    add_list_flag(parser, "--metrics", str, f'metrics to plot, e.g. "[loss, lr]" (default: {DEFAULT_METRICS})')
-    args = parser.parse_args(argv)
-    run_dir = run_dir_value(parser, args)
-    try:
-        drawn = plot_metrics(run_dir, args.output, list_value(parser, args, "--metrics"))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output} ({', '.join(drawn)})")
-    return 0
+    # Run directory or a metrics.jsonl path.
+    run_dir: str = ""
+    # PNG file to write.
+    output: str = "metrics.png"
+    # Metrics to plot, e.g. [loss, lr] (None: loss, val_loss, lr, grad_norm, samples_per_sec, data_wait_fraction
+    # and sim/success_rate, those the run logged).
+    metrics: list[str] | None = None
+
+    def validate(self) -> None:
+        if not self.run_dir:
+            raise ConfigError("--run_dir is required (a run directory or its metrics.jsonl, local)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from vla_foundry.cli import Spelling, run_command
+
+    return run_command(
+        PlotParams,
+        _run,
+        argv,
+        prog="python -m vla_foundry.plot_metrics",
+        doc=__doc__,
+        spelling=Spelling(positional=("run_dir",), positional_deprecated=("run_dir",)),
+        errors=(FileNotFoundError, ValueError),
+    )
+
+
+def _run(params: PlotParams) -> None:
+    drawn = plot_metrics(params.run_dir, params.output, params.metrics)
+    print(f"wrote {params.output} ({', '.join(drawn)})")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ OUTPUT="${OUTPUT:-/tmp/preprocessed/lbm}"
 CAMERAS="${CAMERAS:-4}"
 run() { if [ "${DRY_RUN:-0}" = 1 ]; then printf '%q ' "$@" && echo; else "$@"; fi; }
 
-download=()
+tasks=()
 sources=()
 for task in $TASKS; do
-  download+=(--task "$task")
+  tasks+=("$task")
   sources+=("$RAW/tasks/$task/")
 done
-run uv run python vla_foundry/data/scripts/download_dataset.py "${download[@]}" --local_path "$RAW" --raw
+run uv run python vla_foundry/data/scripts/download_dataset.py --task "[$(IFS=,; echo "${tasks[*]}")]" \
+  --local_path "$RAW" --raw
 
 run uv run python vla_foundry/data/preprocessing/preprocess_robotics_to_tar.py \
   --type spartan \

@@ -8,6 +8,7 @@ import numpy as np
 
 from vla_foundry.eval.envs import get_sim_env
 from vla_foundry.eval.sim import evaluate, make_env
+from vla_foundry.params.eval_params import SimEvalParams
 
 
 def test_transfer_cube_expert_succeeds_on_at_least_95_percent_of_seeds():
@@ -26,7 +27,10 @@ def test_transfer_cube_expert_succeeds_on_at_least_95_percent_of_seeds():
 
 
 def test_scripted_policy_through_the_evaluator_in_worker_processes(tmp_path):
-    out = evaluate("aloha_transfer_cube", episodes=2, output_dir=str(tmp_path), scripted=True, num_envs=2, seed=3)
+    params = SimEvalParams(
+        env="aloha_transfer_cube", episodes=2, output_dir=str(tmp_path), policy="scripted", num_envs=2, seed=3, videos=0
+    )
+    out = evaluate(params)
     results = json.loads((tmp_path / "results.json").read_text())
     assert [e["seed"] for e in results["episodes"]] == [3, 4]
     assert all(e["success"] and e["max_reward"] == 4 for e in results["episodes"])

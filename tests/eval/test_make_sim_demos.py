@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from vla_foundry.eval.make_sim_demos import main, make_sim_demos
+from vla_foundry.eval.make_sim_demos import SimDemosParams, main, make_sim_demos
 from vla_foundry.eval.sim import make_env
 from vla_foundry.params.base_params import ConfigError
 
@@ -18,7 +18,10 @@ from vla_foundry.params.base_params import ConfigError
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     root = tmp_path_factory.mktemp("demos") / "aloha"
-    out = make_sim_demos("aloha_transfer_cube", 1, str(root), seed=2, image_size=(16, 16), show_progress=False)
+    params = SimDemosParams(
+        env="aloha_transfer_cube", episodes=1, output_dir=str(root), seed=2, image_size=(16, 16), no_progress=True
+    )
+    out = make_sim_demos(params)
     return root, out
 
 
@@ -64,4 +67,6 @@ def test_env_without_expert_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: env pusht has no scripted expert to record"]
     with pytest.raises(ConfigError, match="not cameras of aloha_transfer_cube"):
-        make_sim_demos("aloha_transfer_cube", 1, str(tmp_path / "y"), cameras=("side",))
+        make_sim_demos(
+            SimDemosParams(env="aloha_transfer_cube", episodes=1, output_dir=str(tmp_path / "y"), cameras=("side",))
+        )

@@ -4,6 +4,7 @@ preprocessing -> main.py -> eval.sim)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 
 from tests.conftest import PRESETS
 from vla_foundry.eval.envs import expand_sim_envs, get_sim_env, register_sim_suite, sim_env_names, sim_suite_names
-from vla_foundry.eval.make_sim_demos import make_sim_demos
+from vla_foundry.eval.make_sim_demos import SimDemosParams, make_sim_demos
 from vla_foundry.eval.sim import evaluate, make_env
 from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.eval_params import SimEvalParams
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -101,7 +103,10 @@ def test_an_env_stepped_past_its_last_episode_keeps_stepping():
 @pytest.fixture(scope="module")
 def demos(tmp_path_factory):
     root = tmp_path_factory.mktemp("mw") / "demos"
-    out = make_sim_demos(PAIR, 2, str(root), image_size=(32, 32), cameras=("corner2",), show_progress=False)
+    params = SimDemosParams(
+        env=PAIR, episodes=2, output_dir=str(root), image_size=(32, 32), cameras=("corner2",), no_progress=True
+    )
+    out = make_sim_demos(params)
     return root, out
 
 
@@ -132,7 +137,10 @@ def test_demos_replayed_from_their_seed_succeed(demos):
 
 
 def test_demos_without_camera_record_no_video(tmp_path):
-    out = make_sim_demos("metaworld/reach-v3", 1, str(tmp_path / "d"), cameras=("none",), show_progress=False)
+    params = SimDemosParams(
+        env="metaworld/reach-v3", episodes=1, output_dir=str(tmp_path / "d"), cameras=("none",), no_progress=True
+    )
+    out = make_sim_demos(params)
     assert out["episodes"] == 1 and not (tmp_path / "d" / "videos").exists()
     features = json.loads((tmp_path / "d" / "meta" / "info.json").read_text())["features"]
     assert not [k for k, f in features.items() if f["dtype"] == "video"]
@@ -189,7 +197,11 @@ def test_suite_evaluated_during_training_logs_each_task(state_run):
 
 
 def test_suite_evaluation_writes_a_table_per_task(state_run, tmp_path):
-    out = evaluate(PAIR, 2, str(tmp_path), run_dir=state_run, max_steps=5, n_action_steps=4, show_progress=False)
+    params = SimEvalParams(
+        env=PAIR, episodes=2, output_dir=str(tmp_path), run_dir=state_run, max_steps=5, n_action_steps=4, videos=0,
+        no_progress=True,
+    )  # fmt: skip
+    out = evaluate(params)
     assert [r["steps"] for r in out["episodes"]] == [5, 5, 5, 5]
     assert [r["env"] for r in out["episodes"]] == ["metaworld/drawer-open-v3"] * 2 + ["metaworld/drawer-close-v3"] * 2
     table = (tmp_path / "results.md").read_text().splitlines()
@@ -215,22 +227,25 @@ def test_instruction_from_tells_the_policy_another_tasks_instruction_or_nothing(
     from vla_foundry.inference.policy import Policy
 
     policy = RecordingPolicy(Policy.from_run(state_run).metadata())
-    kwargs = {"max_steps": 3, "n_action_steps": 1, "show_progress": False}
-    evaluate("metaworld/drawer-open-v3", 1, policy=policy, **kwargs)
-    evaluate("metaworld/drawer-open-v3", 1, policy=policy, instruction_from="metaworld/drawer-close-v3", **kwargs)
-    evaluate("metaworld/drawer-open-v3", 1, policy=policy, instruction_from="", **kwargs)
+    params = SimEvalParams(env="metaworld/drawer-open-v3", episodes=1, max_steps=3, n_action_steps=1, no_progress=True)
+    evaluate(params, policy=policy)
+    evaluate(dataclasses.replace(params, instruction_from="metaworld/drawer-close-v3"), policy=policy)
+    evaluate(dataclasses.replace(params, instruction_from=""), policy=policy)
     assert policy.instructions == ["open the drawer"] * 3 + ["close the drawer"] * 3 + [""] * 3
 
 
 def test_a_state_policy_in_an_env_of_other_sizes_is_refused_naming_both(state_run):
     with pytest.raises(ConfigError, match=r"gives \{'observation.state': 2\}"):
-        evaluate("pusht", 1, run_dir=state_run, show_progress=False)
+        evaluate(SimEvalParams(env="pusht", episodes=1, run_dir=state_run, no_progress=True))
 
 
 def test_pixel_policy_trains_on_corner2_and_acts_in_closed_loop(shards, tmp_path_factory, tmp_path):
     # The preset's 64 px backbone, at the 32 px the test demos were recorded at.
     run = _train(shards, tmp_path_factory, "pixels", ["--model.backbone.vit.img_size", "32"])
-    out = evaluate("metaworld/drawer-open-v3", 1, str(tmp_path), run_dir=run, max_steps=4, image_size=(32, 32),
-                   videos=1, show_progress=False)  # fmt: skip
+    params = SimEvalParams(
+        env="metaworld/drawer-open-v3", episodes=1, output_dir=str(tmp_path), run_dir=run, max_steps=4,
+        image_size=(32, 32), videos=1, no_progress=True,
+    )  # fmt: skip
+    out = evaluate(params)
     assert out["episodes"][0]["steps"] == 4
     assert (tmp_path / "videos" / "episode_000.mp4").stat().st_size > 0

@@ -3,6 +3,7 @@ end in gym-pusht (files and numbers), reproducibility, and the policy server's w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import av
@@ -12,6 +13,7 @@ import pytest
 from vla_foundry.eval.envs import SimAdapter, get_sim_env
 from vla_foundry.eval.sim import PolicyController, evaluate, main, wilson_interval
 from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.eval_params import SimEvalParams
 
 
 def test_wilson_interval_matches_published_values():
@@ -138,7 +140,9 @@ def test_trained_policy_end_to_end_writes_results_png_and_videos(pusht_run, tmp_
 
 def test_evaluation_is_reproducible_for_a_fixed_seed(pusht_run):
     def run(seed: int) -> list:
-        out = evaluate("pusht", 2, run_dir=pusht_run, seed=seed, max_steps=8, show_progress=False)
+        out = evaluate(
+            SimEvalParams(env="pusht", episodes=2, run_dir=pusht_run, seed=seed, max_steps=8, no_progress=True)
+        )
         return [(e["seed"], e["steps"], e["success"], e["rewards"]) for e in out["episodes"]]
 
     first, again = run(0), run(0)
@@ -164,8 +168,9 @@ def test_policy_url_gives_the_same_actions_as_the_in_process_policy(pusht_run):
         frames = [{"observation_image": rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)} for _ in range(2)]
         obs = adapter.policy_observation(frames, [rng.uniform(0, 512, 2) for _ in range(2)])
         np.testing.assert_array_equal(client.predict([obs], seed=3), local.predict([obs], seed=3))
-        remote = evaluate("pusht", 2, policy_url=server.url, seed=4, max_steps=8, show_progress=False)
-    in_process = evaluate("pusht", 2, policy=local, seed=4, max_steps=8, show_progress=False)
+        params = SimEvalParams(env="pusht", episodes=2, seed=4, max_steps=8, no_progress=True)
+        remote = evaluate(dataclasses.replace(params, policy_url=server.url))
+    in_process = evaluate(params, policy=local)
     assert [e["rewards"] for e in remote["episodes"]] == [e["rewards"] for e in in_process["episodes"]]
 
 

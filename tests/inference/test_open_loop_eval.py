@@ -14,11 +14,14 @@ import pytest
 import torch
 
 from vla_foundry.inference import Policy
-from vla_foundry.inference.open_loop_eval import evaluate_open_loop, main, run_open_loop_eval
+from vla_foundry.inference.open_loop_eval import OpenLoopParams, evaluate_open_loop, main, run_open_loop_eval
 
 
 def test_metrics_cover_every_field_and_horizon_step(policy_run, tiny_robotics_dir, tmp_path):
-    metrics = run_open_loop_eval(policy_run, str(tmp_path), dataset=tiny_robotics_dir, num_samples=10, batch_size=4)
+    params = OpenLoopParams(
+        run_dir=policy_run, output_dir=str(tmp_path), dataset=tiny_robotics_dir, num_samples=10, batch_size=4
+    )
+    metrics = run_open_loop_eval(params)
     assert metrics["num_samples"] == 10 and metrics["num_skipped"] == 0
     assert len(metrics["mse_per_horizon"]) == 5  # anchor + 4 future steps
     assert set(metrics["mse_per_field"]) == {"action"}
@@ -75,4 +78,4 @@ def test_command_line_writes_into_the_run_directory_by_default(policy_run, tiny_
 def test_without_a_dataset_the_runs_validation_split_must_exist(policy_run, tmp_path, capsys):
     code = main(["--run_dir", policy_run, "--output_dir", str(tmp_path), "--split", "val"])
     assert code == 2
-    assert "has no data.val_dataset_manifest in config.yaml; give --dataset" in capsys.readouterr().out
+    assert "has no data.val_dataset_manifest in config.yaml; give --dataset" in capsys.readouterr().err

@@ -141,4 +141,4 @@ def test_cli_latency_still_takes_url_with_a_deprecation_warning(served, capsys):
     assert main(["latency", "--url", client.url, "--n", "2"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("round_trip: n=2 ")
-    assert out.err == "warning: --url is deprecated; use --policy_url (the flag `eval` takes too)\n"
+    assert out.err == "warning: --url is now --policy_url; the old name will be removed\n"

@@ -133,18 +133,18 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
 
 def test_launcher_flags_are_checked_with_the_closest_names():
     params, rest = split_args(["--ray.num_workers", "3", "--ray.use_gpu=True", "--name", "x"])
-    assert (params.num_workers, params.use_gpu, rest) == (3, True, ["--name", "x"])
-    with pytest.raises(ConfigError, match="did you mean --ray.max_failures"):
+    assert (params.ray.num_workers, params.ray.use_gpu, rest) == (3, True, ["--name", "x"])
+    with pytest.raises(ConfigError, match="unknown key 'ray.max_failure'.*closest valid names under ray: max_failures"):
         split_args(["--ray.max_failure", "2"])
 
 
 def test_the_ray_address_is_spelled_as_in_preprocessing_and_the_old_spelling_warns(capsys):
     params, rest = split_args(["--ray_address", "auto", "--name", "x"])
-    assert (params.address, rest) == ("auto", ["--name", "x"])
+    assert (params.ray_address, rest) == ("auto", ["--name", "x"])
     assert capsys.readouterr().err == ""
-    assert split_args(["--ray_address=10.0.0.1:6379"])[0].address == "10.0.0.1:6379"
+    assert split_args(["--ray_address=10.0.0.1:6379"])[0].ray_address == "10.0.0.1:6379"
     params, _ = split_args(["--ray.address", "auto"])
-    assert params.address == "auto"
-    assert "--ray.address is spelled --ray_address" in capsys.readouterr().err
+    assert params.ray_address == "auto"
+    assert "--ray.address is now --ray_address" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--ray_address needs a value"):
         split_args(["--ray_address"])

@@ -9,9 +9,10 @@ several passes listed once, with the number of passes).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -359,30 +360,60 @@ def _plan_dataset(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class PlannerParams:
+    """`python -m vla_foundry.data.planner`: which windows to print; every other flag is a field of the data block
+    (as in a data preset, without `data.`)."""
+
+    # Windows printed, from the first.
+    windows: int = 1
+    # Samples per window (global batch x steps per window).
+    samples_per_window: int = 0
+    # The datasets planned: the training ones or the validation ones.
+    split: Literal["train", "val"] = "train"
+
+    def validate(self) -> None:
+        if self.samples_per_window < 1:
+            raise ConfigError("give --samples_per_window N (and optionally --windows K, --split val)")
+        if self.windows < 1:
+            raise ConfigError(f"windows={self.windows} must be >= 1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the plan of some windows: `python -m vla_foundry.data.planner --config_path data.yaml --windows 3
     --samples_per_window 1024 [--data flags, e.g. --seed 1]` (data flags as in a data preset, without `data.`)."""
     import sys
 
+    from vla_foundry.cli import command_help, parse_command, pop_bool_flag, report_error
     from vla_foundry.params.parsing import parse_params
 
     args = list(sys.argv[1:] if argv is None else argv)
-    own = {"--windows": 1, "--samples_per_window": None, "--split": "train"}
-    rest = []
+    if "--help" in args or "-h" in args:
+        print(command_help("python -m vla_foundry.data.planner", main.__doc__, PlannerParams))
+        print("Every other flag is a field of the data block: python vla_foundry/main.py --help data")
+        return 0
+    own_names = {f"--{f.name}" for f in dataclasses.fields(PlannerParams)}
+    own: list[str] = []
+    rest: list[str] = []
     i = 0
     while i < len(args):
-        if args[i] in own and i + 1 < len(args):
-            own[args[i]] = args[i + 1]
-            i += 2
-        else:
-            rest.append(args[i])
-            i += 1
-    if own["--samples_per_window"] is None:
-        raise SystemExit("give --samples_per_window N (and optionally --windows K, --split val)")
-    params = parse_params(DataParams, rest)
+        name = args[i].partition("=")[0]
+        target = own if name in own_names else rest
+        takes_value = "=" not in args[i] and i + 1 < len(args) and target is own
+        target += args[i : i + 2] if takes_value else [args[i]]
+        i += 2 if takes_value else 1
+    try:
+        debug, rest = pop_bool_flag(rest, "--debug")
+    except ConfigError as e:
+        return report_error(e, False)
+    try:
+        planner = parse_command(PlannerParams, own)
+        params = parse_params(DataParams, rest)
+    except (ConfigError, FileNotFoundError) as e:
+        return report_error(e, debug)
     state = None
-    for k in range(int(own["--windows"])):
-        plan = plan_checkpoint(params, k, int(own["--samples_per_window"]), state, split=str(own["--split"]))
+    for k in range(planner.windows):
+        plan = plan_checkpoint(params, k, planner.samples_per_window, state, split=planner.split)
         print(plan)
         state = plan.state
     return 0

@@ -8,12 +8,13 @@ when not given.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gzip
 import io
 import json
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -22,6 +23,7 @@ from vla_foundry import storage
 from vla_foundry.data.manifest import dataset_paths, parse_manifest_line
 from vla_foundry.data.preprocessing.encoding import decode_image
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
+from vla_foundry.params.base_params import ConfigError
 
 METADATA_KEYS = (
     "episode_id",
@@ -296,16 +298,40 @@ def validate_dataset(path: str, modality: str | None = None, max_samples_per_sha
     return DatasetValidator(path, modality, max_samples_per_shard).run()
 
 
+@dataclasses.dataclass(frozen=True)
+class ValidateParams:
+    """`python -m vla_foundry.data.validate DIR`: the dataset and how much of it to read."""
+
+    # Dataset directory or its manifest.jsonl (local or s3://); also the first bare word.
+    dataset: str = ""
+    # The dataset's modality (None: inferred from the first sample's members).
+    modality: Literal["text", "text_untokenized", "image_caption", "robotics"] | None = None
+    # Check only the first N samples of each shard (None: all).
+    max_samples_per_shard: int | None = None
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise ConfigError("give the dataset: python -m vla_foundry.data.validate DIR (or --dataset DIR)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Check a dataset directory against docs/formats.md.")
-    parser.add_argument("path", help="dataset directory or its manifest.jsonl (local or s3://)")
-    parser.add_argument("--modality", choices=["text", "text_untokenized", "image_caption", "robotics"])
-    parser.add_argument("--max_samples_per_shard", type=int, default=None, help="check only the first N per shard")
-    args = parser.parse_args(argv)
-    problems = validate_dataset(args.path, args.modality, args.max_samples_per_shard)
+    from vla_foundry.cli import Spelling, run_command
+
+    return run_command(
+        ValidateParams,
+        _run,
+        argv,
+        prog="python -m vla_foundry.data.validate",
+        doc=__doc__,
+        spelling=Spelling(positional=("dataset",)),
+    )
+
+
+def _run(params: ValidateParams) -> int:
+    problems = validate_dataset(params.dataset, params.modality, params.max_samples_per_shard)
     for p in problems:
         print(p)
-    print(f"{args.path}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
+    print(f"{params.dataset}: {'valid' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
 

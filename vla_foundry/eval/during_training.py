@@ -12,6 +12,7 @@ window and wait for rank 0 at its first collective.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vla_foundry.params.eval_params import EvalParams
+from vla_foundry.params.eval_params import EvalParams, SimEpisodesParams, SimEvalParams
 
 
 class SimEvalDuringTraining:
@@ -32,16 +33,21 @@ class SimEvalDuringTraining:
         return checkpoint % self.params.every_n_checkpoints == 0
 
     def command(self, checkpoint: int, output_dir: str) -> list[str]:
+        """`python -m vla_foundry.eval.sim` with this run's episodes settings on checkpoint `checkpoint`."""
+        from vla_foundry.cli import params_to_args
+
         p = self.params
-        cmd = [sys.executable, "-m", "vla_foundry.eval.sim", "--run_dir", self.run_dir, "--checkpoint", str(checkpoint)]
-        cmd += ["--env", str(p.sim_env), "--episodes", str(p.episodes), "--num_envs", str(p.num_envs)]
-        cmd += ["--seed", str(p.seed), "--videos", str(p.videos), "--device", self.device]
-        cmd += ["--output_dir", output_dir, "--no_progress"]
-        if p.max_steps is not None:
-            cmd += ["--max_steps", str(p.max_steps)]
-        if p.n_action_steps is not None:
-            cmd += ["--n_action_steps", str(p.n_action_steps)]
-        return cmd
+        episodes = {f.name: getattr(p, f.name) for f in dataclasses.fields(SimEpisodesParams)}
+        sim = SimEvalParams(
+            **episodes,
+            env=str(p.sim_env),
+            run_dir=self.run_dir,
+            checkpoint=checkpoint,
+            device=self.device,
+            output_dir=output_dir,
+            no_progress=True,
+        )
+        return [sys.executable, "-m", "vla_foundry.eval.sim", *params_to_args(sim)]
 
     def after_checkpoint(self, checkpoint: int, step: int, logger: Any) -> dict[str, Any] | None:
         """Evaluate checkpoint `checkpoint` when due; log and return its metrics (None when not due)."""

@@ -22,13 +22,13 @@ holds `is_success`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 
 STATE_FIELD = "observation.state"
@@ -115,7 +115,7 @@ def check_sim_env_name(name: str, where: str = "env", suites: bool = True) -> No
     if name in _REGISTRY or (suites and name in _SUITES):
         return
     candidates = sim_env_names() + (sim_suite_names() if suites else [])
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    close = closest_names(name, candidates)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     kind = "sim environment or suite" if suites else "sim environment"
     raise ConfigError(f"{where}={name!r} is not a registered {kind}{hint} ({_valid_names_hint()})")

@@ -22,10 +22,10 @@ interrupted run leaves nothing that looks like a dataset. It then takes the norm
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +93,43 @@ def _check_cameras(env: str, names: list[str], cameras: tuple[str, ...] | None) 
     return tuple(cameras)
 
 
-def make_sim_demos(
-    env: str,
-    episodes: int,
-    output_dir: str,
-    seed: int = DEFAULT_DEMO_SEED,
-    num_workers: int = 1,
-    image_size: tuple[int, int] = (240, 320),
-    cameras: tuple[str, ...] | None = None,
-    max_steps: int | None = None,
-    max_attempts: int | None = None,
-    show_progress: bool = True,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SimDemosParams:
+    """`python -m vla_foundry.eval.make_sim_demos`: what to record and where."""
+
+    # Registered env with a scripted expert (aloha_transfer_cube, metaworld/<task>, ...) or a suite (each task).
+    env: str = ""
+    # Successful episodes to record (per task of a suite).
+    episodes: int = 50
+    # New or empty local directory the LeRobot dataset is written to.
+    output_dir: str = ""
+    # First env seed (evaluation starts at 0, so demonstrations start far from it).
+    seed: int = DEFAULT_DEMO_SEED
+    # Processes running the expert.
+    num_workers: int = 1
+    # Frame size [H, W].
+    image_size: tuple[int, int] = (240, 320)
+    # Cameras to record, e.g. [corner2] (None: the env's main one; [none]: no video).
+    cameras: tuple[str, ...] | None = None
+    # Steps per episode (None: the env's).
+    max_steps: int | None = None
+    # Seeds tried at most per task (None: 2 x episodes).
+    max_attempts: int | None = None
+    # No progress bar.
+    no_progress: bool = False
+
+    def validate(self) -> None:
+        if not self.env:
+            raise ConfigError("--env is required: a registered env with a scripted expert, or a suite (see --help)")
+        if not self.output_dir:
+            raise ConfigError("--output_dir is required: a new or empty local directory")
+        if self.episodes < 1 or self.num_workers < 1:
+            raise ConfigError(f"episodes ({self.episodes}) and num_workers ({self.num_workers}) must be >= 1")
+        if min(self.image_size) < 1:
+            raise ConfigError(f"image_size={list(self.image_size)} must be [H, W] with positive values")
+
+
+def make_sim_demos(params: SimDemosParams) -> dict[str, Any]:
     """Record `episodes` successful expert episodes of `env` (of each task of a suite) into a LeRobot v3.0 dataset
     at `output_dir`. Returns {"episodes", "attempts", "failed_seeds" (env -> seeds), "frames", "tasks" (env ->
     episodes kept), "output_dir"}."""
@@ -114,19 +139,26 @@ def make_sim_demos(
     from vla_foundry.eval.sim import headless_rendering
 
     headless_rendering()
+    params.validate()
+    env, episodes, output_dir, seed, num_workers = (
+        params.env,
+        params.episodes,
+        params.output_dir,
+        params.seed,
+        params.num_workers,
+    )
+    image_size, max_steps, show_progress = params.image_size, params.max_steps, not params.no_progress
     names = expand_sim_envs(env)
     specs = {n: get_sim_env(n) for n in names}
     no_expert = [n for n, spec in specs.items() if spec.expert is None]
     if no_expert:
         raise ConfigError(f"env {no_expert[0]} has no scripted expert to record")
-    cameras = _check_cameras(env, names, cameras)
-    if episodes < 1 or num_workers < 1:
-        raise ConfigError(f"episodes ({episodes}) and num_workers ({num_workers}) must be >= 1")
+    cameras = _check_cameras(env, names, params.cameras)
     shapes = {(s.state_dim, s.action_dim, tuple(sorted(s.extra_state_fields.items())), s.fps) for s in specs.values()}
     if len(shapes) != 1:
         raise ConfigError(f"the envs of {env} differ in state, action or fps; record them as separate datasets")
     first = specs[names[0]]
-    max_attempts = max_attempts or 2 * episodes
+    max_attempts = params.max_attempts or 2 * episodes
     # Low-dim fields: observation key -> (LeRobot feature, value names).
     fields = {
         key: (name, [f"{name.rsplit('.', 1)[-1]}_{i}" for i in range(dim)])
@@ -205,61 +237,27 @@ def _record(args: tuple) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_foundry.cli import add_bool_flag, add_list_flag, list_value
-    from vla_foundry.eval.envs import sim_env_names, sim_suite_names
+    from vla_foundry.cli import Spelling, run_command
 
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_foundry.eval.make_sim_demos", description=(__doc__ or "").split("\n")[0]
+    return run_command(
+        SimDemosParams,
+        _run,
+        argv,
+        prog="python -m vla_foundry.eval.make_sim_demos",
+        doc=__doc__,
+        spelling=Spelling(aliases={"episodes_per_task": "episodes"}),
+        errors=(ValueError, RuntimeError),
     )
-    envs = [n for n in sim_env_names() if "/" not in n]
-    parser.add_argument(
-        "--env",
-        required=True,
-        help=f"registered env with an expert ({', '.join(envs)}, metaworld/<task>) or a suite ({', '.join(sim_suite_names())})",
-    )
-    parser.add_argument(
-        "--episodes", "--episodes_per_task", type=int, default=50, help="successful episodes to record (per task)"
-    )
-    parser.add_argument("--output_dir", required=True, help="new or empty local directory")
-    parser.add_argument("--seed", type=int, default=DEFAULT_DEMO_SEED, help="first env seed (evaluation starts at 0)")
-    parser.add_argument("--num_workers", type=int, default=1, help="processes running the expert")
-    add_list_flag(parser, "--image_size", int, 'frame size "[H, W]"', default=[240, 320])
-    add_list_flag(
-        parser,
-        "--cameras",
-        str,
-        'cameras to record, e.g. "[corner2]" (default: the env\'s main one; "[none]": no video)',
-    )
-    parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
-    parser.add_argument("--max_attempts", type=int, default=None, help="seeds tried at most (default: 2 x episodes)")
-    add_bool_flag(parser, "--no_progress", "no progress bar")
-    args = parser.parse_args(argv)
-    args.image_size = list_value(parser, args, "--image_size")
-    args.cameras = list_value(parser, args, "--cameras")
-    if len(args.image_size) != 2:
-        parser.error(f'--image_size {args.image_size} must be "[H, W]"')
+
+
+def _run(params: SimDemosParams) -> int:
     start = time.perf_counter()
-    try:
-        out = make_sim_demos(
-            args.env,
-            args.episodes,
-            args.output_dir,
-            args.seed,
-            args.num_workers,
-            tuple(args.image_size),
-            tuple(args.cameras) if args.cameras else None,
-            args.max_steps,
-            args.max_attempts,
-            show_progress=not args.no_progress,
-        )
-    except (ConfigError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out = make_sim_demos(params)
     print(
         f"{out['episodes']} episodes ({out['frames']} frames) recorded from {out['attempts']} attempts "
         f"(failed seeds: {out['failed_seeds'] or 'none'}) in {time.perf_counter() - start:.0f} s -> {out['output_dir']}"
     )
-    short = {n: k for n, k in out["tasks"].items() if k < args.episodes}
+    short = {n: k for n, k in out["tasks"].items() if k < params.episodes}
     if short:
         print(f"fewer episodes than asked for: {short}", file=sys.stderr)
     return 1 if short else 0

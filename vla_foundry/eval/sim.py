@@ -18,7 +18,7 @@ summary; the settings), rewards.png (per-episode reward curves) and videos/episo
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -36,6 +36,7 @@ import numpy as np
 
 from vla_foundry.eval.envs import SimAdapter, SimEnvSpec, expand_sim_envs, get_sim_env, is_sim_suite, sim_env_names
 from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.eval_params import SimEpisodesParams, SimEvalParams
 
 
 def headless_rendering() -> None:
@@ -234,21 +235,18 @@ def _slot_obs(obs: dict, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.nd
 def run_episodes(
     spec: SimEnvSpec,
     controller: Any,
-    episodes: int,
-    num_envs: int = 1,
-    seed: int = 0,
-    max_steps: int | None = None,
+    params: SimEpisodesParams,
     cameras: Sequence[str] = (),
     image_size: tuple[int, int] | None = None,
     history: int = 1,
-    video_episodes: int = 0,
     show_progress: bool = True,
 ) -> tuple[list[EpisodeResult], dict[int, list[np.ndarray]]]:
-    """Run `episodes` episodes (episode k from env seed `seed + k`) in `num_envs` envs. Returns the results in
-    episode order and the video-camera frames of the first `video_episodes` episodes."""
+    """Run `params.episodes` episodes (episode k from env seed `params.seed + k`) in `params.num_envs` envs. Returns
+    the results in episode order and the video-camera frames of the first `params.videos` episodes."""
     from tqdm import tqdm
 
-    max_steps = max_steps or spec.max_steps
+    episodes, num_envs, seed, video_episodes = params.episodes, params.num_envs, params.seed, params.videos
+    max_steps = params.max_steps or spec.max_steps
     image_size = tuple(image_size or spec.image_size)
     video_camera = spec.video_camera if video_episodes > 0 else ""
     render = list(dict.fromkeys([*cameras, *([video_camera] if video_camera else [])]))
@@ -452,52 +450,37 @@ def _instruction_of(instruction_from: str | None) -> str | None:
     return get_sim_env(instruction_from, where="instruction_from").instruction
 
 
-def _load_policy(run_dir: str | None, policy_url: str | None, checkpoint: Any, use_ema: bool, device: str, seed: int):
-    if run_dir is not None:
+def _load_policy(params: SimEvalParams) -> Any:
+    if params.run_dir is not None:
         from vla_foundry.inference.policy import Policy
 
-        return Policy.from_run(run_dir, checkpoint, use_ema=use_ema, device=device, seed=seed)
+        return Policy.from_run(
+            params.run_dir, params.checkpoint, use_ema=not params.no_ema, device=params.device, seed=params.seed
+        )
     from vla_foundry.inference.policy_server import PolicyClient
 
-    return PolicyClient(policy_url)
+    return PolicyClient(params.policy_url)
 
 
-def evaluate(
-    env: str,
-    episodes: int,
-    output_dir: str | None = None,
-    run_dir: str | None = None,
-    checkpoint: int | str | None = None,
-    policy_url: str | None = None,
-    scripted: bool = False,
-    policy: Any = None,
-    num_envs: int = 1,
-    seed: int = 0,
-    max_steps: int | None = None,
-    n_action_steps: int | None = None,
-    temporal_ensemble: float | None = None,
-    image_size: tuple[int, int] | None = None,
-    videos: int = 0,
-    use_ema: bool = True,
-    device: str = "cpu",
-    show_progress: bool = True,
-    instruction_from: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate one policy source (`policy` object, `run_dir`, `policy_url` or `scripted`) on `episodes`
-    episodes of `env` (for a suite such as `metaworld_mt10`: `episodes` per task, each task in turn); returns
-    {"summary", "episodes", "settings"} (suites add "tasks": task -> its summary) and writes the files when
-    `output_dir` (a suite: results.json with the table at the top, each task's files in `<output_dir>/<task>/`).
-    `instruction_from` gives the policy another env's instruction ("" a blank one) in every episode."""
+def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
+    """Evaluate one policy source (the `policy` object, or `params.run_dir`, `params.policy_url` or the scripted
+    expert) on `params.episodes` episodes of `params.env` (for a suite such as `metaworld_mt10`: that many per task,
+    each task in turn); returns {"summary", "episodes", "settings"} (suites add "tasks": task -> its summary) and
+    writes the files when `params.output_dir` is set (a suite: results.json with the table at the top, each task's
+    files in `<output_dir>/<task>/`). `params.instruction_from` gives the policy another env's instruction ("" a
+    blank one) in every episode."""
     headless_rendering()
+    params.validate()
+    env, episodes, num_envs, seed = params.env, params.episodes, params.num_envs, params.seed
+    max_steps, image_size, output_dir = params.max_steps, params.image_size, params.output_dir
+    run_dir, policy_url, scripted = params.run_dir, params.policy_url, params.scripted
+    videos = params.videos if output_dir is not None else 0
+    show_progress = not params.no_progress
     names = expand_sim_envs(env)
-    instruction = _instruction_of(instruction_from)
+    instruction = _instruction_of(params.instruction_from)
     sources = [x for x in (policy is not None, run_dir is not None, policy_url is not None, scripted) if x]
     if len(sources) != 1:
         raise ConfigError("give exactly one of --run_dir, --policy_url or --policy scripted")
-    if episodes < 1 or num_envs < 1:
-        raise ConfigError(f"episodes ({episodes}) and num_envs ({num_envs}) must be >= 1")
-    if max_steps is not None and max_steps < 1:
-        raise ConfigError(f"max_steps={max_steps} must be >= 1")
     if scripted:
         missing = [n for n in names if get_sim_env(n).expert is None]
         if missing:
@@ -505,10 +488,10 @@ def evaluate(
             raise ConfigError(
                 f"env {missing[0]} has no scripted expert (envs with one: {with_expert} and every metaworld/<task>)"
             )
-        if instruction_from is not None:
+        if params.instruction_from is not None:
             raise ConfigError("--instruction_from tests a policy; the scripted expert reads no instruction")
     elif policy is None:
-        policy = _load_policy(run_dir, policy_url, checkpoint, use_ema, device, seed)
+        policy = _load_policy(params)
     settings: dict[str, Any] = {
         "env": env,
         "episodes": episodes,
@@ -517,11 +500,11 @@ def evaluate(
         "max_steps": max_steps,
         "image_size": list(image_size) if image_size else None,
         "run_dir": run_dir,
-        "checkpoint": checkpoint,
+        "checkpoint": params.checkpoint,
         "policy_url": policy_url,
         "scripted": scripted,
-        "temporal_ensemble": temporal_ensemble,
-        "instruction_from": instruction_from,
+        "temporal_ensemble": params.temporal_ensemble,
+        "instruction_from": params.instruction_from,
         "instruction": instruction,
     }
     if run_dir is not None:
@@ -547,8 +530,8 @@ def evaluate(
                 policy,
                 adapter,
                 int(metadata["chunk_length"]),
-                n_action_steps,
-                temporal_ensemble,
+                params.n_action_steps,
+                params.temporal_ensemble,
                 seed,
                 past_action_rows=int(metadata.get("past_lowdim_steps") or 0),
             )
@@ -557,7 +540,7 @@ def evaluate(
             cameras, history = adapter.cameras, adapter.history
         task_start = time.perf_counter()
         results, frames = run_episodes(
-            spec, controller, episodes, num_envs, seed, max_steps, cameras, image_size, history, videos, show_progress
+            spec, controller, dataclasses.replace(params, videos=videos), cameras, image_size, history, show_progress
         )
         summary = summarize(results, time.perf_counter() - task_start)
         tasks[name] = summary
@@ -625,74 +608,26 @@ def format_task_table(env: str, tasks: dict[str, dict[str, Any]], summary: dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_foundry.cli import add_bool_flag, add_list_flag, list_value
-    from vla_foundry.eval.envs import sim_suite_names
+    from vla_foundry.cli import Spelling, run_command
 
-    parser = argparse.ArgumentParser(prog="python -m vla_foundry.eval.sim", description=__doc__.split("\n")[0])
-    envs = [n for n in sim_env_names() if "/" not in n]
-    parser.add_argument(
-        "--env",
-        required=True,
-        help=f"registered env ({', '.join(envs)}, metaworld/<task>) or suite ({', '.join(sim_suite_names())})",
+    return run_command(
+        SimEvalParams,
+        _run,
+        argv,
+        prog="python -m vla_foundry.eval.sim",
+        doc=__doc__,
+        spelling=Spelling(aliases={"episodes_per_task": "episodes"}),
+        errors=(FileNotFoundError, ValueError),
     )
-    source = parser.add_argument_group("policy (one of)")
-    source.add_argument("--run_dir", default=None, help="training run directory (local or s3://) or checkpoint file")
-    source.add_argument("--policy_url", default=None, help="a running policy server, e.g. http://127.0.0.1:8765")
-    source.add_argument("--policy", default=None, choices=["scripted"], help="the env's scripted expert")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint number of --run_dir (default: the latest)")
-    add_bool_flag(parser, "--no_ema", "use the raw weights even when EMA weights were saved")
-    parser.add_argument(
-        "--episodes", "--episodes_per_task", type=int, default=50, help="episodes (per task of a suite)"
-    )
-    parser.add_argument(
-        "--instruction_from",
-        default=None,
-        help="tell the policy another env's instruction (e.g. metaworld/drawer-close-v3); '' tells it nothing",
-    )
-    parser.add_argument("--num_envs", type=int, default=1, help="env worker processes")
-    parser.add_argument("--seed", type=int, default=0, help="episode k uses env seed seed + k")
-    parser.add_argument("--max_steps", type=int, default=None, help="steps per episode (default: the env's)")
-    parser.add_argument("--n_action_steps", type=int, default=None, help="rows of each chunk executed (default: all)")
-    parser.add_argument("--temporal_ensemble", type=float, default=None, help="ask every step; weights exp(-K i)")
-    add_list_flag(parser, "--image_size", int, 'render size "[H, W]" (default: the env\'s)')
-    parser.add_argument("--videos", type=int, default=5, help="MP4s of the first K episodes")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output_dir", default=None, help="where results.json, rewards.png and videos/ go")
-    add_bool_flag(parser, "--no_progress", "no progress bar")
-    args = parser.parse_args(argv)
-    args.image_size = list_value(parser, args, "--image_size")
-    if args.image_size is not None and len(args.image_size) != 2:
-        parser.error(f'--image_size {args.image_size} must be "[H, W]"')
-    try:
-        out = evaluate(
-            args.env,
-            args.episodes,
-            args.output_dir,
-            run_dir=args.run_dir,
-            checkpoint=args.checkpoint,
-            policy_url=args.policy_url,
-            scripted=args.policy == "scripted",
-            num_envs=args.num_envs,
-            seed=args.seed,
-            max_steps=args.max_steps,
-            n_action_steps=args.n_action_steps,
-            temporal_ensemble=args.temporal_ensemble,
-            image_size=tuple(args.image_size) if args.image_size else None,
-            videos=args.videos if args.output_dir else 0,
-            use_ema=not args.no_ema,
-            device=args.device,
-            show_progress=not args.no_progress,
-            instruction_from=args.instruction_from,
-        )
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+
+def _run(params: SimEvalParams) -> None:
+    out = evaluate(params)
     if "tasks" in out:
-        print(format_task_table(args.env, out["tasks"], out["summary"]))
-    print(format_summary(args.env, out["summary"]))
-    if args.output_dir:
-        print(f"results -> {args.output_dir}/results.json")
-    return 0
+        print(format_task_table(params.env, out["tasks"], out["summary"]))
+    print(format_summary(params.env, out["summary"]))
+    if params.output_dir:
+        print(f"results -> {params.output_dir}/results.json")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ recorded trajectories of every action dimension for a few samples).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -184,24 +184,53 @@ def dimension_names(policy: Policy) -> list[str]:
     return names
 
 
-def run_open_loop_eval(
-    run_dir: str,
-    output_dir: str,
-    dataset: str | None = None,
-    split: str = "val",
-    num_samples: int = 128,
-    batch_size: int = 16,
-    num_plots: int = 4,
-    checkpoint: int | str | None = None,
-    use_ema: bool = True,
-    seed: int = 0,
-    condition_on_past: bool = True,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class OpenLoopParams:
+    """`python -m vla_foundry.inference.open_loop_eval`: which run, on which data, how many samples."""
+
+    # Run directory (local, s3:// or hf://) or a checkpoint file.
+    run_dir: str = ""
+    # Dataset directory or manifest.jsonl (None: the run's own, per split).
+    dataset: str | None = None
+    # Which of the run's datasets when no dataset is given.
+    split: Literal["val", "train"] = "val"
+    # Where the metrics and the plot go (None: <run_dir>/open_loop).
+    output_dir: str | None = None
+    # Samples evaluated.
+    num_samples: int = 128
+    # Samples per forward pass.
+    batch_size: int = 16
+    # Samples whose trajectories are plotted.
+    num_plots: int = 4
+    # Checkpoint number of run_dir (None: the latest).
+    checkpoint: int | None = None
+    # Use the plain weights even when the run has EMA weights.
+    no_ema: bool = False
+    # Do not give the recorded past actions (sample the whole window).
+    no_past_actions: bool = False
+    # Seed of the diffusion noise.
+    seed: int = 0
+
+    @property
+    def output_path(self) -> str:
+        return self.output_dir or storage.join(self.run_dir, "open_loop")
+
+    def validate(self) -> None:
+        if not self.run_dir:
+            raise ConfigError("--run_dir is required: a run directory (local, s3:// or hf://) or a checkpoint file")
+        for name in ("num_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+
+
+def run_open_loop_eval(params: OpenLoopParams) -> dict[str, Any]:
     """Evaluate, write the metrics JSON and the plot; returns the metrics."""
-    policy = Policy.from_run(run_dir, checkpoint, use_ema=use_ema, seed=seed)
+    params.validate()
+    policy = Policy.from_run(params.run_dir, params.checkpoint, use_ema=not params.no_ema, seed=params.seed)
+    dataset = params.dataset
     if dataset is None:
         data = policy.run.experiment_config().get("data") or {}
-        key = "val_dataset_manifest" if split == "val" else "dataset_manifest"
+        key = "val_dataset_manifest" if params.split == "val" else "dataset_manifest"
         names = data.get(key) or []
         if not names:
             raise ConfigError(
@@ -209,50 +238,33 @@ def run_open_loop_eval(
                 "its manifest.jsonl)"
             )
         dataset = names[0]
-    result = evaluate_open_loop(policy, dataset, num_samples, batch_size, seed, condition_on_past)
+    result = evaluate_open_loop(
+        policy, dataset, params.num_samples, params.batch_size, params.seed, not params.no_past_actions
+    )
     metrics = {k: v for k, v in result.items() if not k.startswith("_")}
+    output_dir = params.output_path
     storage.makedirs(output_dir)
     storage.write_text(storage.join(output_dir, METRICS_NAME), json.dumps(metrics, indent=2))
-    plot_trajectories(result, storage.join(output_dir, PLOT_NAME), num_plots, dimension_names(policy))
+    plot_trajectories(result, storage.join(output_dir, PLOT_NAME), params.num_plots, dimension_names(policy))
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vla_foundry.cli import add_bool_flag
+    from vla_foundry.cli import run_command
 
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_foundry.inference.open_loop_eval", description=__doc__.split("\n")[0]
+    return run_command(
+        OpenLoopParams,
+        _run,
+        argv,
+        prog="python -m vla_foundry.inference.open_loop_eval",
+        doc=__doc__,
+        errors=(FileNotFoundError, ValueError),
     )
-    parser.add_argument("--run_dir", required=True, help="run directory (local or s3://) or a checkpoint file")
-    parser.add_argument("--dataset", default=None, help="dataset directory or manifest.jsonl (default: the run's)")
-    parser.add_argument("--split", choices=("val", "train"), default="val", help="which of the run's datasets")
-    parser.add_argument("--output_dir", default=None, help="default: <run_dir>/open_loop")
-    parser.add_argument("--num_samples", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--num_plots", type=int, default=4)
-    parser.add_argument("--checkpoint", default=None)
-    add_bool_flag(parser, "--no_ema", "use the plain weights even when the run has EMA weights")
-    add_bool_flag(parser, "--no_past_actions", "do not give the recorded past actions")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    output_dir = args.output_dir or storage.join(args.run_dir, "open_loop")
-    try:
-        metrics = run_open_loop_eval(
-            args.run_dir,
-            output_dir,
-            args.dataset,
-            args.split,
-            args.num_samples,
-            args.batch_size,
-            args.num_plots,
-            args.checkpoint,
-            not args.no_ema,
-            args.seed,
-            not args.no_past_actions,
-        )
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}")
-        return 2
+
+
+def _run(params: OpenLoopParams) -> None:
+    metrics = run_open_loop_eval(params)
+    output_dir = params.output_path
     print(
         f"open-loop MSE {metrics['mse']:.6g} (normalised {metrics['normalized_mse']:.4g}) over {metrics['num_samples']} samples"
     )
@@ -260,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {value:.6g}")
     print("  per horizon step: " + ", ".join(f"{v:.3g}" for v in metrics["mse_per_horizon"]))
     print(f"wrote {storage.join(output_dir, METRICS_NAME)} and {storage.join(output_dir, PLOT_NAME)}")
-    return 0
 
 
 if __name__ == "__main__":

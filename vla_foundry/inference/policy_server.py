@@ -28,9 +28,9 @@ open (beyond: 503, never a reset); a slow client holds a connection, never a wor
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import sys
@@ -400,79 +400,82 @@ def format_latency_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_foundry.inference.policy_server", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a diffusion-policy run until Ctrl-C / SIGTERM")
-    serve.add_argument("--run_dir", required=True, help="run directory (local or s3://) or checkpoint file")
-    serve.add_argument("--checkpoint", default=None, help="checkpoint number (default: the latest)")
-    serve.add_argument("--no_ema", action="store_true", help="use the raw weights even when EMA weights were saved")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback unless --allow_remote)")
-    serve.add_argument("--allow_remote", action="store_true", help="allow a non-loopback --host (no authentication)")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--workers", type=int, default=4, help="complete requests answered at once")
-    serve.add_argument("--max_queue", type=int, default=32, help="complete requests waiting for a worker; beyond: 503")
-    serve.add_argument(
-        "--max_request_mb", type=float, default=DEFAULT_MAX_REQUEST_MB, help="larger requests are refused (413)"
-    )
-    serve.add_argument(
-        "--timeout_s", type=float, default=10.0, help="seconds a request (headers and body) may take to arrive; 408"
-    )
-    serve.add_argument(
-        "--max_connections", type=int, default=256, help="open connections (slow senders included); beyond: 503"
-    )
-    serve.add_argument("--device", default="cpu")
-    serve.add_argument("--seed", type=int, default=0)
-    latency = sub.add_parser("latency", help="measure round-trip latency against a running server")
-    latency.add_argument("--policy_url", default=None, help=f"the server's URL (default {_DEFAULT_URL})")
-    latency.add_argument("--url", default=None, help="deprecated: use --policy_url")
-    latency.add_argument("--n", type=int, default=20)
-    args = parser.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class ServeParams:
+    """`policy_server serve`: which policy, and the server's address and limits."""
 
-    if args.command == "latency":
-        url = args.policy_url
-        if args.url is not None:
-            if url is not None and url != args.url:
-                print(f"error: --url {args.url} and --policy_url {url} disagree; pass --policy_url alone",
-                      file=sys.stderr)  # fmt: skip
-                return 2
-            print("warning: --url is deprecated; use --policy_url (the flag `eval` takes too)", file=sys.stderr)
-            url = args.url
-        print(format_latency_report(PolicyClient(url or _DEFAULT_URL).latency_report(n=args.n)))
-        return 0
+    # Run directory (local, s3:// or hf://) or checkpoint file of the policy.
+    run_dir: str = ""
+    # Checkpoint number of run_dir (None: the latest).
+    checkpoint: int | None = None
+    # Use the raw weights even when EMA weights were saved.
+    no_ema: bool = False
+    # Address to listen on (loopback unless allow_remote).
+    host: str = "127.0.0.1"
+    # Allow a non-loopback host (the server has no authentication).
+    allow_remote: bool = False
+    # TCP port (0: any free port).
+    port: int = 8765
+    # Complete requests answered at once.
+    workers: int = 4
+    # Complete requests waiting for a worker; beyond: 503.
+    max_queue: int = 32
+    # Larger requests are refused (413), from the declared Content-Length.
+    max_request_mb: float = DEFAULT_MAX_REQUEST_MB
+    # Seconds a request (headers and body) may take to arrive; beyond: 408.
+    timeout_s: float = 10.0
+    # Open connections (slow senders included); beyond: 503.
+    max_connections: int = 256
+    # Torch device of the policy.
+    device: str = "cpu"
+    # Seed of the diffusion noise of a request that gives none.
+    seed: int = 0
 
-    if not (is_loopback(args.host) or args.allow_remote):  # checked before the (slow) policy load
-        print(f"error: --host {args.host} is not a loopback address: pass --allow_remote to serve other machines "
-              "(the server has no authentication)", file=sys.stderr)  # fmt: skip
-        return 2
+    def validate(self) -> None:
+        from vla_foundry.params.base_params import ConfigError
+
+        if not self.run_dir:
+            raise ConfigError("--run_dir is required: a run directory (local, s3:// or hf://) or checkpoint file")
+        if not (is_loopback(self.host) or self.allow_remote):  # checked before the (slow) policy load
+            raise ConfigError(
+                f"--host {self.host} is not a loopback address: pass --allow_remote to serve other machines "
+                "(the server has no authentication)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyParams:
+    """`policy_server latency`: round-trip latency against a running server."""
+
+    # The server's URL.
+    policy_url: str = _DEFAULT_URL
+    # Timed requests (after 2 untimed ones).
+    n: int = 20
+
+
+def serve(params: ServeParams) -> int:
+    """Load the policy and serve it until Ctrl-C / SIGTERM."""
     import signal
 
     from vla_foundry.inference.policy import Policy
-    from vla_foundry.params.base_params import ConfigError
 
-    try:
-        policy = Policy.from_run(
-            args.run_dir, args.checkpoint, use_ema=not args.no_ema, device=args.device, seed=args.seed
-        )
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    policy = Policy.from_run(
+        params.run_dir, params.checkpoint, use_ema=not params.no_ema, device=params.device, seed=params.seed
+    )
     try:
         server = PolicyServer(
             policy,
-            args.host,
-            args.port,
-            workers=args.workers,
-            max_queue=args.max_queue,
-            max_request_mb=args.max_request_mb,
-            timeout_s=args.timeout_s,
-            allow_remote=args.allow_remote,
-            max_connections=args.max_connections,
+            params.host,
+            params.port,
+            workers=params.workers,
+            max_queue=params.max_queue,
+            max_request_mb=params.max_request_mb,
+            timeout_s=params.timeout_s,
+            allow_remote=params.allow_remote,
+            max_connections=params.max_connections,
         ).start()
     except (ValueError, OSError) as e:
-        print(f"error: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        print(f"error: cannot serve on {params.host}:{params.port}: {e}", file=sys.stderr)
         return 2
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
@@ -482,6 +485,30 @@ def main(argv: list[str] | None = None) -> int:
     server.stop()
     print("policy server stopped", flush=True)
     return 0
+
+
+def latency(params: LatencyParams) -> None:
+    print(format_latency_report(PolicyClient(params.policy_url).latency_report(n=params.n)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.cli import Spelling, Subcommand, run_subcommands
+
+    return run_subcommands(
+        {
+            "serve": Subcommand(ServeParams, serve, "serve a policy run until Ctrl-C / SIGTERM"),
+            "latency": Subcommand(
+                LatencyParams,
+                latency,
+                "measure round-trip latency against a running server",
+                Spelling(renamed={"url": "policy_url"}),
+            ),
+        },
+        argv,
+        prog="python -m vla_foundry.inference.policy_server",
+        doc=__doc__.split("\n")[0],
+        errors=(FileNotFoundError, ValueError),
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ proprioception history and the instruction go in; the denormalised chunk is prin
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import io
 import itertools
 import json
@@ -65,34 +65,56 @@ def first_samples(dataset: str, n: int) -> list[dict[str, Any]]:
     return list(itertools.islice(iter_raw_samples(dataset), n))
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclasses.dataclass(frozen=True)
+class SamplePredictionParams:
+    """`python -m vla_foundry.inference.sample_prediction`: a policy run and the dataset whose samples it acts on."""
+
+    # Diffusion-policy run directory (local, s3:// or hf://).
+    run_dir: str = ""
+    # Robotics dataset directory or manifest.jsonl.
+    dataset: str = ""
+    # Samples predicted (the dataset's first ones).
+    num_samples: int = 1
+    # Seed of the diffusion noise.
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("run_dir", "dataset"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required (see --help)")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples={self.num_samples} must be >= 1")
+
+
+def predict_samples(params: SamplePredictionParams) -> None:
+    """Print each sample's predicted chunk, the recorded one and their MSE on valid rows."""
     from vla_foundry.data.manifest import dataset_paths
     from vla_foundry.inference.policy import Policy
 
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_foundry.inference.sample_prediction", description=__doc__.split("\n\n")[0]
+    policy = Policy.from_run(params.run_dir, seed=params.seed)
+    dataset_dir, _ = dataset_paths(params.dataset)
+    np.set_printoptions(precision=3, suppress=True)
+    for raw in first_samples(params.dataset, params.num_samples):
+        obs, recorded, valid = raw_observation(raw, policy, dataset_dir)
+        predicted = policy.predict(obs, seed=params.seed)
+        mse = float(((predicted - recorded) ** 2)[valid].mean()) if valid.any() else float("nan")
+        print(f"sample {raw['__key__']}: instruction {obs['instruction']!r}")
+        print(f"  predicted ({predicted.shape[0]} steps x {predicted.shape[1]}):\n{predicted}")
+        print(f"  recorded:\n{recorded}")
+        print(f"  MSE on valid rows: {mse:.5f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vla_foundry.cli import run_command
+
+    return run_command(
+        SamplePredictionParams,
+        predict_samples,
+        argv,
+        prog="python -m vla_foundry.inference.sample_prediction",
+        doc=__doc__,
+        errors=(FileNotFoundError, ValueError),
     )
-    parser.add_argument("--run_dir", required=True, help="diffusion-policy run directory (local or s3://)")
-    parser.add_argument("--dataset", required=True, help="robotics dataset directory or manifest.jsonl")
-    parser.add_argument("--num_samples", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        policy = Policy.from_run(args.run_dir, seed=args.seed)
-        dataset_dir, _ = dataset_paths(args.dataset)
-        np.set_printoptions(precision=3, suppress=True)
-        for raw in first_samples(args.dataset, args.num_samples):
-            obs, recorded, valid = raw_observation(raw, policy, dataset_dir)
-            predicted = policy.predict(obs, seed=args.seed)
-            mse = float(((predicted - recorded) ** 2)[valid].mean()) if valid.any() else float("nan")
-            print(f"sample {raw['__key__']}: instruction {obs['instruction']!r}")
-            print(f"  predicted ({predicted.shape[0]} steps x {predicted.shape[1]}):\n{predicted}")
-            print(f"  recorded:\n{recorded}")
-            print(f"  MSE on valid rows: {mse:.5f}")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}")
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ group (gloo on CPU, NCCL on GPU) and the RANK / WORLD_SIZE / LOCAL_RANK environm
 and starts it again, up to `--ray.max_failures` times (`FailureConfig`); each attempt whose run dir holds a complete
 checkpoint resumes from it (`--model.resume_from_checkpoint <run_dir>`), so at most one checkpoint window is redone.
 
-Launcher flags (the rest are training flags, checked here before Ray starts):
-  --ray.num_workers N        training workers (default 1)
-  --ray.use_gpu BOOL         one GPU per worker (default False)
-  --ray.max_failures K       restarts allowed after worker failures (default 0; -1: unlimited)
-  --ray.cpus_per_worker X    CPUs reserved per worker (default 1; lower it to leave CPUs to a LeRobot stream)
-  --ray_address ADDR         an existing Ray cluster (`auto` or host:port; the spelling of the preprocessing job
-                             and of data.ray_address); unset starts a local one. `--ray.address` still works and warns.
+Launcher flags (`--help` lists them; the rest are training flags, checked here before Ray starts): `--ray.num_workers`,
+`--ray.use_gpu`, `--ray.max_failures`, `--ray.cpus_per_worker` and `--ray_address` (`--ray.address` still works and
+warns).
 """
 
 from __future__ import annotations
@@ -25,25 +21,28 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from vla_foundry.cli import Spelling, parse_command
 from vla_foundry.params.base_params import ConfigError
 
 
 @dataclass(frozen=True)
 class RayLaunchParams:
-    """The `--ray.*` flags of the launcher."""
+    """The `--ray.*` flags of the launcher: Ray Train's scaling and failure settings."""
 
+    # Training workers.
     num_workers: int = 1
+    # One GPU per worker.
     use_gpu: bool = False
+    # Restarts allowed after worker failures (-1: unlimited).
     max_failures: int = 0
+    # CPUs reserved per worker (lower it to leave CPUs to a LeRobot stream).
     cpus_per_worker: float = 1.0
-    # Spelled --ray_address on the command line, as in preprocessing (--ray.address is an alias that warns).
-    address: str | None = None
 
     def validate(self) -> None:
         if self.num_workers < 1:
@@ -54,60 +53,46 @@ class RayLaunchParams:
             raise ConfigError(f"--ray.cpus_per_worker={self.cpus_per_worker} must be >= 0")
 
 
-def _parse_bool(name: str, value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"--ray.{name}={value!r} is not a boolean; valid: True, False")
+@dataclass(frozen=True)
+class LauncherParams:
+    """The launcher's own flags (every other flag is a training flag)."""
+
+    # Ray Train workers and restarts.
+    ray: RayLaunchParams = field(default_factory=RayLaunchParams)
+    # An existing Ray cluster (`auto` or host:port; the spelling of the preprocessing job and of data.ray_address);
+    # None starts a local one.
+    ray_address: str | None = None
+
+    def validate(self) -> None:
+        self.ray.validate()
 
 
-def split_args(argv: Sequence[str]) -> tuple[RayLaunchParams, list[str]]:
-    """(`--ray.*` flags and `--ray_address`, the training flags). Unknown `--ray.*` names are a ConfigError with the
-    closest ones."""
-    import difflib
+# The old spelling of --ray_address (warns).
+LAUNCHER_SPELLING = Spelling(renamed={"ray.address": "ray_address"})
 
-    kinds: dict[str, Any] = {"num_workers": int, "use_gpu": bool, "max_failures": int, "cpus_per_worker": float}
-    kinds["address"] = str
-    values: dict[str, Any] = {}
+
+def _is_launcher_flag(word: str) -> bool:
+    name = word[2:].partition("=")[0] if word.startswith("--") else ""
+    return name == "ray_address" or name.startswith("ray.")
+
+
+def split_args(argv: Sequence[str]) -> tuple[LauncherParams, list[str]]:
+    """(the launcher's flags `--ray.*` and `--ray_address`, parsed; the training flags). An unknown `--ray.*` name is
+    a ConfigError with the closest ones."""
+    ours: list[str] = []
     rest: list[str] = []
     args = list(argv)
     i = 0
     while i < len(args):
-        arg = args[i]
-        if arg == "--ray_address" or arg.startswith("--ray_address="):
-            arg = "--ray.address" + arg[len("--ray_address") :]
-        elif arg == "--ray.address" or arg.startswith("--ray.address="):
-            print(
-                "warning: --ray.address is spelled --ray_address (as in preprocessing); please use that",
-                file=sys.stderr,
-            )
-        if not arg.startswith("--ray."):
-            rest.append(arg)
-            i += 1
-            continue
-        name, _, value = arg[len("--ray.") :].partition("=")
-        flag = "--ray_address" if name == "address" else f"--ray.{name}"
-        if not value:
-            if i + 1 >= len(args):
-                raise ConfigError(f"{flag} needs a value")
-            value, i = args[i + 1], i + 1
+        word = args[i]
+        target = ours if _is_launcher_flag(word) else rest
+        target.append(word)
         i += 1
-        if name not in kinds:
-            close = difflib.get_close_matches(name, list(kinds), n=2)
-            hint = f" (did you mean {', '.join('--ray.' + c for c in close)}?)" if close else ""
-            raise ConfigError(
-                f"--ray.{name} is not a launcher flag{hint}; valid: "
-                + ", ".join("--ray_address" if k == "address" else f"--ray.{k}" for k in kinds)
-            )
-        kind = kinds[name]
-        try:
-            values[name] = _parse_bool(name, value) if kind is bool else kind(value)
-        except ValueError:
-            raise ConfigError(f"--ray.{name}={value!r} is not a valid {kind.__name__}") from None
-    params = RayLaunchParams(**values)
-    params.validate()
-    return params, rest
+        # The flag's value (a lone bool flag has none).
+        if target is ours and "=" not in word and i < len(args) and not args[i].startswith("--"):
+            ours.append(args[i])
+            i += 1
+    return parse_command(LauncherParams, ours, LAUNCHER_SPELLING), rest
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -137,7 +122,8 @@ def launch(argv: Sequence[str]) -> Any:
     from vla_foundry.params.parsing import parse_train_params
     from vla_foundry.training_run import default_run_name
 
-    ray_params, train_argv = split_args(argv)
+    launcher, train_argv = split_args(argv)
+    ray_params = launcher.ray
     params = parse_train_params(train_argv)  # a bad flag ends here, before Ray starts
     if params.model.resume_from_checkpoint and not params.model.resume_weights_only:
         raise ConfigError(
@@ -150,7 +136,7 @@ def launch(argv: Sequence[str]) -> Any:
     save_path = os.path.abspath(params.save_path)
     run_dir = os.path.join(save_path, name)
 
-    if not ray_params.address:
+    if not launcher.ray_address:
         from vla_foundry.local_ray import prepare_local_ray_environment
 
         prepare_local_ray_environment()
@@ -159,8 +145,8 @@ def launch(argv: Sequence[str]) -> Any:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if not ray.is_initialized():
-        if ray_params.address:
-            ray.init(address=ray_params.address)
+        if launcher.ray_address:
+            ray.init(address=launcher.ray_address)
         else:
             # Each worker's LeRobot stream runs its Ray Data tasks beside the workers. With only the cores' count of
             # CPUs, one worker's decode task can hold the last CPU while its worker waits for the others in a
@@ -189,7 +175,11 @@ def launch(argv: Sequence[str]) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--help" in args or "-h" in args:
-        print(__doc__)
+        from vla_foundry.cli import command_help
+
+        prog = "python -m vla_foundry.launch.ray_train"
+        print(command_help(prog, __doc__, LauncherParams, LAUNCHER_SPELLING, common_flags=False))
+        print("Every other flag is a training flag: python vla_foundry/main.py --help")
         return 0
     try:
         launch(args)

@@ -241,9 +241,9 @@ class RoboticsDataParams(DataParams):
             raise ConfigError("data.action_fields must name at least one low-dim field for robotics data")
         for name in self.language_instruction_types:
             if name not in INSTRUCTION_TYPES:
-                import difflib
+                from vla_foundry.names import closest_names
 
-                close = difflib.get_close_matches(name, INSTRUCTION_TYPES, n=2, cutoff=0.5)
+                close = closest_names(name, INSTRUCTION_TYPES, n=2)
                 raise ConfigError(
                     f"data.language_instruction_types: {name!r} is not an instruction type"
                     f"{'; closest: ' + ', '.join(close) if close else ''}; valid: {', '.join(INSTRUCTION_TYPES)}"

@@ -4,7 +4,6 @@ taken from the comment above it (or its inline comment / docstring), read with d
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import os
 import re
@@ -14,6 +13,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError, derived_source
 from vla_foundry.params.parsing import _dataclass_variants
 
@@ -167,7 +167,7 @@ def group_help(group: str) -> str:
     """The `--help GROUP` text; a ConfigError naming the valid groups (closest first) for an unknown one."""
     groups = help_groups()
     if group not in groups:
-        close = difflib.get_close_matches(group, list(groups), n=2)
+        close = closest_names(group, groups, n=2, cutoff=0.6)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(f"--help {group}: no such group{hint}; valid: {', '.join(groups)}")
     return "\n".join(groups[group])

@@ -20,7 +20,6 @@ Loading refuses, in one line naming the file: an include cycle, a document whose
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import posixpath
@@ -35,6 +34,7 @@ import yaml
 from draccus.parsers.yaml_loader import SafeLoaderWithInclusion
 
 from vla_foundry import storage
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError, ParamsRegistry
 from vla_foundry.structured_files import load_yaml_document, read_structured_file, yaml_problem
 
@@ -144,11 +144,11 @@ def _closest_files(path: str) -> str:
         if not os.path.isdir(parent):
             return f"; folder {folder} does not exist"
         dirs = [d for d in os.listdir(parent) if os.path.isdir(os.path.join(parent, d))]
-        close = difflib.get_close_matches(os.path.basename(os.path.normpath(folder)), dirs, n=3, cutoff=0.6)
+        close = closest_names(os.path.basename(os.path.normpath(folder)), dirs, cutoff=0.6)
         shown = ", ".join(os.path.join(parent, d) if parent != "." else d for d in close)
         return f"; folder {folder} does not exist" + (f" (closest: {shown})" if close else "")
     names = [n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))]
-    close = difflib.get_close_matches(os.path.basename(path), names, n=3, cutoff=0.6)
+    close = closest_names(os.path.basename(path), names, cutoff=0.6)
     return "; closest: " + ", ".join(os.path.join(os.path.dirname(path), n) for n in close) if close else ""
 
 
@@ -303,7 +303,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 
 def _closest(name: str, valid: Sequence[str]) -> str:
     known = [alias for alias in SYNONYMS.get(name, ()) if alias in valid]
-    close = known + [c for c in difflib.get_close_matches(name, valid, n=3, cutoff=0.5) if c not in known]
+    close = known + [c for c in closest_names(name, valid) if c not in known]
     return ", ".join(close) if close else ", ".join(sorted(valid))
 
 

@@ -286,12 +286,16 @@ def plugin_list_flag(argv: list[str]) -> list[str]:
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
     """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags.
 
-    VLA Foundry's key names (`resize_images_size`, `max_padding_left`, ...) are read as this project's, with a note.
+    VLA Foundry's key names (`resize_images_size`, `max_padding_left`, ...) are read as this project's, with a note;
+    flags are spelled as for every command (`vla_foundry.cli`: `--overwrite` alone means True).
     """
+    from vla_foundry.cli import normalise_args
     from vla_foundry.params.parsing import build_params, compose_config
     from vla_foundry.params.preprocessing_aliases import apply_preprocessing_aliases
 
-    data, sources = compose_config(plugin_list_flag(expand_list_includes(cls, argv or [])))
+    # The flag spellings of every command (a lone bool flag, a space-separated list, ...), as vla_foundry.cli reads them.
+    args = normalise_args(cls, plugin_list_flag(expand_list_includes(cls, argv or [])))
+    data, sources = compose_config(args)
     params = build_params(cls, apply_preprocessing_aliases(cls, data), "", sources)
     params.validate()
     return params

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vla_foundry.data.scripts.download_dataset import DownloadError, download_task, main
+from vla_foundry.data.scripts.download_dataset import DownloadError, DownloadParams, download_task, main
 
 PREFIX = "vla_foundry/lbm"
 
@@ -47,21 +47,21 @@ def test_raw_task_lands_under_tasks_in_the_spartan_layout(registry: str, tmp_pat
 
 
 def test_preprocessed_task_lands_under_its_name(registry: str, tmp_path: Path):
-    download_task("PutCupInBin", str(tmp_path), raw=False, bucket=registry, prefix=PREFIX)
+    download_task("PutCupInBin", DownloadParams(local_path=str(tmp_path), raw=False, bucket=registry, prefix=PREFIX))
     assert (tmp_path / "PutCupInBin" / "manifest.jsonl").exists()
 
 
 def test_files_already_downloaded_are_kept(registry: str, tmp_path: Path):
-    download_task("PutCupInBin", str(tmp_path), raw=True, bucket=registry, prefix=PREFIX)
+    download_task("PutCupInBin", DownloadParams(local_path=str(tmp_path), raw=True, bucket=registry, prefix=PREFIX))
     target = tmp_path / "tasks" / "PutCupInBin" / "episode_0" / "processed" / "actions.npz"
     os.utime(target, (1, 1))
-    download_task("PutCupInBin", str(tmp_path), raw=True, bucket=registry, prefix=PREFIX)
+    download_task("PutCupInBin", DownloadParams(local_path=str(tmp_path), raw=True, bucket=registry, prefix=PREFIX))
     assert target.stat().st_mtime == 1
 
 
 def test_an_unknown_task_names_the_available_ones(registry: str, tmp_path: Path):
     with pytest.raises(DownloadError, match="no raw task 'Nope'.*available: PutCupInBin, StackPlates"):
-        download_task("Nope", str(tmp_path), raw=True, bucket=registry, prefix=PREFIX)
+        download_task("Nope", DownloadParams(local_path=str(tmp_path), raw=True, bucket=registry, prefix=PREFIX))
 
 
 def test_an_unreachable_registry_is_one_line_naming_the_bucket(monkeypatch, capsys: pytest.CaptureFixture):

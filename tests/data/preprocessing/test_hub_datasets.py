@@ -23,7 +23,7 @@ from vla_foundry import storage
 from vla_foundry.data.dataloader import build_dataloader
 from vla_foundry.data.planner import plan_checkpoint
 from vla_foundry.data.preprocessing.sample_cutting import plan_anchors
-from vla_foundry.hub import plan_dataset_push
+from vla_foundry.hub import PushDatasetParams, plan_dataset_push
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams, parse_preprocessing_params
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -72,7 +72,7 @@ def test_push_dataset_plans_every_shard_and_a_card_with_the_manifest_digest(tmp_
     import hashlib
 
     local = tiny_data["robotics_lerobot"]
-    plan = plan_dataset_push(local, "org/tiny_robotics", str(tmp_path / "staging"))
+    plan = plan_dataset_push(PushDatasetParams(dataset_dir=local, repo="org/tiny_robotics"), str(tmp_path / "staging"))
     assert plan.repo_type == "dataset"
     assert set(plan.files) == {os.path.basename(p) for p in storage.list_files(local)} | {"README.md"}
     for name, staged in plan.files.items():

@@ -9,15 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.preprocessing_params import parse_preprocessing_params
-
-
-def help_text(doc: str | None, params_class: type) -> str:
-    """The entry point's docstring followed by one line per flag (field, type, default)."""
-    from vla_foundry.params.help_text import field_lines
-
-    return (doc or "").strip() + "\n\nFlags (field, type, default):\n" + "\n".join(field_lines(params_class))
 
 
 def outcome_summary(outcome: Any, inputs_name: str) -> str:
@@ -48,20 +40,17 @@ def run_preprocessing_command(
 ) -> int:
     """Parse `argv` (default: sys.argv[1:]) into `params_class`, run `run_job(params)` and print its summary.
 
-    Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr).
+    Returns the exit status: 0 on success or --help, 2 on a bad flag or a failed job (message on stderr; `--debug`:
+    the traceback).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        print(help_text(doc, params_class))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from vla_foundry.cli import run_command
     from vla_foundry.data.preprocessing.job import JobError
 
-    try:
-        params = parse_preprocessing_params(params_class, args)
-        outcome = run_job(params)
-    except (ConfigError, JobError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(outcome_summary(outcome, inputs_name))
-    return 0
+    def run(params: Any) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        print(outcome_summary(run_job(params), inputs_name))
+
+    prog = f"python {sys.argv[0]}" if sys.argv and sys.argv[0].endswith(".py") else "preprocess"
+    return run_command(
+        params_class, run, argv, prog=prog, doc=doc, errors=(JobError,), parse=parse_preprocessing_params
+    )

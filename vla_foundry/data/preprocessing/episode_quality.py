@@ -13,12 +13,12 @@ timestamp_gap, black_frame, frozen_frame, non_finite, action_jump, still_segment
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 
 RULES = ("timestamp_gap", "black_frame", "frozen_frame", "non_finite", "action_jump", "still_segment")
@@ -32,7 +32,7 @@ def check_rule_names(names: list[str]) -> None:
     """A `ConfigError` naming the closest valid rule for each unknown name in `names`."""
     for name in names:
         if name not in RULES:
-            close = difflib.get_close_matches(name, RULES, n=2, cutoff=0.5)
+            close = closest_names(name, RULES, n=2)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"qa_fail_on: unknown rule {name!r}{hint}; valid: {', '.join(RULES)}")
 

@@ -7,7 +7,6 @@ frames, so memory stays bounded by the frames sample cutting holds at once, neve
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
@@ -111,13 +111,11 @@ class Converter(ABC):
     def check_camera_rename(self, source_cameras: list[str], where: str) -> None:
         """Every `camera_rename` key must name a camera of the source (as the source calls it); one that matches
         none is a ConfigError naming the source's cameras, instead of a rename that silently does nothing."""
-        import difflib
-
         unknown = [key for key in self.params.camera_rename if key not in source_cameras]
         if not unknown:
             return
         key = unknown[0]
-        close = difflib.get_close_matches(key, source_cameras, n=1, cutoff=0.5)
+        close = closest_names(key, source_cameras, n=1)
         # Users often give the short stored name (`top`) where the source's own name is expected.
         close = close or [c for c in source_cameras if c.endswith("." + key) or c.endswith("/" + key)][:1]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -168,7 +166,7 @@ def get_converter(name: str) -> type[Converter]:
         importlib.import_module(BUILTIN_CONVERTERS[name])
     if name not in _CONVERTERS:
         valid = converter_names()
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        close = closest_names(name, valid)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"type={name!r} is not a known robotics source{hint}; valid: {', '.join(valid)}")
     return _CONVERTERS[name]

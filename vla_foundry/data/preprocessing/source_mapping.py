@@ -14,12 +14,12 @@ Each source says which keys it reads; an unknown key is a `ConfigError` naming t
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import yaml
 
 from vla_foundry import storage
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 
 
@@ -35,7 +35,7 @@ def load_mapping(path: str | None, valid_keys: tuple[str, ...], source: str) -> 
         raise ConfigError(f"mapping_path={path}: expected a mapping with keys {', '.join(valid_keys)}")
     for key in data:
         if key not in valid_keys:
-            close = difflib.get_close_matches(str(key), valid_keys, n=1)
+            close = closest_names(str(key), valid_keys, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(
                 f"mapping_path={path}: unknown key {key!r}{hint}; a {source} mapping has {', '.join(valid_keys)}"

@@ -18,7 +18,6 @@ transfer, and the conversion costs the loader about as much as a quarter of the 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from vla_foundry.data.processors.tokenizers import get_tokenizer
 from vla_foundry.data.robotics.normalizer import NORMALIZER_CONFIG, FieldSpec, Normalizer, NormalizerConfig
 from vla_foundry.data.robotics.npz import NpzArrays
 from vla_foundry.data.robotics.stats import Stats, StatsError, crop_stats_window, field_dim, load_stats, merge_stats
+from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import AugmentationParams, RoboticsDataParams
 from vla_foundry.structured_files import read_structured_file
@@ -185,7 +185,7 @@ def resolve_robotics_config(
         if absent and data_params.missing_camera == "error":
             raise ConfigError(
                 f"dataset {lay.dataset_dir} has no camera(s) {absent} (stored: {lay.camera_names}; "
-                f"{closest_names(absent[0], lay.camera_names)}); choose data.camera_names among them or set "
+                f"{closest_hint(absent[0], lay.camera_names)}); choose data.camera_names among them or set "
                 "data.missing_camera zero_pad"
             )
         bad_offsets = [i for i in indices if i not in lay.image_indices]
@@ -207,7 +207,7 @@ def resolve_robotics_config(
                 if name not in stats:
                     raise StatsError(
                         f"{path} has no statistics for field {name!r} (requested by {group}); "
-                        f"{closest_names(name, sorted(stats))}"
+                        f"{closest_hint(name, sorted(stats))}"
                     )
         all_stats.append(crop_stats_window(stats, lay.past_lowdim_steps, past, future))
     wanted = list(dict.fromkeys([*data_params.action_fields, *data_params.proprioception_fields]))
@@ -215,7 +215,7 @@ def resolve_robotics_config(
         if name not in wanted:
             raise ConfigError(
                 f"data.normalization.field_overrides names {name!r}, which is not one of data.action_fields / "
-                f"data.proprioception_fields; {closest_names(name, wanted)}"
+                f"data.proprioception_fields; {closest_hint(name, wanted)}"
             )
     dims: dict[str, int] = {}
     for lay, stats in zip(layouts, all_stats):
@@ -257,9 +257,9 @@ def resolve_robotics_config(
     return processor_config, normalizer_config, merged
 
 
-def closest_names(name: str, valid: Sequence[str]) -> str:
+def closest_hint(name: str, valid: Sequence[str]) -> str:
     """'closest: a, b; valid: a, b, c' for an error message about a name that is not in `valid`."""
-    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.5)
+    close = closest_names(name, valid)
     listed = ", ".join(valid) or "none"
     return f"closest: {', '.join(close)}; valid: {listed}" if close else f"valid: {listed}"
 
@@ -281,7 +281,7 @@ def check_instruction_types(data_params: RoboticsDataParams) -> None:
             if "original" not in requested:
                 raise ConfigError(
                     f"data.language_instruction_types={requested}: the streamed LeRobot root {path} gives its "
-                    f"episodes' tasks as the 'original' instruction; {closest_names(requested[0], ['original'])}"
+                    f"episodes' tasks as the 'original' instruction; {closest_hint(requested[0], ['original'])}"
                 )
             continue
         manifest = read_manifest(path)
@@ -301,7 +301,7 @@ def check_instruction_types(data_params: RoboticsDataParams) -> None:
         if not set(requested) & set(stored):
             raise ConfigError(
                 f"data.language_instruction_types={requested}: the samples of {manifest.dataset_dir} hold none of "
-                f"them; {closest_names(requested[0], stored)}"
+                f"them; {closest_hint(requested[0], stored)}"
             )
 
 

@@ -13,11 +13,13 @@ AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 (any S3-compatible server).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+from vla_foundry.params.base_params import ConfigError
 
 DEFAULT_BUCKET = "tri-ml-public"
 DEFAULT_PREFIX = "vla_foundry/lbm"
@@ -35,6 +37,30 @@ def _client():
 
 def _root(prefix: str, raw: bool) -> str:
     return "/".join(p for p in (prefix.strip("/"), "raw/tasks" if raw else "preprocessed") if p) + "/"
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    """`download_dataset.py`: which tasks of the public registry, and where they go."""
+
+    # Task names, e.g. [BimanualPutRedBellPepperInBin] (a repeated --task adds one).
+    task: tuple[str, ...] = ()
+    # Where to put the files.
+    local_path: str | None = None
+    # Raw Spartan episodes instead of preprocessed shards.
+    raw: bool = False
+    # List the available tasks and exit.
+    list: bool = False
+    # The registry's S3 bucket.
+    bucket: str = DEFAULT_BUCKET
+    # The registry's prefix in the bucket.
+    prefix: str = DEFAULT_PREFIX
+    # Files downloaded at once.
+    workers: int = 8
+
+    def validate(self) -> None:
+        if not self.list and (not self.task or not self.local_path):
+            raise ConfigError("--task and --local_path are required (or --list)")
 
 
 def list_tasks(bucket: str, prefix: str, raw: bool) -> list[str]:
@@ -64,10 +90,10 @@ def _list_pages(bucket: str, prefix: str, delimiter: str | None = None) -> list[
         raise DownloadError(f"cannot list s3://{bucket}/{prefix} at {endpoint}: {e}") from e
 
 
-def download_task(
-    task: str, local_path: str, raw: bool, bucket: str = DEFAULT_BUCKET, prefix: str = DEFAULT_PREFIX, workers: int = 8
-) -> list[str]:
-    """Download every file of `task`; returns the local paths (skipping files already complete)."""
+def download_task(task: str, params: DownloadParams) -> list[str]:
+    """Download every file of `task` from `params.bucket` / `params.prefix` under `params.local_path`; returns the
+    local paths (skipping files already complete)."""
+    local_path, raw, bucket, prefix = str(params.local_path), params.raw, params.bucket, params.prefix
     objects = task_objects(bucket, prefix, task, raw)
     if not objects:
         available = list_tasks(bucket, prefix, raw)
@@ -101,36 +127,31 @@ def download_task(
 
     from tqdm import tqdm
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=params.workers) as pool:
         return list(tqdm(pool.map(fetch, objects), total=len(objects), unit="file", desc=task))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vla_foundry.cli import add_bool_flag
+    from vla_foundry.cli import run_command
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", action="append", default=[], help="task name (repeatable)")
-    parser.add_argument("--local_path", help="where to put the files")
-    add_bool_flag(parser, "--raw", "raw Spartan episodes instead of preprocessed shards")
-    add_bool_flag(parser, "--list", "list the available tasks and exit")
-    parser.add_argument("--bucket", default=DEFAULT_BUCKET)
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
-    parser.add_argument("--workers", type=int, default=8)
-    args = parser.parse_args(argv)
-    try:
-        if args.list:
-            for name in list_tasks(args.bucket, args.prefix, args.raw):
-                print(name)
-            return 0
-        if not args.task or not args.local_path:
-            parser.error("--task and --local_path are required (or --list)")
-        for task in args.task:
-            files = download_task(task, args.local_path, args.raw, args.bucket, args.prefix, args.workers)
-            print(f"{task}: {len(files)} files under {args.local_path}")
-    except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(
+        DownloadParams,
+        _run,
+        argv,
+        prog="python vla_foundry/data/scripts/download_dataset.py",
+        doc=__doc__,
+        errors=(DownloadError,),
+    )
+
+
+def _run(params: DownloadParams) -> None:
+    if params.list:
+        for name in list_tasks(params.bucket, params.prefix, params.raw):
+            print(name)
+        return
+    for task in params.task:
+        files = download_task(task, params)
+        print(f"{task}: {len(files)} files under {params.local_path}")
 
 
 if __name__ == "__main__":

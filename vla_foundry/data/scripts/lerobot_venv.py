@@ -18,7 +18,7 @@ redone.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import fcntl
 import glob
 import importlib.metadata
@@ -127,11 +127,20 @@ def lerobot_env() -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class LeRobotVenvParams:
+    """`python -m vla_foundry.data.scripts.lerobot_venv` takes no settings: it builds (or finds) the environment."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m vla_foundry.data.scripts.lerobot_venv", description=(__doc__ or "").split("\n\n")[0]
+    from vla_foundry.cli import run_command
+
+    return run_command(
+        LeRobotVenvParams, _run, argv, prog="python -m vla_foundry.data.scripts.lerobot_venv", doc=__doc__
     )
-    parser.parse_args(argv)
+
+
+def _run(params: LeRobotVenvParams) -> int:
     start = time.perf_counter()
     try:
         python = ensure_lerobot_venv(quiet=False)

@@ -16,7 +16,7 @@ B = 50 + 100 * camera (`decode_colour` reads it back). `observation.state[t] = [
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import io
 import json
 import os
@@ -27,9 +27,11 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+from vla_foundry.params.base_params import ConfigError
 
 FPS = 10
 SIZE = 32
@@ -645,30 +647,57 @@ def make_synthetic_lerobot(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticLeRobotParams:
+    """`python -m vla_foundry.data.scripts.make_synthetic_lerobot`: the dataset's place, format and size."""
+
+    # New or empty local directory.
+    output_dir: str = ""
+    # LeRobot format version.
+    version: Literal["v3.0", "v2.1"] = "v3.0"
+    # Number of episodes.
+    episodes: int = 5
+    # Frames per episode (None: 12, 9, 15, 10, 11, ...).
+    length: int | None = None
+    # Frame height and width in pixels.
+    size: int = SIZE
+    # Video codec of the MP4s (h264, av1, ...: see CODECS).
+    codec: str = "h264"
+
+    def validate(self) -> None:
+        from vla_foundry.names import closest_names
+
+        if not self.output_dir:
+            raise ConfigError("--output_dir is required: a new or empty local directory")
+        if self.codec not in CODECS:
+            close = closest_names(self.codec, CODECS)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"codec={self.codec!r} is not a codec here{hint}; valid: {', '.join(sorted(CODECS))}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from vla_foundry.cli import run_command
+
+    return run_command(
+        SyntheticLeRobotParams,
+        _run,
+        argv,
         prog="python -m vla_foundry.data.scripts.make_synthetic_lerobot",
-        description=(__doc__ or "").split("\n\n")[0],
+        doc=__doc__,
+        errors=(ValueError,),
     )
-    parser.add_argument("--output_dir", required=True, help="new or empty local directory")
-    parser.add_argument("--version", default="v3.0", choices=["v3.0", "v2.1"], help="LeRobot format version")
-    parser.add_argument("--episodes", type=int, default=5, help="number of episodes")
-    parser.add_argument("--length", type=int, default=None, help="frames per episode (default: 12, 9, 15, 10, 11, ...)")
-    parser.add_argument("--size", type=int, default=SIZE, help="frame height and width in pixels")
-    parser.add_argument("--codec", default="h264", choices=sorted(CODECS), help="video codec of the MP4s")
-    args = parser.parse_args(argv)
-    try:
-        root = make_synthetic_lerobot(args.output_dir, args.version, args.episodes, args.length, args.size, args.codec)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+
+def _run(params: SyntheticLeRobotParams) -> None:
+    root = make_synthetic_lerobot(
+        params.output_dir, params.version, params.episodes, params.length, params.size, params.codec
+    )
     info = json.loads((root / "meta" / "info.json").read_text())
     videos = len(list(root.glob("videos/**/*.mp4")))
     print(
         f"LeRobot {info['codebase_version']} dataset: {info['total_episodes']} episodes, {info['total_frames']} "
         f"frames, {len(CAMERAS)} cameras, {videos} video files -> {root}"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ point, so actions are a deterministic function of proprioception (or images) and
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gzip
 import io
 import json
@@ -310,19 +310,32 @@ def make_all(output_dir: str, seed: int = 0) -> dict[str, str]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class TinyDatasetsParams:
+    """`python -m vla_foundry.data.scripts.make_tiny_datasets`: where the tiny datasets go."""
+
+    # Where to write (local path or s3://).
+    output_dir: str = "examples/data"
+    # Seed of the generated contents.
+    seed: int = 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="examples/data", help="where to write (local path or s3://)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for name, path in make_all(args.output_dir, args.seed).items():
+    from vla_foundry.cli import run_command
+
+    return run_command(
+        TinyDatasetsParams, _run, argv, prog="python -m vla_foundry.data.scripts.make_tiny_datasets", doc=__doc__
+    )
+
+
+def _run(params: TinyDatasetsParams) -> None:
+    for name, path in make_all(params.output_dir, params.seed).items():
         n = sum(
             json.loads(line)["num_sequences"]
             for line in storage.read_text(storage.join(path, "manifest.jsonl")).split("\n")
             if line
         )
         print(f"{name}: {n} samples -> {path}")
-    return 0
 
 
 if __name__ == "__main__":
