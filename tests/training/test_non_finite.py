@@ -87,7 +87,7 @@ def test_training_stops_naming_the_sample_and_keeps_the_last_good_checkpoint(poi
 def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, tmp_path):
     from vla_foundry.models.registry import create_model, get_batch_handler
     from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.train import NonFiniteLossError, TrainState, train_one_checkpoint
+    from vla_foundry.train import NonFiniteLossError, Trainer, TrainState
 
     cfg = tiny_experiment(total_train_samples=16, per_gpu_batch_size=8)
     model = create_model(cfg.model)
@@ -101,11 +101,11 @@ def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, t
     state = TrainState()
     with pytest.raises(
         NonFiniteLossError,
-        match=r"at optimizer step 1, checkpoint window 0; .*non-finite loss: s0, s1, s2, s3, s4, s5, s6, s7\. Nothing",
+        match=r"at optimizer step 1, checkpoint interval 0; .*non-finite loss: s0, s1, s2, s3, s4, s5, s6, s7\. Nothing",
     ):
-        train_one_checkpoint(
-            model, get_batch_handler(cfg.model), optimizer, scheduler, batches, state, cfg, cpu_ctx, logger
-        )
+        Trainer(
+            cfg, cpu_ctx, model, get_batch_handler(cfg.model), optimizer, scheduler, logger, state=state
+        ).train_interval(batches)
     assert state.step == 0
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0, equal_nan=True, msg=k)

@@ -125,7 +125,7 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
     # 2 windows of 16 samples: 2 workers x batch 4 -> 2 steps per window.
     assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert all(0.0 <= r["data_wait_fraction"] <= 1.0 and r["samples_per_sec"] > 0 for r in losses)
-    assert [r["window_samples_read"] for r in records if "window_samples_read" in r] == [16, 16]
+    assert [r["interval_samples_read"] for r in records if "interval_samples_read" in r] == [16, 16]
     assert (run_dir / "checkpoints" / "checkpoint_2" / "index.json").exists()
     # The run's processor carries the stream's layout (stored 32 px images, 1 past + 4 future rows).
     assert "stored_image_size:\n- 32\n- 32" in (run_dir / "config_processor.yaml").read_text()
