@@ -62,7 +62,7 @@ def test_training_stops_naming_the_sample_and_keeps_the_last_good_checkpoint(poi
     from vla_foundry.main import main
 
     data, key = poisoned_dataset
-    # 24 samples in 3 windows of one step of 8: one epoch, so the poisoned sample is in exactly one window.
+    # 24 samples in 3 checkpoint intervals of one step of 8: one epoch, so the poisoned sample is in exactly one.
     status = main(
         [
             "--model", f"include {PRESETS}/models/vla_diffusion_tiny.yaml",
@@ -78,10 +78,10 @@ def test_training_stops_naming_the_sample_and_keeps_the_last_good_checkpoint(poi
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: non-finite loss (nan) at optimizer step ")
     assert f"shard_000000.tar key {key}" in line
-    window = int(line.split("checkpoint window ")[1].split(";")[0])
-    assert f"at optimizer step {window + 1}," in line  # one step per window
-    # The windows before the poisoned one were saved; nothing of the failed window was.
-    assert list_checkpoints(str(tmp_path / "nan_run"), complete_only=False) == list(range(1, window + 1))
+    interval = int(line.split("checkpoint interval ")[1].split(";")[0])
+    assert f"at optimizer step {interval + 1}," in line  # one step per checkpoint interval
+    # The intervals before the poisoned one were saved; nothing of the failed interval was.
+    assert list_checkpoints(str(tmp_path / "nan_run"), complete_only=False) == list(range(1, interval + 1))
 
 
 def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, tmp_path):

@@ -65,7 +65,7 @@ def test_run_dir_holds_configs_metrics_and_checkpoints(llm_run):
 
 
 def test_resume_after_checkpoint_is_bitwise_identical(llm_run, tmp_path, tiny_datasets):
-    """Windows of 96 samples over shards of 16 mixed 0.6/0.4: checkpoint 1 falls mid-epoch of both datasets."""
+    """Checkpoint intervals of 96 samples over shards of 16 mixed 0.6/0.4: checkpoint 1 falls mid-epoch of both datasets."""
     resumed_dir = str(tmp_path / "llm")
     _copy_run_up_to_checkpoint(llm_run.run_dir, resumed_dir, 1)
     resumed = run_main(

@@ -77,6 +77,18 @@ def export(params: ExportParams) -> str:
     return export_weights(params.run_dir, params.output, use_ema=params.ema, checkpoint=params.checkpoint)
 
 
+def parse_cli(args: Sequence[str]) -> tuple[str, ExportParams]:
+    """(command, its params) of a command line (without `--debug` / `--help`); a ConfigError names what is wrong."""
+    if not args:
+        raise ConfigError(f"give a command: {', '.join(COMMANDS)} (--help lists them)")
+    name, rest = args[0], list(args[1:])
+    if name not in COMMANDS:
+        from vla_foundry.params.parsing import _closest
+
+        raise ConfigError(f"unknown command {name!r}; closest: {_closest(name, list(COMMANDS))}")
+    return name, parse_command_params(ExportParams, rest)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from vla_foundry import storage
     from vla_foundry.checkpoint.layout import CheckpointError
@@ -88,19 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug, args = pop_bool_flag(args, "--debug")
     except ConfigError as e:
         return report_error(e, False)
-    if not args or args[0] in ("-h", "--help"):
+    if args[:1] in (["-h"], ["--help"]):
         print(usage())
-        return 0 if args else 2
-    name, rest = args[0], args[1:]
-    if name not in COMMANDS:
-        from vla_foundry.params.parsing import _closest
-
-        return report_error(ConfigError(f"unknown command {name!r}; closest: {_closest(name, list(COMMANDS))}"), debug)
-    if "--help" in rest or "-h" in rest:
-        print(command_help(name, ExportParams))
+        return 0
+    if args[:1] and args[0] in COMMANDS and ("--help" in args or "-h" in args):
+        print(command_help(args[0], ExportParams))
         return 0
     try:
-        out = export(parse_command_params(ExportParams, rest))
+        _, params = parse_cli(args)
+        out = export(params)
     except (ConfigError, CheckpointError, storage.StorageError) as e:
         return report_error(e, debug)
     print(f"wrote {out}")

@@ -35,14 +35,16 @@ def local_checkpoint(ref: CheckpointRef) -> Iterator[CheckpointRef]:
 
 @contextlib.contextmanager
 def local_files(ref: CheckpointRef, names: Sequence[str]) -> Iterator[str]:
-    """A local directory holding (at least) the named files of checkpoint directory `ref`: the checkpoint itself
+    """A local directory holding the named files of checkpoint directory `ref` (those it has): the checkpoint itself
     when local, else a temporary directory with only those files downloaded."""
     if not storage.is_s3(ref.path):
         yield ref.path
         return
+    present = file_sizes(ref.path)
     with tempfile.TemporaryDirectory(prefix="vla_foundry_meta_") as tmp:
         for name in names:
-            storage.download_file(ref.file(name), os.path.join(tmp, name))
+            if name in present:
+                storage.download_file(ref.file(name), os.path.join(tmp, name))
         yield tmp
 
 
