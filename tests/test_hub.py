@@ -323,8 +323,7 @@ def test_hub_failures_are_one_line_each_naming_the_repo_revision_or_file(tmp_pat
 def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf_home, dcp_run):
     from safetensors.torch import load_file
 
-    from vla_foundry.checkpoint import resolve_checkpoint
-    from vla_foundry.checkpoint import read_model_weights
+    from vla_foundry.checkpoint import read_model_weights, resolve_checkpoint
     from vla_foundry.training_run import check_nested_weight_paths
 
     plan = plan_run_push(dcp_run, "org/vla", str(tmp_path / "staging"), ema=True)
