@@ -319,3 +319,21 @@ def test_an_old_style_checkpoint_file_name_points_to_the_directory(saved_run):
     run_dir, _, _ = saved_run
     with pytest.raises(CheckpointError, match=f"checkpoints are directories now: give {checkpoint_dir(run_dir, 2)}"):
         resolve_checkpoint(checkpoint_file(run_dir, 2))
+
+
+def test_export_cli_reads_a_yaml_config_and_names_the_closest_flag(saved_run, tmp_path, capsys):
+    from safetensors.torch import load_file as load_safetensors
+
+    from vla_foundry.checkpoint.cli import main as checkpoint_main
+
+    run_dir, model, _ = saved_run
+    out = tmp_path / "from_yaml.safetensors"
+    config = tmp_path / "export.yaml"
+    config.write_text(f"run_dir: {run_dir}\noutput: {out}\n")
+    assert checkpoint_main(["export", "--config_path", str(config)]) == 0
+    exported = load_safetensors(str(out))
+    assert all(torch.equal(exported[k], v) for k, v in model.state_dict().items())
+    assert checkpoint_main(["export", "--run_dri", run_dir]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: unknown key 'run_dri' (on the command line); closest valid names under the top level: run_dir"
+    )
