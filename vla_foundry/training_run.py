@@ -419,8 +419,8 @@ class TrainingRun:
     # ------------------------------------------------------------------------------------------- prepare
 
     def prepare(self) -> None:
-        """Fail fast (resume path, checkpoint backend, nested weights, budget) before anything heavy is built; then
-        the run dir: locked, leftovers of interrupted saves removed, run files written."""
+        """Fail fast (checkpoint backend, resume path, nested weights, budget) before anything heavy is built; then
+        open the run dir."""
         params, ctx = self.params, self.ctx
         if params.hparams.torch_threads is not None:
             # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
@@ -433,7 +433,13 @@ class TrainingRun:
         self.params = params = derive_data_values(params)
         if params.samples_per_checkpoint is None:
             raise ConfigError("set a training budget: total_train_samples or num_epochs")
-        self.run_dir = run_dir = restart_dir or resolve_run_dir(params, self.resume, ctx)
+        self.open_run_dir(restart_dir or resolve_run_dir(params, self.resume, ctx))
+
+    def open_run_dir(self, run_dir: str) -> None:
+        """Lock the run dir, refuse to overwrite a run's checkpoints, remove leftovers of interrupted saves, fetch a
+        remote resume checkpoint, write the run files."""
+        params, ctx = self.params, self.ctx
+        self.run_dir = run_dir
         self.progress.run_dir = run_dir
         # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
         lock_run_dir(run_dir, ctx, warn=self.log)

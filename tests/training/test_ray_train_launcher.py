@@ -1,6 +1,6 @@
 """The Ray Train launcher: 2 CPU workers (gloo) train the tiny VLA straight from a LeRobot stream; a worker killed
 with SIGKILL mid-run is restarted from the latest complete checkpoint and the run completes (tiny LLM: resuming the
-tiny VLA trips the strict optimizer-state load of checkpoint.py, whose unused LM head has no optimizer state)."""
+tiny VLA trips the strict optimizer-state load of checkpoint/dcp.py, whose unused LM head has no optimizer state)."""
 
 from __future__ import annotations
 
