@@ -128,7 +128,7 @@ MODES = ("sync", "async")
 
 
 def worker(args: argparse.Namespace) -> None:
-    from vla_foundry.checkpoint import CheckpointSaver, load_training_state, resolve_checkpoint
+    from vla_foundry.checkpoint import DCPCheckpointer
     from vla_foundry.distributed import barrier, destroy_distributed, init_distributed
     from vla_foundry.params import DistributedParams
 
@@ -142,7 +142,12 @@ def worker(args: argparse.Namespace) -> None:
     results: dict[str, list[float]] = {k: [] for k in ("sync", "blocked", "async_total", "sync_mem", "async_mem")}
     n = 0
     # One saver per mode for all repeats, as in a run (the asynchronous one reuses its host staging copy).
-    savers = {mode: CheckpointSaver(os.path.join(root, mode), ctx, async_save=mode == "async") for mode in MODES}
+    savers = {
+        mode: DCPCheckpointer(
+            os.path.join(root, mode), ctx, model, optimizer, scheduler, ema, async_save=mode == "async"
+        )
+        for mode in MODES
+    }
     for _ in range(args.repeats):
         for mode in MODES:
             n += 1
@@ -150,7 +155,7 @@ def worker(args: argparse.Namespace) -> None:
             barrier()
             with PeakRss() as mem:
                 start = time.perf_counter()
-                blocked = saver.save(n, model, optimizer, scheduler, ema, {"step": 1})
+                blocked = saver.save(n, {"step": 1})
                 saver.wait()
                 total = time.perf_counter() - start
             barrier()
@@ -173,7 +178,9 @@ def worker(args: argparse.Namespace) -> None:
     fresh = build(args, ctx)
     barrier()
     start = time.perf_counter()
-    load_training_state(resolve_checkpoint(os.path.join(root, "sync")), *fresh, ctx, warn=lambda m: None)
+    loader = DCPCheckpointer(os.path.join(root, "sync"), ctx, *fresh, warn=lambda m: None)
+    loader.load(loader.latest())
+    loader.close()
     barrier()
     load_time = time.perf_counter() - start
     if ctx.is_main:

@@ -5,7 +5,7 @@
 
 The model is wrapped exactly as `vla_foundry/main.py` wraps it (`parallelize_model`: FSDP2 `fully_shard` per block
 and root, MixedPrecisionPolicy bf16 params / fp32 reduce, fp32 master weights) in a one-process process group, and
-trained with `train_one_checkpoint` on random tokens (no data loading). MFU = model training FLOPs per token x
+trained with `Trainer.train_interval` on random tokens (no data loading). MFU = model training FLOPs per token x
 tokens/s / the GPU's dense bf16 peak (H100/H200: 989 TFLOP/s; override with VLA_FOUNDRY_PEAK_FLOPS).
 Target: MFU >= 45% on one H100/H200. Without CUDA it exits with a message and status 1, unless `--device cpu` asks
 for a dry run of the same code path on the CPU (gloo; give a small --model_preset and --seq_len; MFU is reported only
@@ -81,7 +81,7 @@ def run_mode(args: argparse.Namespace, compile_model: bool, ctx) -> dict:
     from vla_foundry.metrics import MetricsLogger, model_flops_per_token, peak_flops
     from vla_foundry.models.registry import create_model, get_batch_handler
     from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.train import TrainState, train_one_checkpoint
+    from vla_foundry.train import Trainer
 
     total_steps = args.warmup_steps + args.steps
     params = build_params(args, compile_model, total_steps)
@@ -109,8 +109,8 @@ def run_mode(args: argparse.Namespace, compile_model: bool, ctx) -> dict:
         batches = random_batches(steps, args.per_gpu_batch_size, args.seq_len, vocab, ctx.device)
         synchronize()
         start = time.perf_counter()
-        train_one_checkpoint(
-            model, handler, optimizer, scheduler, batches, TrainState(), p, ctx, logger, fsdp_mixed_precision=fsdp_mp
+        Trainer(p, ctx, model, handler, optimizer, scheduler, logger, fsdp_mixed_precision=fsdp_mp).train_interval(
+            batches
         )
         synchronize()
         return time.perf_counter() - start

@@ -13,7 +13,7 @@ past + 14 future rows) in a temporary directory, then measures:
                   weights and a byte-level tokenizer: nothing is downloaded;
   (b) the data-wait fraction of vla_100m trained from the real loader (--loader_workers worker processes decoding,
       resizing and normalising): time blocked on the next batch / wall time, over --loader_steps steps after each
-      worker delivered its first batch (train_one_checkpoint's own data_wait figure).
+      worker delivered its first batch (`Trainer.train_interval`'s own data_wait figure).
 `--tiny` swaps in tiny models (vla_diffusion_tiny, a 1-layer Idefics3) and `--device cpu` runs on the CPU (gloo):
 together they dry-run every code path without a GPU (`--precision fp32` keeps that fast: CPU bf16 is slow). `--json PATH` also writes the results as JSON.
 """
@@ -171,16 +171,15 @@ def build_training(params, ctx):
 
 
 def train_window(training, params, ctx, batches, steps: int):
-    """`steps` optimizer steps on `batches`; returns train_one_checkpoint's WindowResult (device synchronised)."""
+    """`steps` optimizer steps on `batches`; returns `Trainer.train_interval`'s IntervalResult (device synchronised)."""
     from vla_foundry.metrics import MetricsLogger
-    from vla_foundry.train import TrainState, train_one_checkpoint
+    from vla_foundry.train import Trainer
 
     model, handler, optimizer, scheduler, fsdp_mp, _ = training
     p = dataclasses.replace(params, samples_per_checkpoint=steps * params.hparams.per_gpu_batch_size)
     logger = MetricsLogger("unused", enabled=False, total_steps=steps, start_step=0)
-    result = train_one_checkpoint(
-        model, handler, optimizer, scheduler, batches, TrainState(), p, ctx, logger, fsdp_mixed_precision=fsdp_mp
-    )
+    trainer = Trainer(p, ctx, model, handler, optimizer, scheduler, logger, fsdp_mixed_precision=fsdp_mp)
+    result = trainer.train_interval(batches)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
     return result

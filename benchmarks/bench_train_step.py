@@ -5,7 +5,7 @@
 Both loops train the same tiny native transformer on the same in-memory batches with the same AdamW settings and
 gradient clipping:
   bare       forward -> cross-entropy -> backward -> clip -> step -> zero_grad -> lr step;
-  framework  `train_one_checkpoint` (batch handler, token-weighted loss, accumulation bookkeeping, global loss
+  framework  `Trainer.train_interval` (batch handler, token-weighted loss, accumulation bookkeeping, global loss
              reduction, metrics to metrics.jsonl every 10 steps, EMA off).
 Each loop runs `--repeats` times, alternating, after one warm-up run each. The figure of merit is framework steps/s
 divided by bare steps/s (target >= 0.9), reported for the best run of each and as the median of paired runs, both in
@@ -81,14 +81,14 @@ def run_framework(params, batches, run_dir: str) -> tuple[float, float]:
     from vla_foundry.distributed import DistributedContext
     from vla_foundry.metrics import MetricsLogger
     from vla_foundry.models.registry import get_batch_handler
-    from vla_foundry.train import TrainState, train_one_checkpoint
+    from vla_foundry.train import Trainer
 
     model, optimizer, scheduler = build(params)
     ctx = DistributedContext(0, 1, 0, torch.device("cpu"), None, "none")
     logger = MetricsLogger(run_dir, enabled=True, total_steps=params.total_steps, start_step=0, show_progress=False)
     handler = get_batch_handler(params.model)
     start, cpu_start = time.perf_counter(), time.process_time()
-    train_one_checkpoint(model, handler, optimizer, scheduler, iter(batches), TrainState(), params, ctx, logger)
+    Trainer(params, ctx, model, handler, optimizer, scheduler, logger).train_interval(iter(batches))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     logger.close()
     return len(batches) / elapsed, len(batches) / cpu

@@ -192,6 +192,11 @@ def parse_only(target: str, args: list[str], monkeypatch: pytest.MonkeyPatch) ->
 
         parse_train_params(split_args(args)[1])
         return
+    if target == "module:vla_foundry.checkpoint":
+        from vla_foundry.checkpoint.cli import parse_cli
+
+        parse_cli(args)
+        return
     if target.startswith("script:benchmarks/"):
         monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
         module = importlib.import_module(Path(target.split(":", 1)[1]).stem)
@@ -266,6 +271,9 @@ def test_documented_command_works_as_written(command: DocCommand, monkeypatch: p
         return
     for name, value in command.env:
         monkeypatch.setenv(name, value)
+        if name == "PYTHONPATH":  # a plugin folder the command imports from (`--plugins`), relative to the repo
+            for entry in reversed(value.split(os.pathsep)):
+                monkeypatch.syspath_prepend(str(REPO_ROOT / entry))
     try:
         parse_only(target, args, monkeypatch)
     except SystemExit as e:

@@ -18,7 +18,7 @@ import yaml
 from tests.hub_cache import cache_repo
 from tests.inference.conftest import observation, write_policy_run
 from vla_foundry import storage
-from vla_foundry.checkpoint import export_weights, save_checkpoint
+from vla_foundry.checkpoint import DCPCheckpointer, export_weights
 from vla_foundry.distributed import DistributedContext
 from vla_foundry.hub import PushParams, plan_run_push, pull, upload
 from vla_foundry.hub import main as hub_main
@@ -76,7 +76,10 @@ def dcp_run(tmp_path_factory, robotics_dir) -> str:
     ctx = DistributedContext(
         rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
     )
-    save_checkpoint(run_dir, 1, model, opt, build_scheduler(opt, hp, total_steps=10), ema, {"step": 1}, ctx)
+    sched = build_scheduler(opt, hp, total_steps=10)
+    checkpointer = DCPCheckpointer(run_dir, ctx, model, opt, sched, ema, async_save=False)
+    checkpointer.save(1, {"step": 1})
+    checkpointer.close()
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
         for step, loss in ((1, 1.5), (2, 1.1), (3, 0.9)):
             f.write(json.dumps({"step": step, "loss": loss, "lr": 0.01}) + "\n")
@@ -320,8 +323,7 @@ def test_hub_failures_are_one_line_each_naming_the_repo_revision_or_file(tmp_pat
 def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf_home, dcp_run):
     from safetensors.torch import load_file
 
-    from vla_foundry.checkpoint import resolve_checkpoint
-    from vla_foundry.models.weights import read_model_weights
+    from vla_foundry.checkpoint import read_model_weights, resolve_checkpoint
     from vla_foundry.training_run import check_nested_weight_paths
 
     plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla", ema=True), str(tmp_path / "staging"))
@@ -341,7 +343,7 @@ def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf
 
 
 def test_checkpoint_export_of_a_hub_run_writes_its_weights(tmp_path, hf_home, dcp_run):
-    from vla_foundry.checkpoint import main as checkpoint_main
+    from vla_foundry.checkpoint.cli import main as checkpoint_main
 
     plan = plan_run_push(PushParams(run_dir=dcp_run, repo="org/vla"), str(tmp_path / "staging"))
     _cache_plan(hf_home, plan)

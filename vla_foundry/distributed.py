@@ -39,10 +39,6 @@ class DistributedContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
 
 def init_distributed(params: DistributedParams) -> DistributedContext:
     """Initialise the process group from the torchrun / SageMaker environment (RANK, WORLD_SIZE, MASTER_ADDR ...).

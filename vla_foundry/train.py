@@ -1,4 +1,4 @@
-"""One checkpoint window of optimisation steps: `train_one_checkpoint`.
+"""The optimisation steps of a run: `Trainer.train_interval` runs one checkpoint interval of them.
 
 Loss scaling: each micro-batch loss is a mean over its contributing elements (tokens, action values). To make the
 step's gradient the mean over every contributing element of the GLOBAL batch -- whatever the split into ranks and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,29 +36,36 @@ class TrainState:
     step: int = 0
     samples_seen: int = 0
     tokens_seen: int = 0
-    # Checkpoint windows completed.
-    windows_done: int = 0
+    # Checkpoint intervals completed (= the number of the last checkpoint written).
+    intervals_done: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
             "step": self.step,
             "samples_seen": self.samples_seen,
             "tokens_seen": self.tokens_seen,
-            "windows_done": self.windows_done,
+            "intervals_done": self.intervals_done,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
-        return cls(int(d["step"]), int(d["samples_seen"]), int(d["tokens_seen"]), int(d["windows_done"]))
+        if "intervals_done" not in d and "windows_done" in d:
+            # Checkpoints written before the rename hold the count as `windows_done`.
+            print(
+                "warning: trainer state key windows_done is read as intervals_done (older checkpoint)", file=sys.stderr
+            )
+            d = {**d, "intervals_done": d["windows_done"]}
+        return cls(int(d["step"]), int(d["samples_seen"]), int(d["tokens_seen"]), int(d["intervals_done"]))
 
 
 @dataclass
-class WindowResult:
-    """What one window produced: the global loss of every step (for logs and tests) and throughput."""
+class IntervalResult:
+    """What one checkpoint interval produced: the global loss of every step (for logs and tests) and throughput."""
 
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    # Seconds this rank waited for batches (the benchmarks report it as a fraction of `seconds`).
     data_wait_seconds: float = 0.0
 
 
@@ -88,12 +96,12 @@ def token_scale(cfg: TrainExperimentParams) -> float:
     return float(2 ** int(math.log2(max(expected, 1))))
 
 
-def _next_batch(batches: Iterator[dict[str, Any]], window: int, step: int) -> dict[str, Any]:
+def _next_batch(batches: Iterator[dict[str, Any]], interval: int, step: int) -> dict[str, Any]:
     try:
         return next(batches)
     except StopIteration:
         raise RuntimeError(
-            f"the data loader of checkpoint window {window} ran out of batches at optimizer step {step}; the data "
+            f"the data loader of checkpoint interval {interval} ran out of batches at optimizer step {step}; the data "
             "plan gives fewer samples than samples_per_checkpoint (check the manifests' num_sequences)"
         ) from None
 
@@ -105,7 +113,7 @@ class NonFiniteLossError(RuntimeError):
 def check_finite_loss(
     loss: float, micro_losses: list[tuple[torch.Tensor | float, list[str]]], state: TrainState, rank: int
 ) -> None:
-    """Raise NonFiniteLossError naming the step, the window and the offending samples.
+    """Raise NonFiniteLossError naming the step, the checkpoint interval and the offending samples.
 
     `micro_losses` holds this rank's (loss, sample keys) per micro-batch of the step. Every rank sees the same
     reduced loss, so all of them get here together and gather the keys of the micro-batches whose own loss is
@@ -123,161 +131,202 @@ def check_finite_loss(
         which = f"no single micro-batch loss was non-finite; samples of the step on rank {rank}"
     shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "") if keys else "unknown"
     raise NonFiniteLossError(
-        f"non-finite loss ({loss}) at optimizer step {state.step + 1}, checkpoint window {state.windows_done}; "
+        f"non-finite loss ({loss}) at optimizer step {state.step + 1}, checkpoint interval {state.intervals_done}; "
         f"{which}: {shown}. Nothing of this step was applied or saved (the latest checkpoint is the last good one): "
         "check those samples with python -m vla_foundry.data.validate, or lower hparams.lr, then resume with "
         "--model.resume_from_checkpoint <run dir>"
     )
 
 
-def train_one_checkpoint(
-    model: nn.Module,
-    batch_handler: BatchHandler,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    batches: Iterator[dict[str, Any]],
-    state: TrainState,
-    cfg: TrainExperimentParams,
-    ctx: DistributedContext,
-    logger: MetricsLogger,
-    ema: Any = None,
-    scaler: torch.amp.GradScaler | None = None,
-    flops_per_token: Callable[[int], float | None] | None = None,
-    fsdp_mixed_precision: bool = False,
-) -> WindowResult:
-    """Run `cfg.steps_per_checkpoint` optimizer steps on `batches` (micro-batches of `per_gpu_batch_size`)."""
-    hp = cfg.hparams
-    accumulation = hp.accumulation_steps or 1
-    params = [p for p in model.parameters() if p.requires_grad]
-    peak = peak_flops(ctx.device)
-    scale = token_scale(cfg)
-    result = WindowResult()
-    model.train()
+@dataclass
+class _Throughput:
+    """Time, data wait, samples and tokens since the last metrics line."""
 
-    window_start = time.perf_counter()
-    interval_start, interval_wait, interval_samples, interval_tokens = window_start, 0.0, 0, 0
-    for _ in range(cfg.steps_per_checkpoint):
-        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        local_tokens = 0
-        handler_metrics: dict[str, float] = {}
-        micro_losses: list[tuple[torch.Tensor, list[str]]] = []  # (loss, sample keys) of each micro-batch
-        seq_len = None
+    start: float = field(default_factory=time.perf_counter)
+    wait: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class _StepTotals:
+    """This rank's sums over the micro-batches of one optimizer step."""
+
+    loss_sum: torch.Tensor  # () float64: sum of loss x contributing elements
+    tokens: int = 0
+    handler_metrics: dict[str, float] = field(default_factory=dict)
+    # (loss, sample keys) of each micro-batch, to name the samples of a non-finite loss.
+    micro_losses: list[tuple[torch.Tensor, list[str]]] = field(default_factory=list)
+    seq_len: int | None = None
+
+
+class Trainer:
+    """The optimisation of a run: its components as attributes, one checkpoint interval per `train_interval` call.
+
+    Built by `vla_foundry.training_run` (or directly, by tests and benchmarks) from a wrapped model, its batch
+    handler, optimizer, scheduler and metrics logger; `state` holds the counters a checkpoint saves.
+    """
+
+    def __init__(
+        self,
+        params: TrainExperimentParams,
+        ctx: DistributedContext,
+        model: nn.Module,
+        batch_handler: BatchHandler,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        logger: MetricsLogger,
+        ema: Any = None,
+        scaler: torch.amp.GradScaler | None = None,
+        state: TrainState | None = None,
+        flops_per_token: Callable[[int], float | None] | None = None,
+        fsdp_mixed_precision: bool = False,
+    ) -> None:
+        self.params = params
+        self.ctx = ctx
+        self.model = model
+        self.batch_handler = batch_handler
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.logger = logger
+        self.ema = ema
+        self.scaler = scaler
+        self.state = state if state is not None else TrainState()
+        self.flops_per_token = flops_per_token
+        self.fsdp_mixed_precision = fsdp_mixed_precision
+        self.token_scale = token_scale(params)
+        self.peak_flops = peak_flops(ctx.device)
+
+    def train_interval(self, batches: Iterator[dict[str, Any]]) -> IntervalResult:
+        """Run `params.steps_per_checkpoint` optimizer steps on `batches` (micro-batches of `per_gpu_batch_size`)."""
+        steps = self.params.steps_per_checkpoint
+        result = IntervalResult()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        begin = time.perf_counter()
+        meter = _Throughput(start=begin)
+        for _ in range(steps):
+            totals = self._accumulate(batches, meter)
+            # One collective per step: the global loss sum and the global count of contributing elements.
+            loss_sum, tokens = all_reduce_sum([totals.loss_sum.item(), float(totals.tokens)], self.ctx.device)
+            loss = loss_sum / max(tokens, 1.0)
+            # Every rank holds the same reduced loss, so every rank stops here together, before the optimizer step.
+            check_finite_loss(loss, totals.micro_losses, self.state, self.ctx.rank)
+            lr = self.optimizer.param_groups[0]["lr"]
+            grad_norm = self._apply_gradients(trainable, tokens)
+            self._advance(tokens)
+            result.losses.append(loss)
+            result.grad_norms.append(grad_norm)
+            meter.samples += self.params.global_batch_size
+            meter.tokens += int(tokens)
+            if self.state.step % self.params.log_every_n_steps == 0 or len(result.losses) == steps:
+                result.data_wait_seconds += meter.wait
+                meter = _Throughput(start=self._log_step(loss, lr, grad_norm, totals, meter))
+        result.data_wait_seconds += meter.wait
+        result.seconds = time.perf_counter() - begin
+        return result
+
+    def _accumulate(self, batches: Iterator[dict[str, Any]], meter: _Throughput) -> _StepTotals:
+        """Forward and backward over the step's micro-batches; gradients are reduced across ranks on the last."""
+        hp = self.params.hparams
+        accumulation = hp.accumulation_steps or 1
+        totals = _StepTotals(loss_sum=torch.zeros((), dtype=torch.float64, device=self.ctx.device))
         for micro in range(accumulation):
             wait_start = time.perf_counter()
-            batch = _next_batch(batches, state.windows_done, state.step)
-            interval_wait += time.perf_counter() - wait_start
-            batch = batch_handler.to_device(batch, ctx.device)
+            batch = _next_batch(batches, self.state.intervals_done, self.state.step)
+            meter.wait += time.perf_counter() - wait_start
+            batch = self.batch_handler.to_device(batch, self.ctx.device)
             if hp.precision == "pure_bf16":
                 batch = _cast_floats(batch, torch.bfloat16)
-            seq_len = seq_len or _sequence_length(batch)
-
-            # Gradients are reduced across ranks only on the last micro-batch of the step.
-            with gradient_sync(model, enabled=micro == accumulation - 1):
-                with autocast_context(hp.precision, ctx.device, fsdp_mixed_precision):
-                    out = batch_handler.compute_loss(model, batch)
-                summed = out.loss.float() * (out.num_tokens / scale)  # a (scaled) sum over contributing elements
-                if scaler is not None:
-                    summed = scaler.scale(summed)
+            totals.seq_len = totals.seq_len or _sequence_length(batch)
+            with gradient_sync(self.model, enabled=micro == accumulation - 1):
+                with autocast_context(hp.precision, self.ctx.device, self.fsdp_mixed_precision):
+                    out = self.batch_handler.compute_loss(self.model, batch)
+                summed = out.loss.float() * (out.num_tokens / self.token_scale)  # a (scaled) sum over elements
+                if self.scaler is not None:
+                    summed = self.scaler.scale(summed)
                 summed.backward()
-            loss_sum += out.loss.detach().double() * out.num_tokens
+            totals.loss_sum += out.loss.detach().double() * out.num_tokens
             # Kept as a tensor: read back only when the step's loss is non-finite (no extra device sync).
-            micro_losses.append((out.loss.detach(), list(batch.get(SAMPLE_KEYS) or [])))
-            local_tokens += int(out.num_tokens)
+            totals.micro_losses.append((out.loss.detach(), list(batch.get(SAMPLE_KEYS) or [])))
+            totals.tokens += int(out.num_tokens)
             for k, v in out.metrics.items():
-                handler_metrics[k] = handler_metrics.get(k, 0.0) + float(v) / accumulation
+                totals.handler_metrics[k] = totals.handler_metrics.get(k, 0.0) + float(v) / accumulation
+        return totals
 
-        # One collective per step: the global loss sum and the global count of contributing elements.
-        global_loss_sum, global_tokens = all_reduce_sum([loss_sum.item(), float(local_tokens)], ctx.device)
-        # Every rank holds the same reduced loss, so every rank stops here together, before the optimizer step.
-        check_finite_loss(global_loss_sum / max(global_tokens, 1.0), micro_losses, state, ctx.rank)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
+    def _apply_gradients(self, trainable: list[nn.Parameter], global_tokens: float) -> float:
+        """Scale the summed gradients to the global mean, clip, step optimizer and scheduler; returns the norm."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if global_tokens > 0:
-            grads = [p.grad for p in params if p.grad is not None]
-            torch._foreach_mul_(grads, ctx.world_size * scale / global_tokens)
-        grad_norm = clip_grad_norm(params, hp.grad_clip_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+            grads = [p.grad for p in trainable if p.grad is not None]
+            torch._foreach_mul_(grads, self.ctx.world_size * self.token_scale / global_tokens)
+        grad_norm = clip_grad_norm(trainable, self.params.hparams.grad_clip_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         else:
-            optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm)
 
-        state.step += 1
-        state.samples_seen += cfg.global_batch_size
-        state.tokens_seen += int(global_tokens)
-        if ema is not None:
-            ema.update(state.step)
-        loss = global_loss_sum / max(global_tokens, 1.0)
-        result.losses.append(loss)
-        result.grad_norms.append(float(grad_norm))
-        interval_samples += cfg.global_batch_size
-        interval_tokens += int(global_tokens)
-        logger.advance()
+    def _advance(self, global_tokens: float) -> None:
+        self.state.step += 1
+        self.state.samples_seen += self.params.global_batch_size
+        self.state.tokens_seen += int(global_tokens)
+        if self.ema is not None:
+            self.ema.update(self.state.step)
+        self.logger.advance()
 
-        last_of_window = len(result.losses) == cfg.steps_per_checkpoint
-        if state.step % cfg.log_every_n_steps == 0 or last_of_window:
-            # The batch handler's own terms (e.g. ce_loss), averaged over ranks like the loss.
-            names = sorted(handler_metrics)
-            averaged = all_reduce_sum([handler_metrics[k] for k in names], ctx.device) if names else []
-            handler_metrics = {k: v / ctx.world_size for k, v in zip(names, averaged)}
-            now = time.perf_counter()
-            elapsed = max(now - interval_start, 1e-9)
-            tokens_per_sec = interval_tokens / elapsed
-            values: dict[str, Any] = {
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": float(grad_norm),
-                "samples_seen": state.samples_seen,
-                "tokens_seen": state.tokens_seen,
-                "samples_per_sec": interval_samples / elapsed,
-                "samples_per_sec_per_gpu": interval_samples / elapsed / ctx.world_size,
-                "tokens_per_sec": tokens_per_sec,
-                "data_wait_fraction": interval_wait / elapsed,
-                "peak_memory_gib": peak_memory_gib(ctx.device),
-                **handler_metrics,
-            }
-            if scaler is not None:
-                values["grad_scale"] = scaler.get_scale()
-            fpt = flops_per_token(seq_len) if flops_per_token is not None and seq_len else None
-            if fpt is not None and peak is not None:
-                values["mfu"] = fpt * tokens_per_sec / (peak * ctx.world_size)
-            logger.log(state.step, values)
-            result.data_wait_seconds += interval_wait
-            interval_start, interval_wait, interval_samples, interval_tokens = now, 0.0, 0, 0
+    def _log_step(self, loss: float, lr: float, grad_norm: float, totals: _StepTotals, meter: _Throughput) -> float:
+        """Log the step's metrics line; returns the time the next line's throughput counts from."""
+        ctx = self.ctx
+        # The batch handler's own terms (e.g. ce_loss), averaged over ranks like the loss.
+        names = sorted(totals.handler_metrics)
+        averaged = all_reduce_sum([totals.handler_metrics[k] for k in names], ctx.device) if names else []
+        now = time.perf_counter()
+        elapsed = max(now - meter.start, 1e-9)
+        tokens_per_sec = meter.tokens / elapsed
+        values: dict[str, Any] = {
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "samples_seen": self.state.samples_seen,
+            "tokens_seen": self.state.tokens_seen,
+            "samples_per_sec": meter.samples / elapsed,
+            "samples_per_sec_per_gpu": meter.samples / elapsed / ctx.world_size,
+            "tokens_per_sec": tokens_per_sec,
+            "data_wait_fraction": meter.wait / elapsed,
+            "peak_memory_gib": peak_memory_gib(ctx.device),
+            **{k: v / ctx.world_size for k, v in zip(names, averaged)},
+        }
+        if self.scaler is not None:
+            values["grad_scale"] = self.scaler.get_scale()
+        fpt = self.flops_per_token(totals.seq_len) if self.flops_per_token is not None and totals.seq_len else None
+        if fpt is not None and self.peak_flops is not None:
+            values["mfu"] = fpt * tokens_per_sec / (self.peak_flops * ctx.world_size)
+        self.logger.log(self.state.step, values)
+        return now
 
-    result.data_wait_seconds += interval_wait
-    result.seconds = time.perf_counter() - window_start
-    return result
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    batch_handler: BatchHandler,
-    batches: Iterator[dict[str, Any]],
-    num_batches: int,
-    ctx: DistributedContext,
-    precision: str,
-    fsdp_mixed_precision: bool = False,
-) -> float:
-    """Token-weighted mean loss over `num_batches` micro-batches per rank, reduced over ranks."""
-    model.eval()
-    loss_sum, tokens = 0.0, 0.0
-    for _ in range(num_batches):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
-        batch = batch_handler.to_device(batch, ctx.device)
-        if precision == "pure_bf16":
-            batch = _cast_floats(batch, torch.bfloat16)
-        with autocast_context(precision, ctx.device, fsdp_mixed_precision):
-            out = batch_handler.compute_loss(model, batch)
-        loss_sum += float(out.loss) * out.num_tokens
-        tokens += out.num_tokens
-    model.train()
-    total_loss, total_tokens = all_reduce_sum([loss_sum, tokens], ctx.device)
-    return total_loss / max(total_tokens, 1.0)
+    @torch.no_grad()
+    def evaluate(self, batches: Iterator[dict[str, Any]], num_batches: int) -> float:
+        """Token-weighted mean loss over `num_batches` micro-batches per rank, reduced over ranks."""
+        precision = self.params.hparams.precision
+        self.model.eval()
+        loss_sum, tokens = 0.0, 0.0
+        for _ in range(num_batches):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            batch = self.batch_handler.to_device(batch, self.ctx.device)
+            if precision == "pure_bf16":
+                batch = _cast_floats(batch, torch.bfloat16)
+            with autocast_context(precision, self.ctx.device, self.fsdp_mixed_precision):
+                out = self.batch_handler.compute_loss(self.model, batch)
+            loss_sum += float(out.loss) * out.num_tokens
+            tokens += out.num_tokens
+        self.model.train()
+        total_loss, total_tokens = all_reduce_sum([loss_sum, tokens], self.ctx.device)
+        return total_loss / max(total_tokens, 1.0)

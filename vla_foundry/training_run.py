@@ -1,8 +1,9 @@
-"""A whole training run: the per-checkpoint loop behind `vla_foundry/main.py`.
+"""A whole training run behind `vla_foundry/main.py`: `TrainingRun`, read top to bottom.
 
-init distributed -> seed -> check the resume path exists (local or s3) -> derive data-side values and shared
-attributes -> build the model -> load weights -> wrap (FSDP2 / DDP / plain) -> optimizer, scheduler, EMA ->
-for each checkpoint window: plan data, build loader, train_one_checkpoint, save checkpoint, validate, sync.
+init distributed -> `prepare` (check the resume path and checkpoint backend, derive data-side values and shared
+attributes, run dir) -> `build` (model, weights, wrap with FSDP2 / DDP / plain, optimizer, scheduler, EMA, the
+`Checkpointer`, the `Trainer`; restore a resumed state) -> `fit` (per checkpoint interval: plan data, build the
+loader, `Trainer.train_interval`, save a checkpoint, validate, sync) -> `finish` (export weights, final upload).
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ import torch
 
 from vla_foundry import storage
 from vla_foundry.checkpoint import (
+    Checkpointer,
     CheckpointError,
     CheckpointRef,
-    CheckpointSaver,
-    checkpoint_dir,
+    checkpoint_backend,
     export_run_weights,
+    fetch_checkpoint,
     latest_checkpoint,
     load_model_checkpoint,
-    load_training_state,
-    prune_checkpoints,
     remove_incomplete_checkpoints,
     resolve_checkpoint,
     resolve_resume_checkpoint,
-    verify_checkpoint,
 )
 from vla_foundry.data.dataloader import BadDataError
 from vla_foundry.data.manifest import ManifestError
@@ -58,7 +57,7 @@ from vla_foundry.params.train_experiment_params import TrainExperimentParams
 from vla_foundry.remote_sync import RemoteSyncError
 from vla_foundry.run_lock import RunLockError, lock_run_dir, release_run_locks
 from vla_foundry.storage import StorageError
-from vla_foundry.train import NonFiniteLossError, TrainState, evaluate, train_one_checkpoint
+from vla_foundry.train import NonFiniteLossError, Trainer, TrainState
 
 # Errors whose message already says what is wrong, where, and what is valid: `main.py` prints them as one line.
 USER_FACING_ERRORS: tuple[type[BaseException], ...] = (
@@ -128,23 +127,6 @@ def resolve_run_dir(params: TrainExperimentParams, resume: CheckpointRef | None,
     return os.path.join(params.save_path, name)
 
 
-def fetch_remote_checkpoint(ref: CheckpointRef, run_dir: str, ctx: DistributedContext) -> CheckpointRef:
-    """Copy checkpoint `ref` (its whole directory, checked against its index) and the run's small files from s3
-    into the local run dir. The first process of every node downloads (nodes need not share a file system)."""
-    local = CheckpointRef(run_dir, ref.number, checkpoint_dir(run_dir, ref.number))
-    if ctx.local_rank == 0:
-        for name in RUN_DIR_FILES:
-            url = storage.join(ref.run_dir, name)
-            if storage.exists(url):
-                storage.download_file(url, os.path.join(run_dir, name))
-        if ref.sharded:
-            for url in storage.list_files(ref.path):
-                storage.download_file(url, os.path.join(local.path, url[len(ref.path) + 1 :]))
-            verify_checkpoint(local)
-    barrier()
-    return local if ref.sharded else ref
-
-
 def resolve_resume(params: TrainExperimentParams, ctx: DistributedContext) -> tuple[CheckpointRef | None, str | None]:
     """(checkpoint to load, None), or (None, run dir to restart) when `--model.resume_from_checkpoint` names a
     local run dir that was stopped before its first checkpoint was complete: that run starts again from step 0,
@@ -189,7 +171,7 @@ def batch_summary(params: TrainExperimentParams) -> str:
     return (
         f"global batch {hp.global_batch_size} = per-GPU {hp.per_gpu_batch_size} x world size "
         f"{params.distributed.world_size} x accumulation {hp.accumulation_steps}; {params.total_steps} optimizer "
-        f"steps, {params.total_train_samples} samples in {params.num_checkpoints} checkpoint windows of "
+        f"steps, {params.total_train_samples} samples in {params.num_checkpoints} checkpoint intervals of "
         f"{params.samples_per_checkpoint}"
     )
 
@@ -381,7 +363,6 @@ def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
     before anything is built; the error names the field and the path."""
     from dataclasses import fields
 
-    from vla_foundry.checkpoint import CheckpointError
     from vla_foundry.params.model_params import ModelParams
 
     for f in fields(model_params):
@@ -403,177 +384,274 @@ def check_nested_weight_paths(model_params: Any, where: str = "model") -> None:
 
 
 def _run(params: TrainExperimentParams, ctx: DistributedContext, progress: RunProgress | None = None) -> RunResult:
-    from vla_foundry.data.planner import DataPlanState, plan_checkpoint
-    from vla_foundry.models.ema import EMA
-    from vla_foundry.models.registry import create_model, get_batch_handler
-    from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.remote_sync import RemoteSync, run_remote_url
+    """The run on an initialised process group (`run_training` sets up and tears down around it)."""
+    return TrainingRun(params, ctx, progress).run()
 
-    hp = params.hparams
-    if hp.torch_threads is not None:
-        # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
-        # they gain from parallel kernels.
-        torch.set_num_threads(hp.torch_threads)
-    # Fail fast: the resume path must exist (and its checkpoint be whole) before anything heavy is built.
-    resume, restart_dir = resolve_resume(params, ctx)
-    full_resume = resume is not None and not params.model.resume_weights_only
-    check_nested_weight_paths(params.model)
-    params = derive_data_values(params)
-    hp = params.hparams
-    if params.samples_per_checkpoint is None:
-        raise ConfigError("set a training budget: total_train_samples or num_epochs")
-    run_dir = restart_dir or resolve_run_dir(params, resume, ctx)
-    progress = progress if progress is not None else RunProgress()
-    progress.run_dir = run_dir
-    # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
-    lock_run_dir(run_dir, ctx, warn=lambda message: log(ctx, message))
-    if not full_resume and latest_checkpoint(run_dir, warn=lambda m: None) is not None:
-        raise ConfigError(
-            f"run dir {run_dir} already holds checkpoints: continue it with --model.resume_from_checkpoint "
-            f"{run_dir}, or start a new run with another --name (or --save_path)"
-        )
-    if ctx.is_main:
-        # Interrupted saves (a directory without its index) and temporary files are removed before training.
-        remove_incomplete_checkpoints(run_dir, warn=lambda m: log(ctx, m))
-    barrier()
-    if full_resume and storage.is_s3(resume.run_dir):
-        resume = fetch_remote_checkpoint(resume, run_dir, ctx)
-    if ctx.is_main:
-        write_run_files(params, run_dir)
-    barrier()
-    log(ctx, f"run dir: {run_dir} | world size {ctx.world_size} ({ctx.wrapping}) on {ctx.device.type}")
-    log(ctx, batch_summary(params))
 
-    # Identical initial weights on every rank (FSDP2 shards whatever each rank built).
-    seed_everything(hp.seed)
-    model = create_model(params.model, load_pretrained=not full_resume)
-    if resume is not None and params.model.resume_weights_only:
-        # Fine-tuning: weights only, loaded into the plain model before wrapping.
-        load_model_checkpoint(model, resume.path)
-        log(ctx, f"loaded weights from {resume.path}")
-    plain_model = model
-    flops_fn = (
-        (lambda seq_len: model_flops_per_token(plain_model, seq_len)) if hasattr(model, "flops_per_token") else None
-    )
-    num_params = sum(p.numel() for p in model.parameters())
-    model = parallelize_model(model, ctx, params.distributed, hp)
-    fsdp_mp = ctx.wrapping == "fsdp" and mixed_precision_dtypes(hp, ctx.device)[0] is not None
-    batch_handler = get_batch_handler(params.model)
+class TrainingRun:
+    """One training job: its resume point, run dir, `Trainer` and `Checkpointer` as attributes, each phase a
+    short method. Collective: every rank builds one and calls `run()`."""
 
-    optimizer = build_optimizer(unwrap_model(model), hp, lr_multipliers(unwrap_model(model)))
-    scheduler = build_scheduler(optimizer, hp, params.total_steps)
-    ema = EMA(unwrap_model(model), params.ema) if params.ema.enabled else None
-    scaler = torch.amp.GradScaler(ctx.device.type) if hp.precision == "fp16" else None
+    def __init__(self, params: TrainExperimentParams, ctx: DistributedContext, progress: RunProgress | None = None):
+        self.params = params
+        self.ctx = ctx
+        self.progress = progress if progress is not None else RunProgress()
+        self.resume: CheckpointRef | None = None
+        self.full_resume = False
+        self.run_dir = ""
+        self.backend: type[Checkpointer]
+        self.trainer: Trainer
+        self.checkpointer: Checkpointer
+        self.sync: Any = None
+        self.sim_eval: Any = None
+        self.result: RunResult
 
-    state = TrainState()
-    data_state: dict | None = None
-    wandb_run_id = None
-    if full_resume:
-        saved = load_training_state(
-            resume, model, optimizer, scheduler, ema, ctx, warn=lambda m: log(ctx, m), scaler=scaler
-        )
-        state = TrainState.from_dict(saved)
-        data_state = saved.get("data_plan_state")
-        wandb_run_id = saved.get("wandb_run_id")
-    if ctx.is_main:
-        # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
-        truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), state.step, warn=lambda m: log(ctx, f"warning: {m}"))
-    if full_resume:
-        log(ctx, f"resumed from {resume.path}: step {state.step}, {state.samples_seen} samples seen")
-    # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
-    if not full_resume:
-        seed_everything(hp.seed + 1 + ctx.rank)
+    def log(self, message: str) -> None:
+        log(self.ctx, message)
 
-    log(ctx, f"model {params.model.type}: {num_params / 1e6:.2f}M parameters; {params.total_steps} steps")
-    logger = MetricsLogger(
-        run_dir,
-        enabled=ctx.is_main,
-        total_steps=params.total_steps,
-        start_step=state.step,
-        use_wandb=params.wandb,
-        wandb_project=params.wandb_project,
-        wandb_entity=params.wandb_entity,
-        wandb_run_id=wandb_run_id,
-        run_name=os.path.basename(run_dir),
-        config=params_to_dict(params),
-    )
-    sync = None
-    if params.remote_sync and ctx.is_main:
-        sync = RemoteSync(
-            run_dir, run_remote_url(params.remote_sync, run_dir), timeout_s=params.remote_sync_timeout_s,
-            log=lambda m: log(ctx, m),
+    def run(self) -> RunResult:
+        self.prepare()
+        previous = self.build()
+        self.fit(previous)
+        self.finish()
+        return self.result
+
+    # ------------------------------------------------------------------------------------------- prepare
+
+    def prepare(self) -> None:
+        """Fail fast (checkpoint backend, resume path, nested weights, budget) before anything heavy is built; then
+        open the run dir."""
+        params, ctx = self.params, self.ctx
+        if params.hparams.torch_threads is not None:
+            # Tiny CPU models lose more to thread synchronisation (and, on a busy machine, to core contention) than
+            # they gain from parallel kernels.
+            torch.set_num_threads(params.hparams.torch_threads)
+        self.backend = checkpoint_backend(params.checkpoint_backend)
+        self.resume, restart_dir = resolve_resume(params, ctx)
+        self.full_resume = self.resume is not None and not params.model.resume_weights_only
+        check_nested_weight_paths(params.model)
+        self.params = params = derive_data_values(params)
+        if params.samples_per_checkpoint is None:
+            raise ConfigError("set a training budget: total_train_samples or num_epochs")
+        self.open_run_dir(restart_dir or resolve_run_dir(params, self.resume, ctx))
+
+    def open_run_dir(self, run_dir: str) -> None:
+        """Lock the run dir, refuse to overwrite a run's checkpoints, remove leftovers of interrupted saves, fetch a
+        remote resume checkpoint, write the run files."""
+        params, ctx = self.params, self.ctx
+        self.run_dir = run_dir
+        self.progress.run_dir = run_dir
+        # One job per run dir (rank 0 holds the lock until run_training returns); a second job stops here.
+        lock_run_dir(run_dir, ctx, warn=self.log)
+        if not self.full_resume and latest_checkpoint(run_dir, warn=lambda m: None) is not None:
+            raise ConfigError(
+                f"run dir {run_dir} already holds checkpoints: continue it with --model.resume_from_checkpoint "
+                f"{run_dir}, or start a new run with another --name (or --save_path)"
+            )
+        if ctx.is_main:
+            # Interrupted saves (a directory without its index) and temporary files are removed before training.
+            remove_incomplete_checkpoints(run_dir, warn=self.log)
+        barrier()
+        if self.full_resume and storage.is_s3(self.resume.run_dir):
+            self.resume = fetch_checkpoint(self.resume, run_dir, ctx, RUN_DIR_FILES)
+        if ctx.is_main:
+            write_run_files(params, run_dir)
+        barrier()
+        self.log(f"run dir: {run_dir} | world size {ctx.world_size} ({ctx.wrapping}) on {ctx.device.type}")
+        self.log(batch_summary(params))
+
+    # --------------------------------------------------------------------------------------------- build
+
+    def build(self) -> Any:
+        """Model, optimizer, scheduler, EMA, `Checkpointer` and `Trainer`; a resume restores their state. Returns
+        the data plan state the next checkpoint interval continues from (None from the start)."""
+        from vla_foundry.data.planner import DataPlanState
+        from vla_foundry.models.ema import EMA
+        from vla_foundry.models.registry import get_batch_handler
+        from vla_foundry.optim import build_optimizer, build_scheduler
+
+        params, ctx, hp = self.params, self.ctx, self.params.hparams
+        model, flops_fn, num_params = self._build_model()
+        fsdp_mp = ctx.wrapping == "fsdp" and mixed_precision_dtypes(hp, ctx.device)[0] is not None
+        optimizer = build_optimizer(unwrap_model(model), hp, lr_multipliers(unwrap_model(model)))
+        scheduler = build_scheduler(optimizer, hp, params.total_steps)
+        ema = EMA(unwrap_model(model), params.ema) if params.ema.enabled else None
+        scaler = torch.amp.GradScaler(ctx.device.type) if hp.precision == "fp16" else None
+        self.checkpointer = self.backend(
+            self.run_dir, ctx, model, optimizer, scheduler, ema, scaler,
+            async_save=params.async_checkpoint, keep_last=params.max_checkpoint_limit,
+            on_complete=self._checkpoint_complete, warn=self.log,
         )  # fmt: skip
-        progress.remote_url = sync.remote_url
+        saved = self._restore()
+        state = TrainState.from_dict(saved) if saved else TrainState()
+        self.log(f"model {params.model.type}: {num_params / 1e6:.2f}M parameters; {params.total_steps} steps")
+        logger = self._build_logger(state.step, saved.get("wandb_run_id"))
+        self.trainer = Trainer(
+            params, ctx, model, get_batch_handler(params.model), optimizer, scheduler, logger,
+            ema=ema, scaler=scaler, state=state, flops_per_token=flops_fn, fsdp_mixed_precision=fsdp_mp,
+        )  # fmt: skip
+        self._build_sync_and_sim_eval()
+        self.result = RunResult(run_dir=self.run_dir, state=state)
+        self.progress.state = state
+        data_state = saved.get("data_plan_state")
+        return DataPlanState.from_dict(data_state) if data_state else None
 
-    def checkpoint_complete(n: int) -> None:
-        # Rank 0, in the background once checkpoint n's index is written: prune, then upload.
-        removed = prune_checkpoints(run_dir, params.max_checkpoint_limit)
-        if sync is not None:
-            sync.start(delete=[f"checkpoints/checkpoint_{k}" for k in removed])
+    def _build_model(self) -> tuple[Any, Any, int]:
+        """(wrapped model, its FLOPs per token function or None, parameter count); identical initial weights on
+        every rank (FSDP2 shards whatever each rank built)."""
+        from vla_foundry.models.registry import create_model
 
-    saver = CheckpointSaver(run_dir, ctx, async_save=params.async_checkpoint, on_complete=checkpoint_complete)
-    sim_eval = None
-    if params.eval.sim_env is not None and ctx.is_main:
-        from vla_foundry.eval.during_training import SimEvalDuringTraining
+        params, ctx = self.params, self.ctx
+        seed_everything(params.hparams.seed)
+        model = create_model(params.model, load_pretrained=not self.full_resume)
+        if self.resume is not None and params.model.resume_weights_only:
+            # Fine-tuning: weights only, loaded into the plain model before wrapping.
+            load_model_checkpoint(model, self.resume.path)
+            self.log(f"loaded weights from {self.resume.path}")
+        plain = model
+        flops_fn = (
+            (lambda seq_len: model_flops_per_token(plain, seq_len)) if hasattr(model, "flops_per_token") else None
+        )
+        num_params = sum(p.numel() for p in model.parameters())
+        return parallelize_model(model, ctx, params.distributed, params.hparams), flops_fn, num_params
 
-        sim_eval = SimEvalDuringTraining(params.eval, run_dir, "cuda" if ctx.device.type == "cuda" else "cpu")
-    result = RunResult(run_dir=run_dir, state=state)
-    progress.state = state
-    previous = DataPlanState.from_dict(data_state) if data_state else None
+    def _restore(self) -> dict[str, Any]:
+        """The resumed trainer state ({} for a new run), after the checkpointer restored every stateful object;
+        metrics past the resumed step are dropped and each rank's own randomness is seeded or restored."""
+        ctx = self.ctx
+        saved = self.checkpointer.load(self.resume) if self.full_resume else {}
+        step = int(saved.get("step", 0))
+        if ctx.is_main:
+            # Records past the resumed step (or of an attempt that died before its first checkpoint) are dropped.
+            truncate_metrics(
+                os.path.join(self.run_dir, "metrics.jsonl"), step, warn=lambda m: self.log(f"warning: {m}")
+            )
+        if self.full_resume:
+            self.log(f"resumed from {self.resume.path}: step {step}, {saved.get('samples_seen')} samples seen")
+        else:
+            # Per-rank randomness (dropout, noise) after the shared initialisation; a resume restored it above.
+            seed_everything(self.params.hparams.seed + 1 + ctx.rank)
+        return saved
 
-    finished = False
-    try:
-        for window in range(state.windows_done, params.num_checkpoints):
-            plan = plan_checkpoint(params.data, window, params.samples_per_checkpoint, previous)
-            log(ctx, shorten_lines(str(plan)))
-            loader = build_batches(params, plan, ctx)
-            batches = iter(loader)
-            window_result = train_one_checkpoint(
-                model, batch_handler, optimizer, scheduler, batches, state, params, ctx, logger,
-                ema=ema, scaler=scaler, flops_per_token=flops_fn, fsdp_mixed_precision=fsdp_mp,
-            )  # fmt: skip
-            result.losses.extend(window_result.losses)
-            report_data_quality(loader.stats, window, state.step, logger, ctx)
-            state.windows_done = window + 1
-            previous = plan.state
+    def _build_logger(self, start_step: int, wandb_run_id: str | None) -> MetricsLogger:
+        params = self.params
+        return MetricsLogger(
+            self.run_dir,
+            enabled=self.ctx.is_main,
+            total_steps=params.total_steps,
+            start_step=start_step,
+            use_wandb=params.wandb,
+            wandb_project=params.wandb_project,
+            wandb_entity=params.wandb_entity,
+            wandb_run_id=wandb_run_id,
+            run_name=os.path.basename(self.run_dir),
+            config=params_to_dict(params),
+        )
 
-            trainer_state = {
-                **state.to_dict(),
-                "data_plan_state": plan.state.to_dict(),
-                "wandb_run_id": logger.wandb_run_id,
-                "saved_at": time.time(),
-            }
-            blocked = saver.save(state.windows_done, model, optimizer, scheduler, ema, trainer_state, scaler=scaler)
-            logger.log(state.step, {"checkpoint": state.windows_done, "checkpoint_blocked_s": round(blocked, 4)})
+    def _build_sync_and_sim_eval(self) -> None:
+        """Rank 0's background upload (`--remote_sync`) and closed-loop evaluation in simulation (`eval.sim_env`)."""
+        from vla_foundry.remote_sync import RemoteSync, run_remote_url
 
-            if _should_validate(params, state.windows_done):
-                val_loss = validate(params, model, batch_handler, ctx, state.windows_done, fsdp_mp)
-                result.val_losses[state.windows_done] = val_loss
-                logger.log(state.step, {"val_loss": val_loss})
-            if sim_eval is not None and sim_eval.due(state.windows_done):
-                # Rank 0, in a separate process on the checkpoint just saved: it must be complete (indexed) first.
-                saver.wait()
-                sim_eval.after_checkpoint(state.windows_done, state.step, logger)
-        saver.wait()
-        finished = True
-    finally:
+        params, ctx = self.params, self.ctx
+        if params.remote_sync and ctx.is_main:
+            url = run_remote_url(params.remote_sync, self.run_dir)
+            self.sync = RemoteSync(self.run_dir, url, timeout_s=params.remote_sync_timeout_s, log=self.log)
+            self.progress.remote_url = self.sync.remote_url
+        if params.eval.sim_env is not None and ctx.is_main:
+            from vla_foundry.eval.during_training import SimEvalDuringTraining
+
+            device = "cuda" if ctx.device.type == "cuda" else "cpu"
+            self.sim_eval = SimEvalDuringTraining(params.eval, self.run_dir, device)
+
+    def _checkpoint_complete(self, n: int, removed: list[int]) -> None:
+        # Rank 0, in the background once checkpoint n is indexed and older ones pruned: upload.
+        if self.sync is not None:
+            self.sync.start(delete=[f"checkpoints/checkpoint_{k}" for k in removed])
+
+    # ----------------------------------------------------------------------------------------------- fit
+
+    def fit(self, previous: Any) -> None:
+        """Every remaining checkpoint interval; a pending save is flushed on every exit path, so checkpoint k stays
+        whole when interval k+1 raises."""
+        finished = False
         try:
-            # A pending save is flushed on every exit path, so checkpoint k stays whole when window k+1 raises.
-            saver.close()
+            for interval in range(self.trainer.state.intervals_done, self.params.num_checkpoints):
+                previous = self.train_interval(interval, previous)
+            self.checkpointer.wait()
+            finished = True
         finally:
-            logger.close()
-            if sync is not None and not finished:
-                progress.remote_missing = sync.abandon()
-    barrier()
-    if ctx.is_main:
-        for path in export_run_weights(run_dir, with_ema=ema is not None, warn=lambda m: log(ctx, m)):
-            log(ctx, f"exported {path}")
-    if sync is not None:
-        # Only rank 0 uploads; the other ranks are done. An incomplete remote copy fails the run here.
-        sync.finish()
-        progress.remote_missing = []
-        log(ctx, f"remote copy complete: {sync.remote_url}")
-    return result
+            try:
+                self.checkpointer.close()
+            finally:
+                self.trainer.logger.close()
+                if self.sync is not None and not finished:
+                    self.progress.remote_missing = self.sync.abandon()
+        barrier()
+
+    def train_interval(self, interval: int, previous: Any) -> Any:
+        """Plan and load checkpoint interval `interval`'s data, train on it, save checkpoint `interval + 1`,
+        validate / evaluate; returns the data plan state the next interval continues from."""
+        from vla_foundry.data.planner import plan_checkpoint
+
+        params, state = self.params, self.trainer.state
+        plan = plan_checkpoint(params.data, interval, params.samples_per_checkpoint, previous)
+        self.log(shorten_lines(str(plan)))
+        loader = build_batches(params, plan, self.ctx)
+        self.result.losses.extend(self.trainer.train_interval(iter(loader)).losses)
+        report_data_quality(loader.stats, interval, state.step, self.trainer.logger, self.ctx)
+        state.intervals_done = interval + 1
+        self.save(state.intervals_done, plan)
+        self.after_checkpoint(state.intervals_done)
+        return plan.state
+
+    def save(self, n: int, plan: Any) -> None:
+        trainer = self.trainer
+        trainer_state = {
+            **trainer.state.to_dict(),
+            "data_plan_state": plan.state.to_dict(),
+            "wandb_run_id": trainer.logger.wandb_run_id,
+            "saved_at": time.time(),
+        }
+        blocked = self.checkpointer.save(n, trainer_state)
+        trainer.logger.log(trainer.state.step, {"checkpoint": n, "checkpoint_blocked_s": round(blocked, 4)})
+
+    def after_checkpoint(self, n: int) -> None:
+        """Validation loss and closed-loop evaluation due after checkpoint n."""
+        if _should_validate(self.params, n):
+            val_loss = self.validate(n)
+            self.result.val_losses[n] = val_loss
+            self.trainer.logger.log(self.trainer.state.step, {"val_loss": val_loss})
+        if self.sim_eval is not None and self.sim_eval.due(n):
+            # Rank 0, in a separate process on the checkpoint just saved: it must be complete (indexed) first.
+            self.checkpointer.wait()
+            self.sim_eval.after_checkpoint(n, self.trainer.state.step, self.trainer.logger)
+
+    def validate(self, n: int) -> float:
+        """Loss on `total_val_samples` of the validation datasets (the same samples at every validation)."""
+        from vla_foundry.data.planner import plan_checkpoint
+
+        params, ctx = self.params, self.ctx
+        per_batch = params.hparams.per_gpu_batch_size * ctx.world_size
+        num_batches = max(1, params.total_val_samples // per_batch)
+        plan = plan_checkpoint(params.data, 0, num_batches * per_batch, split="val")
+        loss = self.trainer.evaluate(iter(build_batches(params, plan, ctx, training=False)), num_batches)
+        self.log(f"validation after checkpoint {n}: loss {loss:.4f}")
+        return loss
+
+    # -------------------------------------------------------------------------------------------- finish
+
+    def finish(self) -> None:
+        """Consolidated weights of the last checkpoint in the run dir; the final upload (an incomplete remote copy
+        fails the run here)."""
+        if self.ctx.is_main:
+            with_ema = self.trainer.ema is not None
+            for path in export_run_weights(self.run_dir, with_ema=with_ema, warn=self.log):
+                self.log(f"exported {path}")
+        if self.sync is not None:
+            # Only rank 0 uploads; the other ranks are done.
+            self.sync.finish()
+            self.progress.remote_missing = []
+            self.log(f"remote copy complete: {self.sync.remote_url}")
 
 
 def shorten_lines(text: str, width: int = 240) -> str:
@@ -581,8 +659,9 @@ def shorten_lines(text: str, width: int = 240) -> str:
     return "\n".join(line if len(line) <= width else line[: width - 20] + " ... (cut)" for line in text.splitlines())
 
 
-def report_data_quality(stats: Any, window: int, step: int, logger: MetricsLogger, ctx: DistributedContext) -> None:
-    """Skipped samples and shard errors of the window, summed over ranks; logged and printed when non-zero."""
+def report_data_quality(stats: Any, interval: int, step: int, logger: MetricsLogger, ctx: DistributedContext) -> None:
+    """Skipped samples and shard errors of the checkpoint interval, summed over ranks; logged and printed when
+    non-zero."""
     from vla_foundry.distributed import all_reduce_sum
 
     bad, shard_errors, repeats, samples = all_reduce_sum(
@@ -591,37 +670,26 @@ def report_data_quality(stats: Any, window: int, step: int, logger: MetricsLogge
     logger.log(
         step,
         {
-            "window": window,
+            "checkpoint_interval": interval,
             "skipped_samples": int(bad),
             "shard_errors": int(shard_errors),
             "repeated_passes": int(repeats),
-            "window_samples_read": int(samples),
+            "interval_samples_read": int(samples),
         },
     )
     if bad and ctx.is_main:
         listed = "\n  ".join(stats.bad[:10])
-        log(ctx, f"window {window}: {int(bad)} samples skipped ({int(shard_errors)} shard errors); rank 0:\n  {listed}")
+        log(
+            ctx,
+            f"checkpoint interval {interval}: {int(bad)} samples skipped ({int(shard_errors)} shard errors); rank 0:"
+            f"\n  {listed}",
+        )
 
 
-def _should_validate(params: TrainExperimentParams, windows_done: int) -> bool:
+def _should_validate(params: TrainExperimentParams, intervals_done: int) -> bool:
     return (
         params.val_every_n_checkpoints > 0
         and params.total_val_samples > 0
         and bool(params.data.val_dataset_manifest)
-        and windows_done % params.val_every_n_checkpoints == 0
+        and intervals_done % params.val_every_n_checkpoints == 0
     )
-
-
-def validate(
-    params: TrainExperimentParams, model: Any, batch_handler: Any, ctx: DistributedContext, window: int, fsdp_mp: bool
-) -> float:
-    """Loss on `total_val_samples` of the validation datasets (the same samples at every validation)."""
-    from vla_foundry.data.planner import plan_checkpoint
-
-    per_batch = params.hparams.per_gpu_batch_size * ctx.world_size
-    num_batches = max(1, params.total_val_samples // per_batch)
-    plan = plan_checkpoint(params.data, 0, num_batches * per_batch, split="val")
-    batches = iter(build_batches(params, plan, ctx, training=False))
-    loss = evaluate(model, batch_handler, batches, num_batches, ctx, params.hparams.precision, fsdp_mp)
-    log(ctx, f"validation after checkpoint {window}: loss {loss:.4f}")
-    return loss

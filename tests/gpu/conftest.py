@@ -120,16 +120,15 @@ class Trainer:
         """Run one optimizer step per batch; returns the losses."""
         from vla_foundry.metrics import MetricsLogger
         from vla_foundry.models.registry import get_batch_handler
-        from vla_foundry.train import TrainState, train_one_checkpoint
+        from vla_foundry.train import Trainer
 
         cfg = dataclasses.replace(self.cfg, samples_per_checkpoint=len(batches) * self.cfg.global_batch_size)
         logger = MetricsLogger("unused", enabled=False, total_steps=len(batches), start_step=0)
-        result = train_one_checkpoint(
-            self.model, get_batch_handler(cfg.model), self.optimizer, self.scheduler, iter(batches),
-            state if state is not None else TrainState(), cfg, self.ctx, logger, scaler=self.scaler,
-            fsdp_mixed_precision=self.fsdp_mixed_precision,
+        trainer = Trainer(
+            cfg, self.ctx, self.model, get_batch_handler(cfg.model), self.optimizer, self.scheduler, logger,
+            scaler=self.scaler, state=state, fsdp_mixed_precision=self.fsdp_mixed_precision,
         )  # fmt: skip
-        return result.losses
+        return trainer.train_interval(iter(batches)).losses
 
 
 def build_trainer(cfg: TrainExperimentParams, ctx: DistributedContext, init_seed: int = 0) -> Trainer:

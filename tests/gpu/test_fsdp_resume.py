@@ -81,7 +81,7 @@ def test_fsdp2_shards_every_head_and_backbone_block_and_the_root(fsdp_ctx, devic
 
 @pytest.mark.parametrize("async_save", [True, False], ids=["async", "sync"])
 def test_fsdp2_resume_from_a_dcp_checkpoint_continues_bitwise(fsdp_ctx, tmp_path, async_save):
-    from vla_foundry.checkpoint import CheckpointSaver, load_training_state, resolve_checkpoint
+    from vla_foundry.checkpoint import DCPCheckpointer
     from vla_foundry.train import TrainState
 
     cfg = vla_experiment("amp_bf16")
@@ -101,8 +101,10 @@ def test_fsdp2_resume_from_a_dcp_checkpoint_continues_bitwise(fsdp_ctx, tmp_path
         torch.manual_seed(1)
         state = TrainState()
         first_losses = first.train(data[:SAVE_AT], state)
-        saver = CheckpointSaver(str(tmp_path), fsdp_ctx, async_save=async_save)
-        blocked = saver.save(1, first.model, first.optimizer, first.scheduler, None, state.to_dict())
+        saver = DCPCheckpointer(
+            str(tmp_path), fsdp_ctx, first.model, first.optimizer, first.scheduler, async_save=async_save
+        )
+        blocked = saver.save(1, state.to_dict())
         # Training goes on while an asynchronous save writes: it must have staged a copy, not the live tensors.
         first.train(data[SAVE_AT : SAVE_AT + 1])
         saver.close()
@@ -113,9 +115,9 @@ def test_fsdp2_resume_from_a_dcp_checkpoint_continues_bitwise(fsdp_ctx, tmp_path
         torch.manual_seed(999)
         if torch.cuda.is_available():
             torch.cuda.manual_seed(999)
-        saved = load_training_state(
-            resolve_checkpoint(str(tmp_path)), resumed.model, resumed.optimizer, resumed.scheduler, None, fsdp_ctx
-        )
+        loader = DCPCheckpointer(str(tmp_path), fsdp_ctx, resumed.model, resumed.optimizer, resumed.scheduler)
+        saved = loader.load(loader.latest(verify=True))
+        loader.close()
         state = TrainState.from_dict(saved)
         assert state.step == SAVE_AT
         resumed_losses = resumed.train(data[SAVE_AT:], state)
@@ -129,13 +131,13 @@ def test_fsdp2_resume_from_a_dcp_checkpoint_continues_bitwise(fsdp_ctx, tmp_path
 
 
 def test_fsdp2_checkpoint_weights_load_into_a_plain_model_on_the_cpu(fsdp_ctx, tmp_path):
-    from vla_foundry.checkpoint import CheckpointSaver, checkpoint_dir, read_checkpoint_weights
+    from vla_foundry.checkpoint import DCPCheckpointer, checkpoint_dir, read_checkpoint_weights
 
     cfg = vla_experiment("amp_bf16")
     trainer = build_trainer(cfg, fsdp_ctx)
     trainer.train(batches()[:1])
-    saver = CheckpointSaver(str(tmp_path), fsdp_ctx, async_save=True)
-    saver.save(1, trainer.model, trainer.optimizer, trainer.scheduler, None, {"step": 1})
+    saver = DCPCheckpointer(str(tmp_path), fsdp_ctx, trainer.model, trainer.optimizer, trainer.scheduler)
+    saver.save(1, {"step": 1})
     saver.close()
     weights = read_checkpoint_weights(checkpoint_dir(str(tmp_path), 1))
     live = {n: local(p).detach().cpu() for n, p in trainer.model.named_parameters()}

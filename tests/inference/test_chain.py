@@ -60,8 +60,8 @@ def test_the_vla_backbone_is_the_vlm_run(chain):
     assert vla_config["backbone"]["type"] == "vlm"
     assert vla_config["backbone"]["transformer"]["hidden_dim"] == vlm_config["transformer"]["hidden_dim"]
     # Built for training, the backbone starts from the VLM run's weights.
+    from vla_foundry.checkpoint import read_model_weights
     from vla_foundry.models import create_model
-    from vla_foundry.models.weights import read_model_weights
     from vla_foundry.params.model_params import ModelParams
     from vla_foundry.params.parsing import load_params_from_yaml
 

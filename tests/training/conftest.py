@@ -79,7 +79,7 @@ def train_single_process(
     from vla_foundry.models.ema import EMA
     from vla_foundry.models.registry import create_model, get_batch_handler
     from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.train import TrainState, train_one_checkpoint
+    from vla_foundry.train import Trainer
 
     ctx = DistributedContext(
         rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None, wrapping="none"
@@ -94,15 +94,14 @@ def train_single_process(
     ema = EMA(model, dataclasses.replace(cfg.ema, enabled=True, decay=ema_decay)) if ema_decay else None
     logger = MetricsLogger("unused", enabled=False, total_steps=cfg.total_steps, start_step=0)
     batches = rank_micro_batches(num_samples, global_batch, per_gpu, 0, 1)
-    result = train_one_checkpoint(
-        model, get_batch_handler(cfg.model), optimizer, scheduler, batches, TrainState(), cfg, ctx, logger, ema=ema
-    )
+    trainer = Trainer(cfg, ctx, model, get_batch_handler(cfg.model), optimizer, scheduler, logger, ema=ema)
+    result = trainer.train_interval(batches)
     return result.losses, model, ema
 
 
 @pytest.fixture(scope="session")
 def tiny_datasets(tmp_path_factory) -> dict[str, str]:
-    """Two text datasets (shards of 16 samples, so windows end mid-epoch) and an image-caption dataset."""
+    """Two text datasets (shards of 16 samples, so checkpoint intervals end mid-epoch) and an image-caption dataset."""
     from vla_foundry.data.scripts.make_tiny_datasets import make_image_caption, make_text
 
     root = tmp_path_factory.mktemp("datasets")

@@ -15,14 +15,14 @@ import sys
 import torch
 
 from tests.training.conftest import rank_micro_batches, tiny_experiment
-from vla_foundry.checkpoint import CheckpointSaver, save_checkpoint
+from vla_foundry.checkpoint import DCPCheckpointer
 from vla_foundry.distributed import barrier, destroy_distributed, init_distributed, parallelize_model, unwrap_model
 from vla_foundry.metrics import MetricsLogger
 from vla_foundry.models.ema import EMA
 from vla_foundry.models.registry import create_model, get_batch_handler
 from vla_foundry.optim import build_optimizer, build_scheduler
 from vla_foundry.params import DistributedParams
-from vla_foundry.train import TrainState, train_one_checkpoint
+from vla_foundry.train import Trainer
 
 # 4 optimizer steps of a global batch of 8: 2 ranks x per-GPU 2 x accumulation 2.
 NUM_SAMPLES, GLOBAL_BATCH, PER_GPU = 32, 8, 2
@@ -51,19 +51,20 @@ def train(mode: str, out_dir: str) -> dict:
     ema = EMA(unwrap_model(model), dataclasses.replace(cfg.ema, enabled=True, decay=0.5))
     batches = rank_micro_batches(NUM_SAMPLES, GLOBAL_BATCH, PER_GPU, ctx.rank, ctx.world_size)
     logger = MetricsLogger(out_dir, enabled=False, total_steps=cfg.total_steps, start_step=0)
-    state = TrainState()
-    handler = get_batch_handler(cfg.model)
-    result = train_one_checkpoint(model, handler, optimizer, scheduler, batches, state, cfg, ctx, logger, ema=ema)
-    save_checkpoint(os.path.join(out_dir, f"{mode}_run"), 1, model, optimizer, scheduler, ema, {"step": 4}, ctx)
+    trainer = Trainer(cfg, ctx, model, get_batch_handler(cfg.model), optimizer, scheduler, logger, ema=ema)
+    result = trainer.train_interval(batches)
+    sync_run = os.path.join(out_dir, f"{mode}_run")
+    checkpointer = DCPCheckpointer(sync_run, ctx, model, optimizer, scheduler, ema, async_save=False)
+    checkpointer.save(1, {"step": 4})
+    checkpointer.close()
     out = {"losses": result.losses, "ema": ema_layout(ema)}
     if mode == "fsdp":
         # The same state saved asynchronously while 4 more steps change the weights and optimizer state in place.
-        saver = CheckpointSaver(os.path.join(out_dir, "fsdp_async_run"), ctx, async_save=True)
-        saver.save(1, model, optimizer, scheduler, ema, {"step": 4})
-        more = rank_micro_batches(NUM_SAMPLES, GLOBAL_BATCH, PER_GPU, ctx.rank, ctx.world_size, seed=1)
-        train_one_checkpoint(model, handler, optimizer, scheduler, more, state, cfg, ctx, logger, ema=ema)
+        saver = DCPCheckpointer(os.path.join(out_dir, "fsdp_async_run"), ctx, model, optimizer, scheduler, ema)
+        saver.save(1, {"step": 4})
+        trainer.train_interval(rank_micro_batches(NUM_SAMPLES, GLOBAL_BATCH, PER_GPU, ctx.rank, ctx.world_size, seed=1))
         saver.close()
-        out["steps_after_async_save"] = state.step - 4
+        out["steps_after_async_save"] = trainer.state.step - 4
     barrier()
     return out
 

@@ -10,7 +10,7 @@ from tests.training.conftest import SEQ_LEN, rank_micro_batches, tiny_experiment
 from vla_foundry.metrics import MetricsLogger, model_flops_per_token, peak_flops, read_metrics, truncate_metrics
 from vla_foundry.models.registry import create_model, get_batch_handler
 from vla_foundry.optim import build_optimizer, build_scheduler
-from vla_foundry.train import TrainState, train_one_checkpoint
+from vla_foundry.train import Trainer
 
 
 def test_records_are_json_lines_with_plain_values(tmp_path):
@@ -54,10 +54,10 @@ def test_step_metrics_include_throughput_and_mfu(tmp_path, cpu_ctx, monkeypatch)
     scheduler = build_scheduler(optimizer, cfg.hparams, cfg.total_steps)
     logger = MetricsLogger(str(tmp_path), enabled=True, total_steps=2, start_step=0, show_progress=False)
     batches = rank_micro_batches(16, 8, 8, 0, 1)
-    train_one_checkpoint(
-        model, get_batch_handler(cfg.model), optimizer, scheduler, batches, TrainState(), cfg, cpu_ctx, logger,
+    Trainer(
+        cfg, cpu_ctx, model, get_batch_handler(cfg.model), optimizer, scheduler, logger,
         flops_per_token=lambda seq_len: model_flops_per_token(model, seq_len),
-    )  # fmt: skip
+    ).train_interval(batches)  # fmt: skip
     last = read_metrics(str(tmp_path / "metrics.jsonl"))[-1]
     assert last["step"] == 2 and last["samples_seen"] == 16 and last["tokens_seen"] == 2 * 8 * SEQ_LEN
     assert math.isclose(last["tokens_per_sec"], last["samples_per_sec"] * SEQ_LEN, rel_tol=1e-9)

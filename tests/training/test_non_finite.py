@@ -62,7 +62,7 @@ def test_training_stops_naming_the_sample_and_keeps_the_last_good_checkpoint(poi
     from vla_foundry.main import main
 
     data, key = poisoned_dataset
-    # 24 samples in 3 windows of one step of 8: one epoch, so the poisoned sample is in exactly one window.
+    # 24 samples in 3 checkpoint intervals of one step of 8: one epoch, so the poisoned sample is in exactly one.
     status = main(
         [
             "--model", f"include {PRESETS}/models/vla_diffusion_tiny.yaml",
@@ -78,16 +78,16 @@ def test_training_stops_naming_the_sample_and_keeps_the_last_good_checkpoint(poi
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: non-finite loss (nan) at optimizer step ")
     assert f"shard_000000.tar key {key}" in line
-    window = int(line.split("checkpoint window ")[1].split(";")[0])
-    assert f"at optimizer step {window + 1}," in line  # one step per window
-    # The windows before the poisoned one were saved; nothing of the failed window was.
-    assert list_checkpoints(str(tmp_path / "nan_run"), complete_only=False) == list(range(1, window + 1))
+    interval = int(line.split("checkpoint interval ")[1].split(";")[0])
+    assert f"at optimizer step {interval + 1}," in line  # one step per checkpoint interval
+    # The intervals before the poisoned one were saved; nothing of the failed interval was.
+    assert list_checkpoints(str(tmp_path / "nan_run"), complete_only=False) == list(range(1, interval + 1))
 
 
 def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, tmp_path):
     from vla_foundry.models.registry import create_model, get_batch_handler
     from vla_foundry.optim import build_optimizer, build_scheduler
-    from vla_foundry.train import NonFiniteLossError, TrainState, train_one_checkpoint
+    from vla_foundry.train import NonFiniteLossError, Trainer, TrainState
 
     cfg = tiny_experiment(total_train_samples=16, per_gpu_batch_size=8)
     model = create_model(cfg.model)
@@ -101,11 +101,11 @@ def test_a_nan_loss_raises_before_the_optimizer_step_applies_anything(cpu_ctx, t
     state = TrainState()
     with pytest.raises(
         NonFiniteLossError,
-        match=r"at optimizer step 1, checkpoint window 0; .*non-finite loss: s0, s1, s2, s3, s4, s5, s6, s7\. Nothing",
+        match=r"at optimizer step 1, checkpoint interval 0; .*non-finite loss: s0, s1, s2, s3, s4, s5, s6, s7\. Nothing",
     ):
-        train_one_checkpoint(
-            model, get_batch_handler(cfg.model), optimizer, scheduler, batches, state, cfg, cpu_ctx, logger
-        )
+        Trainer(
+            cfg, cpu_ctx, model, get_batch_handler(cfg.model), optimizer, scheduler, logger, state=state
+        ).train_interval(batches)
     assert state.step == 0
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0, equal_nan=True, msg=k)

@@ -1,6 +1,6 @@
 """The Ray Train launcher: 2 CPU workers (gloo) train the tiny VLA straight from a LeRobot stream; a worker killed
 with SIGKILL mid-run is restarted from the latest complete checkpoint and the run completes (tiny LLM: resuming the
-tiny VLA trips the strict optimizer-state load of checkpoint.py, whose unused LM head has no optimizer state)."""
+tiny VLA trips the strict optimizer-state load of checkpoint/dcp.py, whose unused LM head has no optimizer state)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from vla_foundry.launch.ray_train import split_args
 from vla_foundry.params.base_params import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOWS = 3
+INTERVALS = 3
 
 
 def launcher_args(save_path: Path, name: str) -> list[str]:
@@ -35,8 +35,8 @@ def launcher_args(save_path: Path, name: str) -> list[str]:
         "--data.dataset_manifest", f"[{REPO / 'examples' / 'data' / 'text'}]",
         "--hparams.per_gpu_batch_size", "8",
         "--hparams.global_batch_size", "16",
-        "--total_train_samples", str(WINDOWS * 64),
-        "--num_checkpoints", str(WINDOWS),
+        "--total_train_samples", str(INTERVALS * 64),
+        "--num_checkpoints", str(INTERVALS),
         "--log_every_n_steps", "1",
         "--wandb", "False",
         "--save_path", str(save_path),
@@ -89,13 +89,13 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_and_the_run_compl
 
     assert not psutil.pid_exists(killed.pid) or killed.status() == psutil.STATUS_ZOMBIE
     assert "resuming from the latest complete checkpoint" in output
-    # The restarted attempt resumed from a checkpoint (>= 1), not from scratch, and finished every window.
+    # The restarted attempt resumed from a checkpoint (>= 1), not from scratch, and finished every checkpoint interval.
     resumed = [line for line in output.splitlines() if "resumed from" in line]
     assert resumed and "step 0," not in resumed[0]
-    assert (run_dir / "checkpoints" / f"checkpoint_{WINDOWS}" / "index.json").exists()
+    assert (run_dir / "checkpoints" / f"checkpoint_{INTERVALS}" / "index.json").exists()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # Every step logged exactly once: the redone window's records replaced, not duplicated.
-    assert sorted(r["step"] for r in records if "loss" in r) == list(range(1, WINDOWS * 64 // 16 + 1))
+    # Every step logged exactly once: the redone interval's records replaced, not duplicated.
+    assert sorted(r["step"] for r in records if "loss" in r) == list(range(1, INTERVALS * 64 // 16 + 1))
 
 
 def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path):
@@ -122,10 +122,10 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
     run_dir = tmp_path / "runs" / "vla_stream"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
-    # 2 windows of 16 samples: 2 workers x batch 4 -> 2 steps per window.
+    # 2 checkpoint intervals of 16 samples: 2 workers x batch 4 -> 2 steps per interval.
     assert [r["step"] for r in losses] == [1, 2, 3, 4]
     assert all(0.0 <= r["data_wait_fraction"] <= 1.0 and r["samples_per_sec"] > 0 for r in losses)
-    assert [r["window_samples_read"] for r in records if "window_samples_read" in r] == [16, 16]
+    assert [r["interval_samples_read"] for r in records if "interval_samples_read" in r] == [16, 16]
     assert (run_dir / "checkpoints" / "checkpoint_2" / "index.json").exists()
     # The run's processor carries the stream's layout (stored 32 px images, 1 past + 4 future rows).
     assert "stored_image_size:\n- 32\n- 32" in (run_dir / "config_processor.yaml").read_text()

@@ -174,7 +174,7 @@ def test_endpoint_gone_for_good_training_finishes_and_exits_nonzero_naming_missi
     assert 1 <= err.count("training goes on, they are retried") <= 3
 
 
-def test_sigterm_in_window_two_leaves_checkpoint_one_complete_on_the_remote(tmp_path, tiny_datasets, s3_bucket):
+def test_sigterm_in_interval_two_leaves_checkpoint_one_complete_on_the_remote(tmp_path, tiny_datasets, s3_bucket):
     import signal
     import subprocess
     import sys

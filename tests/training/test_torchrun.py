@@ -142,15 +142,15 @@ def test_fsdp2_resume_after_checkpoint_is_bitwise_identical(driver_output, tmp_p
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
-def _window_reads(run_dir: str) -> dict[int, int]:
-    """Samples read per window, summed over ranks (logged once per window)."""
+def _interval_reads(run_dir: str) -> dict[int, int]:
+    """Samples read per checkpoint interval, summed over ranks (logged once per interval)."""
     records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-    return {r["window"]: r["window_samples_read"] for r in records if "window_samples_read" in r}
+    return {r["checkpoint_interval"]: r["interval_samples_read"] for r in records if "interval_samples_read" in r}
 
 
 def _assert_continues(resumed: dict[int, float], uninterrupted: dict[int, float], first_resumed_step: int) -> None:
     """Same steps; from the resumed step on, finite losses that continue the trained curve (another world size
-    splits the window's shards differently over ranks, so per-step batches differ: not bitwise)."""
+    splits the interval's shards differently over ranks, so per-step batches differ: not bitwise)."""
     assert sorted(resumed) == sorted(uninterrupted)
     later = [s for s in sorted(resumed) if s >= first_resumed_step]
     assert all(math.isfinite(resumed[s]) for s in later)
@@ -159,10 +159,10 @@ def _assert_continues(resumed: dict[int, float], uninterrupted: dict[int, float]
 
 
 def test_checkpoint_of_one_process_resumes_on_two(driver_output, llm_run):
-    """1 -> 2 ranks with the same global batch of 8: the second window reads exactly its 96 samples."""
+    """1 -> 2 ranks with the same global batch of 8: the second checkpoint interval reads exactly its 96 samples."""
     grown_dir = os.path.join(driver_output, "grow", "llm")
     _assert_continues(_step_losses(grown_dir), _step_losses(llm_run.run_dir), 13)
-    assert _window_reads(grown_dir) == _window_reads(llm_run.run_dir) == {0: 96, 1: 96}
+    assert _interval_reads(grown_dir) == _interval_reads(llm_run.run_dir) == {0: 96, 1: 96}
 
 
 def test_checkpoint_of_two_processes_resumes_on_one(driver_output, tiny_datasets, tmp_path, capsys):
@@ -177,7 +177,7 @@ def test_checkpoint_of_two_processes_resumes_on_one(driver_output, tiny_datasets
         )
     )  # fmt: skip
     _assert_continues(_step_losses(shrunk), _step_losses(uninterrupted), 7)
-    assert _window_reads(shrunk) == _window_reads(uninterrupted) == {0: 96, 1: 96}
+    assert _interval_reads(shrunk) == _interval_reads(uninterrupted) == {0: 96, 1: 96}
     assert "written by 2 processes, this run has 1" in capsys.readouterr().err
 
 

@@ -58,14 +58,14 @@ def test_run_dir_holds_configs_metrics_and_checkpoints(llm_run):
     for key in ("lr", "grad_norm", "samples_per_sec", "samples_per_sec_per_gpu", "tokens_per_sec",
                 "data_wait_fraction", "peak_memory_gib"):  # fmt: skip
         assert isinstance(record[key], float), key
-    window_records = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "skipped_samples" in r]
-    assert [(r["window"], r["skipped_samples"]) for r in window_records] == [(0, 0), (1, 0)]
+    interval_records = [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "skipped_samples" in r]
+    assert [(r["checkpoint_interval"], r["skipped_samples"]) for r in interval_records] == [(0, 0), (1, 0)]
     state = _trainer_state(run_dir, 2)
-    assert (state["step"], state["samples_seen"], state["windows_done"]) == (24, 192, 2)
+    assert (state["step"], state["samples_seen"], state["intervals_done"]) == (24, 192, 2)
 
 
 def test_resume_after_checkpoint_is_bitwise_identical(llm_run, tmp_path, tiny_datasets):
-    """Windows of 96 samples over shards of 16 mixed 0.6/0.4: checkpoint 1 falls mid-epoch of both datasets."""
+    """Checkpoint intervals of 96 samples over shards of 16 mixed 0.6/0.4: checkpoint 1 falls mid-epoch of both datasets."""
     resumed_dir = str(tmp_path / "llm")
     _copy_run_up_to_checkpoint(llm_run.run_dir, resumed_dir, 1)
     resumed = run_main(

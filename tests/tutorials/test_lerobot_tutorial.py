@@ -26,7 +26,7 @@ def test_lerobot_notebook_goes_from_a_dataset_to_a_policy_prediction(tmp_path: P
     # Section 7: the same policy trained straight from the LeRobot root, through a Ray Data stream.
     assert (tmp_path / "vla_stream" / "checkpoints").is_dir()
     streamed = [json.loads(line) for line in (tmp_path / "vla_stream" / "metrics.jsonl").read_text().splitlines()]
-    assert sum(r.get("window_samples_read", 0) for r in streamed) == 64
+    assert sum(r.get("interval_samples_read", 0) for r in streamed) == 64
 
     text = output_text(nb)
     assert "0 problems" in text

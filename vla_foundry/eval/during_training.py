@@ -7,7 +7,7 @@ the simulator's processes and GL contexts never live in the training process. Th
 `<run dir>/sim_eval/checkpoint_<n>/` and `sim/success_rate`, its 95% interval, `sim/mean_max_reward` and
 `sim/mean_steps` (a suite: `sim/<task>/success_rate` for each task too, and `sim/success_rate` their mean) are
 logged at the checkpoint's step (metrics.jsonl and wandb). The other ranks go on to the next
-window and wait for rank 0 at its first collective.
+checkpoint interval and wait for rank 0 at its first collective.
 """
 
 from __future__ import annotations

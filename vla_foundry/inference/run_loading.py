@@ -50,11 +50,11 @@ class LoadedRun:
 def split_run_path(path: str, checkpoint: int | str | None = None) -> tuple[str, str]:
     """(run dir, checkpoint path) for a run dir (its latest complete checkpoint, or checkpoint number
     `checkpoint`), a `checkpoint_<n>` directory or a weights file."""
-    from vla_foundry.checkpoint import CHECKPOINT_DIR_RE, checkpoint_dir, checkpoint_file, resolve_checkpoint
+    from vla_foundry.checkpoint import checkpoint_dir, checkpoint_file, checkpoint_number, resolve_checkpoint
 
     # hf://org/name[@revision][/...]: the run's files as the Hub cache holds them (fetched when missing).
     path = storage.local_run(str(path).rstrip("/"))
-    if path.endswith((".pt", ".safetensors")) or CHECKPOINT_DIR_RE.match(storage.basename(path)):
+    if path.endswith((".pt", ".safetensors")) or checkpoint_number(storage.basename(path)) is not None:
         ref = resolve_checkpoint(path, verify=True)
         return ref.run_dir, ref.path
     if not storage.exists(storage.join(path, MODEL_CONFIG)):

@@ -8,7 +8,7 @@ group (gloo on CPU, NCCL on GPU) and the RANK / WORLD_SIZE / LOCAL_RANK environm
 `<save_path>/<name>` as for any run (a name is fixed here when none is given, so every attempt uses the same dir),
 `--remote_sync` works as usual. When a worker dies (a crash, a killed process, a lost node) Ray Train stops the group
 and starts it again, up to `--ray.max_failures` times (`FailureConfig`); each attempt whose run dir holds a complete
-checkpoint resumes from it (`--model.resume_from_checkpoint <run_dir>`), so at most one checkpoint window is redone.
+checkpoint resumes from it (`--model.resume_from_checkpoint <run_dir>`), so at most one checkpoint interval is redone.
 
 Launcher flags (`--help` lists them; the rest are training flags, checked here before Ray starts): `--ray.num_workers`,
 `--ray.use_gpu`, `--ray.max_failures`, `--ray.cpus_per_worker` and `--ray_address` (`--ray.address` still works and

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla_foundry.checkpoint import read_model_weights, weights_source
 from vla_foundry.models.language_modeling import next_token_loss, shift_for_next_token
 from vla_foundry.models.registry import (
     BatchHandler,
@@ -25,7 +26,7 @@ from vla_foundry.models.registry import (
     register_batch_handler,
     register_model,
 )
-from vla_foundry.models.weights import freeze, load_weights_into, read_model_weights, weights_source
+from vla_foundry.models.weights import freeze, load_weights_into
 from vla_foundry.params.model_params import ModelParams, VLMParams
 
 

@@ -48,7 +48,3 @@ class DistributedParams:
             world_size=int(env.get("WORLD_SIZE", "1")),
             local_rank=int(env.get("LOCAL_RANK", "0")),
         )
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1

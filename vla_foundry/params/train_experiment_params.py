@@ -44,11 +44,14 @@ class TrainExperimentParams:
     remote_sync_timeout_s: float = 300.0
     # Write checkpoints in the background (DCP async save): training waits only while the state is copied.
     async_checkpoint: bool = True
+    # Checkpoint backend that saves and resumes the training state: `dcp` (torch.distributed.checkpoint, sharded)
+    # or one a plugin registers (`@register_checkpoint_backend`, docs/extending.md).
+    checkpoint_backend: str = "dcp"
     # Training budget: total_train_samples, or num_epochs x the datasets' size.
     total_train_samples: int | None = None
     # Budget as passes over the datasets (their manifests' sample counts); or total_train_samples.
     num_epochs: int | None = None
-    # The budget is split into this many windows, each ending with a checkpoint.
+    # The budget is split into this many checkpoint intervals, each ending with a checkpoint.
     num_checkpoints: int = 1
     # Keep at most this many checkpoints (local and remote); None keeps all.
     max_checkpoint_limit: int | None = None
@@ -142,7 +145,7 @@ def init_shared_attributes(
     hp = replace(hp, **_batch_values(hp, world, announce=distributed.rank == 0))
     model, data = share_model_and_data(cfg.model, data, resolved)
 
-    # Budget: samples per checkpoint window and total optimizer steps.
+    # Budget: samples per checkpoint interval and total optimizer steps.
     total = cfg.total_train_samples
     if cfg.num_epochs is not None and dataset_num_samples is not None:
         total = shared_value(
@@ -153,19 +156,20 @@ def init_shared_attributes(
         )
     elif cfg.num_epochs is not None and total is not None:
         raise ConfigError("give total_train_samples or num_epochs, not both")
-    window, steps = cfg.samples_per_checkpoint, cfg.total_steps
+    interval, steps = cfg.samples_per_checkpoint, cfg.total_steps
     if total is not None:
         if total % cfg.num_checkpoints != 0:
             raise ConfigError(
-                f"total_train_samples={total} is not divisible into num_checkpoints={cfg.num_checkpoints} windows"
+                f"total_train_samples={total} is not divisible into num_checkpoints={cfg.num_checkpoints} checkpoint "
+                "intervals"
             )
         if (total // cfg.num_checkpoints) % hp.global_batch_size != 0:
             raise ConfigError(
-                f"a checkpoint window of {total // cfg.num_checkpoints} samples (total_train_samples / "
+                f"a checkpoint interval of {total // cfg.num_checkpoints} samples (total_train_samples / "
                 f"num_checkpoints) is not a whole number of global batches of {hp.global_batch_size}"
             )
-        window = shared_value(
-            "total_train_samples / num_checkpoints", total // cfg.num_checkpoints, window, "samples_per_checkpoint"
+        interval = shared_value(
+            "total_train_samples / num_checkpoints", total // cfg.num_checkpoints, interval, "samples_per_checkpoint"
         )
         steps = shared_value(
             "total_train_samples / global_batch_size", total // hp.global_batch_size, steps, "total_steps"
@@ -177,7 +181,7 @@ def init_shared_attributes(
         hparams=hp,
         distributed=distributed,
         total_train_samples=total,
-        samples_per_checkpoint=window,
+        samples_per_checkpoint=interval,
         total_steps=steps,
     )
 

@@ -90,7 +90,7 @@ def test_after_freeing_space_the_same_command_with_resume_finishes(tmpfs, tiny_d
 def test_a_torn_last_metrics_line_is_dropped_with_a_warning_and_the_run_resumes(
     llm_run, tmp_path, tiny_datasets, capsys
 ):
-    from tests.training.test_checkpoint_recovery import _copy_run
+    from tests.checkpoint.test_recovery import _copy_run
 
     run_dir = str(tmp_path / "llm")
     _copy_run(llm_run.run_dir, run_dir, 1)

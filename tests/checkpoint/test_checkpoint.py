@@ -16,6 +16,7 @@ from tests.training.conftest import synthetic_batches, tiny_lm_params
 from vla_foundry.checkpoint import (
     INDEX_FILE,
     CheckpointError,
+    DCPCheckpointer,
     checkpoint_dir,
     checkpoint_file,
     latest_checkpoint,
@@ -23,11 +24,9 @@ from vla_foundry.checkpoint import (
     load_file,
     load_model_checkpoint,
     load_trainer_state,
-    load_training_state,
     prune_checkpoints,
     read_metadata,
     resolve_checkpoint,
-    save_checkpoint,
     save_file,
     write_safetensors_streaming,
 )
@@ -57,7 +56,21 @@ def _trained(seed: int = 0, steps: int = 2):
 
 
 def _save(run_dir, n, model, opt, sched, ema, ctx, **state):
-    save_checkpoint(str(run_dir), n, model, opt, sched, ema, {"step": n, **state}, ctx)
+    """Checkpoint n through the trainer's path: a Checkpointer built with the stateful objects."""
+    checkpointer = DCPCheckpointer(str(run_dir), ctx, model, opt, sched, ema, async_save=False)
+    try:
+        checkpointer.save(n, {"step": n, **state})
+    finally:
+        checkpointer.close()
+
+
+def _load(run_dir, model, opt, sched, ema, ctx):
+    """Resume state from the latest checkpoint of run_dir into the given objects; returns the trainer state."""
+    checkpointer = DCPCheckpointer(str(run_dir), ctx, model, opt, sched, ema)
+    try:
+        return checkpointer.load(checkpointer.latest(verify=True))
+    finally:
+        checkpointer.close()
 
 
 @pytest.fixture
@@ -90,7 +103,7 @@ def test_training_state_roundtrip_restores_optimizer_scheduler_ema_and_rng(tmp_p
     expected_draw = torch.rand(3)
 
     fresh, fresh_opt, fresh_sched, fresh_ema = _trained(seed=5, steps=1)
-    state = load_training_state(resolve_checkpoint(str(tmp_path)), fresh, fresh_opt, fresh_sched, fresh_ema, cpu_ctx)
+    state = _load(tmp_path, fresh, fresh_opt, fresh_sched, fresh_ema, cpu_ctx)
     assert state["samples_seen"] == 7 and state["checkpoint"] == 1
     assert torch.equal(torch.rand(3), expected_draw)
     assert fresh_sched.last_epoch == sched.last_epoch
@@ -120,9 +133,7 @@ def test_a_parameter_that_never_had_a_gradient_resumes_without_optimizer_state(t
     torch.manual_seed(1)
     fresh = create_model(tiny_lm_params())
     fresh_opt = build_optimizer(fresh, hp)
-    load_training_state(
-        resolve_checkpoint(str(tmp_path)), fresh, fresh_opt, build_scheduler(fresh_opt, hp, 10), None, cpu_ctx
-    )
+    _load(tmp_path, fresh, fresh_opt, build_scheduler(fresh_opt, hp, 10), None, cpu_ctx)
     fresh_params = dict(fresh.named_parameters())
     assert fresh_params[unused_name] not in fresh_opt.state
     for name, p in model.named_parameters():
@@ -131,8 +142,8 @@ def test_a_parameter_that_never_had_a_gradient_resumes_without_optimizer_state(t
 
 
 def test_latest_checkpoint_is_the_newest_complete_one_for_every_caller(saved_run):
+    from vla_foundry.checkpoint import weights_source
     from vla_foundry.inference.run_loading import split_run_path
-    from vla_foundry.models.weights import find_latest_checkpoint
 
     run_dir, _, _ = saved_run
     # An interrupted save of checkpoint 3: every file but the index.
@@ -143,7 +154,7 @@ def test_latest_checkpoint_is_the_newest_complete_one_for_every_caller(saved_run
     assert list_checkpoints(run_dir) == [1, 2]
     assert latest_checkpoint(run_dir, warn=lambda m: None).path == expected
     assert resolve_checkpoint(os.path.join(run_dir, "checkpoints")).path == expected
-    assert find_latest_checkpoint(run_dir) == expected
+    assert weights_source(run_dir) == expected
     assert split_run_path(run_dir) == (run_dir, expected)
 
 
@@ -261,7 +272,7 @@ def test_prune_keeps_newest_complete_checkpoint_directories(tmp_path, cpu_ctx):
 def test_export_cli_writes_model_and_ema_safetensors_equal_to_the_trained_weights(saved_run):
     from safetensors.torch import load_file as load_safetensors
 
-    from vla_foundry.checkpoint import main as checkpoint_main
+    from vla_foundry.checkpoint.cli import main as checkpoint_main
 
     run_dir, model, ema = saved_run
     assert checkpoint_main(["export", "--run_dir", run_dir]) == 0
@@ -296,7 +307,7 @@ def test_streaming_writer_loads_at_most_one_batch_at_a_time(tmp_path):
 
 
 def test_export_without_ema_weights_names_the_checkpoint(tmp_path, cpu_ctx, capsys):
-    from vla_foundry.checkpoint import main as checkpoint_main
+    from vla_foundry.checkpoint.cli import main as checkpoint_main
 
     model, opt, sched, _ = _trained()
     _save(tmp_path, 1, model, opt, sched, None, cpu_ctx)
@@ -308,3 +319,21 @@ def test_an_old_style_checkpoint_file_name_points_to_the_directory(saved_run):
     run_dir, _, _ = saved_run
     with pytest.raises(CheckpointError, match=f"checkpoints are directories now: give {checkpoint_dir(run_dir, 2)}"):
         resolve_checkpoint(checkpoint_file(run_dir, 2))
+
+
+def test_export_cli_reads_a_yaml_config_and_names_the_closest_flag(saved_run, tmp_path, capsys):
+    from safetensors.torch import load_file as load_safetensors
+
+    from vla_foundry.checkpoint.cli import main as checkpoint_main
+
+    run_dir, model, _ = saved_run
+    out = tmp_path / "from_yaml.safetensors"
+    config = tmp_path / "export.yaml"
+    config.write_text(f"run_dir: {run_dir}\noutput: {out}\n")
+    assert checkpoint_main(["export", "--config_path", str(config)]) == 0
+    exported = load_safetensors(str(out))
+    assert all(torch.equal(exported[k], v) for k, v in model.state_dict().items())
+    assert checkpoint_main(["export", "--run_dri", run_dir]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: unknown key 'run_dri' (on the command line); closest valid names under the top level: run_dir"
+    )
