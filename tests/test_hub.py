@@ -333,7 +333,7 @@ def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf
     assert ref.number == -1 and not ref.sharded and ref.path.endswith("model.safetensors")
     assert "checkpoints" not in os.listdir(os.path.dirname(ref.path))  # no optimizer state was fetched
 
-    from vla_foundry.params.model_params import DiffusionPolicyParams
+    from vla_foundry.models.diffusion_policy.params import DiffusionPolicyParams
 
     check_nested_weight_paths(DiffusionPolicyParams(backbone_run="hf://org/vla"))
     with pytest.raises(Exception, match="backbone_run=hf://org/vla_absent"):

@@ -214,7 +214,8 @@ def model_card(
     datasets = dataset_entries(config)
     backbone = backbone_of(model)
     tags = [LIBRARY_NAME, model_type]
-    if model_type == "diffusion_policy":
+    acting = _is_policy_type(model_type)
+    if acting:
         tags += ["robotics", "vision-language-action"]
     eval_results = []
     if results:
@@ -236,7 +237,7 @@ def model_card(
         tags=tags,
         datasets=hub_datasets or None,
         base_model=_hub_name(backbone, "model"),
-        pipeline_tag="robotics" if model_type == "diffusion_policy" else None,
+        pipeline_tag="robotics" if acting else None,
         model_name=repo_id if eval_results else None,
         eval_results=eval_results or None,
         vla_foundry={
@@ -597,3 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _is_policy_type(model_type: str) -> bool:
+    """Whether `model_type` names a registered acting policy (built-in or from the run's plugins)."""
+    from vla_foundry.params.model_params import is_policy_type
+    from vla_foundry.plugins import load_builtin_params
+
+    load_builtin_params()
+    return is_policy_type(model_type)
