@@ -31,14 +31,25 @@ def split_plugin_names(value: str | Iterable[str]) -> list[str]:
     return [str(item).strip().strip("'\"") for item in items if str(item).strip().strip("'\"")]
 
 
+# Built-in modules that register into the params layer (which imports none of them): the data package's reads of the
+# resolve step.
+BUILTIN_REGISTRATIONS = ("vla_foundry.data.resolve",)
+
+
 def load_builtin_params() -> list[str]:
     """Import `params.py` of every model-type folder under `vla_foundry/models/` (pure-data modules: no torch), so that
-    their params classes are registered before parsing. Returns the modules imported by this call."""
+    their params classes are registered before parsing, and the `BUILTIN_REGISTRATIONS`. Returns the modules
+    imported by this call."""
     import importlib.util
     import pkgutil
 
-    models = importlib.import_module("vla_foundry.models")
     imported = []
+    for name in BUILTIN_REGISTRATIONS:
+        if name not in _loaded:
+            importlib.import_module(name)
+            _loaded.add(name)
+            imported.append(name)
+    models = importlib.import_module("vla_foundry.models")
     for module in pkgutil.iter_modules(models.__path__, prefix="vla_foundry.models."):
         name = f"{module.name}.params"
         if module.ispkg and name not in _loaded and importlib.util.find_spec(name) is not None:
