@@ -214,7 +214,7 @@ def model_card(
     datasets = dataset_entries(config)
     backbone = backbone_of(model)
     tags = [LIBRARY_NAME, model_type]
-    acting = _is_policy_type(model_type)
+    acting = _is_policy_type(model_type, config.get("plugins") or [])
     if acting:
         tags += ["robotics", "vision-language-action"]
     eval_results = []
@@ -600,10 +600,10 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-def _is_policy_type(model_type: str) -> bool:
-    """Whether `model_type` names a registered acting policy (built-in or from the run's plugins)."""
+def _is_policy_type(model_type: str, plugins: list[str]) -> bool:
+    """Whether `model_type` names a registered acting policy (built-in, or from the plugins the run recorded)."""
     from vla_foundry.params.model_params import is_policy_type
-    from vla_foundry.plugins import load_builtin_params
+    from vla_foundry.plugins import load_plugins, split_plugin_names
 
-    load_builtin_params()
+    load_plugins(split_plugin_names(plugins))
     return is_policy_type(model_type)

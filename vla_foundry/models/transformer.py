@@ -302,7 +302,7 @@ class TransformerLM(nn.Module):
         return kept
 
     def forward_flops_per_token(self, seq_len: int) -> float:
-        """Forward FLOPs per token at sequence length `seq_len`, exact from the shapes (see `models/flops.py`)."""
+        """Forward FLOPs per token at sequence length `seq_len`, exact from the shapes (see `vla_foundry/models/flops.py`)."""
         return transformer_forward_flops_per_token(self.params, seq_len)
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -127,7 +127,7 @@ class ViT(nn.Module):
         return self.norm(x)[:, self.num_prefix_tokens :]  # (B, N, D)
 
     def forward_flops_per_image(self) -> float:
-        """Forward FLOPs for one image, exact from the shapes (see `models/flops.py`)."""
+        """Forward FLOPs for one image, exact from the shapes (see `vla_foundry/models/flops.py`)."""
         return vit_forward_flops_per_image(self.params)
 
     def flops_per_image(self) -> float:

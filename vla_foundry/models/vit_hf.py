@@ -108,7 +108,7 @@ class HFVisionTower(nn.Module):
         return no_split_block_types(self.model)
 
     def forward_flops_per_image(self) -> float:
-        """Approximate forward FLOPs for one image: 2 x parameters per patch (see `models/flops.py`)."""
+        """Approximate forward FLOPs for one image: 2 x parameters per patch (see `vla_foundry/models/flops.py`)."""
         return approx_forward_flops_per_token(self) * self.grid_size**2
 
     def flops_per_sample(self, seq_len: int = 0, num_images: int = 1) -> float:
