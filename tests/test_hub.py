@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import REPO_ROOT
 from tests.hub_cache import cache_repo
 from tests.inference.conftest import observation, write_policy_run
 from vla_foundry import storage
@@ -544,3 +545,15 @@ def test_a_push_is_one_commit_holding_every_file_and_the_card(tmp_path, dcp_run)
     for path, content in sent.items():
         with open(plan.files[path], "rb") as f:
             assert content == f.read(), path
+
+
+def test_the_card_of_a_plugin_policy_run_is_tagged_as_robotics(monkeypatch):
+    from vla_foundry.hub import model_card
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tests" / "models" / "plugin_policy"))
+    weights = {"checkpoint": "checkpoints/checkpoint_1", "ema": False}
+    card = model_card("org/act", {"plugins": ["toy_policies.act"]}, {"type": "toy_act"}, weights, None, False)
+    meta = _card_metadata(card)
+    assert {"vla_foundry", "toy_act", "robotics"} <= set(meta["tags"]) and meta["pipeline_tag"] == "robotics"
+    lm_card = model_card("org/lm", {}, {"type": "transformer"}, weights, None, False)
+    assert "robotics" not in _card_metadata(lm_card)["tags"]

@@ -602,8 +602,15 @@ if __name__ == "__main__":
 
 def _is_policy_type(model_type: str, plugins: list[str]) -> bool:
     """Whether `model_type` names a registered acting policy (built-in, or from the plugins the run recorded)."""
+    import warnings
+
+    from vla_foundry.params.base_params import ConfigError
     from vla_foundry.params.model_params import is_policy_type
     from vla_foundry.plugins import load_plugins, split_plugin_names
 
-    load_plugins(split_plugin_names(plugins))
+    try:
+        load_plugins(split_plugin_names(plugins))
+    except ConfigError as e:
+        # The card is still written; only its robotics tags depend on the plugin.
+        warnings.warn(f"model card: {e}; the card is written without robotics tags", stacklevel=2)
     return is_policy_type(model_type)
