@@ -1,7 +1,7 @@
 """Tiny Hugging Face and timm models (and a tokenizer) built from configs and saved to local directories.
 
 Nothing is downloaded: every model is a fresh, seeded architecture small enough for a CPU test. The conftests of
-tests/models and tests/vla turn these builders into session fixtures.
+tests/models and tests/models/diffusion_policy turn these builders into session fixtures.
 
 Sizes shared by every builder: width 32, MLP width 64, 2 language-model layers, 1 vision layer (2 for timm),
 images of 32 px in 8 px patches (a 4 x 4 grid).

@@ -271,9 +271,9 @@ def test_documented_command_works_as_written(command: DocCommand, monkeypatch: p
         return
     for name, value in command.env:
         monkeypatch.setenv(name, value)
-        if name == "PYTHONPATH":  # a plugin folder the command imports from (`--plugins`), relative to the repo
-            for entry in reversed(value.split(os.pathsep)):
-                monkeypatch.syspath_prepend(str(REPO_ROOT / entry))
+        if name == "PYTHONPATH":  # read by the interpreter at start only: this process gets it on sys.path
+            for folder in value.split(os.pathsep):
+                monkeypatch.syspath_prepend(str(REPO_ROOT / folder))
     try:
         parse_only(target, args, monkeypatch)
     except SystemExit as e:

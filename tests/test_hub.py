@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import REPO_ROOT
 from tests.hub_cache import cache_repo
 from tests.inference.conftest import observation, write_policy_run
 from vla_foundry import storage
@@ -335,7 +336,7 @@ def test_backbone_and_fine_tuning_read_a_hub_run_s_exported_weights(tmp_path, hf
     assert ref.number == -1 and not ref.sharded and ref.path.endswith("model.safetensors")
     assert "checkpoints" not in os.listdir(os.path.dirname(ref.path))  # no optimizer state was fetched
 
-    from vla_foundry.params.model_params import DiffusionPolicyParams
+    from vla_foundry.models.diffusion_policy.params import DiffusionPolicyParams
 
     check_nested_weight_paths(DiffusionPolicyParams(backbone_run="hf://org/vla"))
     with pytest.raises(Exception, match="backbone_run=hf://org/vla_absent"):
@@ -548,3 +549,15 @@ def test_a_push_is_one_commit_holding_every_file_and_the_card(tmp_path, dcp_run)
     for path, content in sent.items():
         with open(plan.files[path], "rb") as f:
             assert content == f.read(), path
+
+
+def test_the_card_of_a_plugin_policy_run_is_tagged_as_robotics(monkeypatch):
+    from vla_foundry.hub import model_card
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tests" / "models" / "plugin_policy"))
+    weights = {"checkpoint": "checkpoints/checkpoint_1", "ema": False}
+    card = model_card("org/act", {"plugins": ["toy_policies.act"]}, {"type": "toy_act"}, weights, None, False)
+    meta = _card_metadata(card)
+    assert {"vla_foundry", "toy_act", "robotics"} <= set(meta["tags"]) and meta["pipeline_tag"] == "robotics"
+    lm_card = model_card("org/lm", {}, {"type": "transformer"}, weights, None, False)
+    assert "robotics" not in _card_metadata(lm_card)["tags"]

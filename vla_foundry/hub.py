@@ -212,7 +212,8 @@ def model_card(
     datasets = dataset_entries(config)
     backbone = backbone_of(model)
     tags = [LIBRARY_NAME, model_type]
-    if model_type == "diffusion_policy":
+    acting = _is_policy_type(model_type, config.get("plugins") or [])
+    if acting:
         tags += ["robotics", "vision-language-action"]
     eval_results = []
     if results:
@@ -234,7 +235,7 @@ def model_card(
         tags=tags,
         datasets=hub_datasets or None,
         base_model=_hub_name(backbone, "model"),
-        pipeline_tag="robotics" if model_type == "diffusion_policy" else None,
+        pipeline_tag="robotics" if acting else None,
         model_name=repo_id if eval_results else None,
         eval_results=eval_results or None,
         vla_foundry={
@@ -646,3 +647,19 @@ def _push(params: PushParams | PushDatasetParams) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _is_policy_type(model_type: str, plugins: list[str]) -> bool:
+    """Whether `model_type` names a registered acting policy (built-in, or from the plugins the run recorded)."""
+    import warnings
+
+    from vla_foundry.params.base_params import ConfigError
+    from vla_foundry.params.model_params import is_policy_type
+    from vla_foundry.plugins import load_plugins, split_plugin_names
+
+    try:
+        load_plugins(split_plugin_names(plugins))
+    except ConfigError as e:
+        # The card is still written; only its robotics tags depend on the plugin.
+        warnings.warn(f"model card: {e}; the card is written without robotics tags", stacklevel=2)
+    return is_policy_type(model_type)

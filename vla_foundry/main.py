@@ -104,10 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def help_plugins(args: Sequence[str]) -> list[str]:
-    """Import the plugins named by `--plugins` (and entry points), so that `--help` lists their types."""
+    """Import the plugins named by `--plugins` (and entry points), so that `--help` lists their types; the built-in
+    model types' params (`vla_foundry/models/<type>/params.py`) are listed in any case."""
+    from vla_foundry.plugins import load_builtin_params, load_plugins, split_plugin_names
+
+    load_builtin_params()
     if not any(arg == "--plugins" or arg.startswith("--plugins=") for arg in args):
         return []
-    from vla_foundry.plugins import load_plugins, split_plugin_names
 
     names: list[str] = []
     for i, arg in enumerate(args):

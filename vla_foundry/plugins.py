@@ -7,7 +7,9 @@ A plugin is an ordinary module whose import runs registration decorators (`@regi
 - as an installed package's entry point in the `vla_foundry.plugins` group (pyproject.toml:
   `[project.entry-points."vla_foundry.plugins"] toy = "my_pkg.toy_model"`), loaded by every entry point.
 
-Plugins are imported before parsing, so their params classes and names are known to the parser.
+Plugins are imported before parsing, so their params classes and names are known to the parser. The built-in model
+types kept in a folder of their own (`vla_foundry/models/<type>/params.py`) register their params the same way:
+`load_plugins` imports every such `params.py` first (`load_builtin_params`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,41 @@ def split_plugin_names(value: str | Iterable[str]) -> list[str]:
     return [str(item).strip().strip("'\"") for item in items if str(item).strip().strip("'\"")]
 
 
+# Built-in modules that register into the params layer (which imports none of them): the data package's reads of the
+# resolve step.
+BUILTIN_REGISTRATIONS = ("vla_foundry.data.resolve",)
+
+
+def load_builtin_params() -> list[str]:
+    """Import `params.py` of every model-type folder under `vla_foundry/models/` (pure-data modules: no torch), so that
+    their params classes are registered before parsing, and the `BUILTIN_REGISTRATIONS`. Returns the modules
+    imported by this call."""
+    import importlib.util
+    import pkgutil
+
+    imported = []
+    for name in BUILTIN_REGISTRATIONS:
+        if name not in _loaded:
+            importlib.import_module(name)
+            _loaded.add(name)
+            imported.append(name)
+    models = importlib.import_module("vla_foundry.models")
+    for module in pkgutil.iter_modules(models.__path__, prefix="vla_foundry.models."):
+        name = f"{module.name}.params"
+        if module.ispkg and name not in _loaded and importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+            _loaded.add(name)
+            imported.append(name)
+    return imported
+
+
 def load_plugins(modules: Iterable[str] = (), entry_points: bool = True) -> list[str]:
     """Import the named modules and (when `entry_points`) every `vla_foundry.plugins` entry point, once each.
 
-    Returns the modules imported by this call. A module that cannot be imported is a `ConfigError` naming it.
+    The built-in model params load first (`load_builtin_params`). Returns the plugin modules imported by this call.
+    A module that cannot be imported is a `ConfigError` naming it.
     """
+    load_builtin_params()
     imported = []
     for name in modules:
         if name in _loaded:

@@ -55,5 +55,5 @@ def test_eval_every_n_checkpoints_must_be_positive():
 
 
 def test_sim_evaluation_needs_a_policy_model():
-    with pytest.raises(ConfigError, match="eval.sim_env needs a diffusion_policy model"):
+    with pytest.raises(ConfigError, match="eval.sim_env needs an acting policy model.*policies: diffusion_policy"):
         _params("--data.type", "image_caption", "--eval.sim_env", "pusht", model="vlm_tiny").validate()

@@ -89,7 +89,7 @@ def test_the_policy_is_given_the_actions_executed_last_as_its_past_rows():
     controller = PolicyController(policy, adapter, chunk_length=4, n_action_steps=1, past_action_rows=2)
     controller.start(0)
     executed = []
-    for step in range(4):
+    for _ in range(4):
         action = np.asarray(controller.act([0], _history(), {})[0]) * 0.5  # what the env took (e.g. clipped)
         controller.record(0, action)
         executed.append(action)

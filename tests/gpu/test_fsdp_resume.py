@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.gpu.conftest import build_trainer, local
-from tests.vla.conftest import TINY_VLM, policy_params, robotics_batch
+from tests.models.diffusion_policy.conftest import TINY_VLM, policy_params, robotics_batch
 from vla_foundry.params import HyperParams, TrainExperimentParams
 from vla_foundry.params.data_params import RoboticsDataParams
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.vla.conftest import tiny_paligemma_dir  # noqa: F401  (a session fixture shared with tests/vla)
+from tests.models.diffusion_policy.conftest import tiny_paligemma_dir  # noqa: F401  (a session fixture shared with tests/models/diffusion_policy)
 from vla_foundry.inference import caption_image, load_run
 
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.vla.conftest import TINY_VLM
+from tests.models.diffusion_policy.conftest import TINY_VLM
 from vla_foundry.inference import caption_image, load_run
 from vla_foundry.inference.generation import training_image_stats
 from vla_foundry.params import ConfigError

@@ -48,3 +48,26 @@ def test_attention_term_grows_with_sequence_length() -> None:
     per_token_long = model.flops_per_token(32)
     # 3 x 4 x n_layers x d x (32 - 16) more per token.
     assert per_token_long - per_token_short == 3 * 4 * 2 * 32 * 16
+
+
+def test_a_model_without_its_own_count_has_no_flops() -> None:
+    """FLOPs come from the model's own `flops_per_sample`; there is no guess for a module that does not count."""
+    with pytest.raises(TypeError, match="Linear does not count its FLOPs"):
+        flops_per_sample(torch.nn.Linear(4, 4), seq_len=8)
+
+
+def test_the_vlm_counts_its_hf_parts_by_their_own_estimates(hf_llama_dir, timm_vit_dir) -> None:
+    from vla_foundry.params import TransformerHFParams, ViTHFParams
+
+    params = tiny_vlm_params(
+        vit=ViTHFParams(hf_pretrained=str(timm_vit_dir), img_size=32, patch_size=8),
+        transformer=TransformerHFParams(hf_pretrained=str(hf_llama_dir)),
+    )
+    model = create_model(params)
+    # Independently: 2 x non-embedding parameters per token / per patch, the projector's two matmuls per image token.
+    lm, vit, proj = model.language_model, model.vision, model.projector
+    lm_params = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)
+    vit_params = sum(p.numel() for p in vit.parameters())
+    projector = 2 * sum(m.weight.numel() for m in (proj.fc1, proj.fc2)) * model.img_num_tokens
+    expected = 3 * (2 * vit_params * vit.grid_size**2 + projector + 2 * lm_params * 12)
+    assert model.flops_per_sample(12, num_images=1) == pytest.approx(expected, rel=1e-9)

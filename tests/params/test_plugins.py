@@ -88,3 +88,20 @@ def test_a_saved_run_config_imports_the_plugins_it_records(tmp_path, monkeypatch
     assert (loaded.model.type, loaded.model.width) == ("saved_plugin_type", 5)
     save_params(loaded, tmp_path / "again.yaml")
     assert load_params_from_yaml(TrainExperimentParams, tmp_path / "again.yaml") == loaded
+
+
+def test_a_model_type_in_its_own_folder_is_known_to_every_parser_in_a_fresh_process():
+    """`diffusion_policy` keeps its params in vla_foundry/models/diffusion_policy/params.py; the generic parser, the
+    training parser and saved-config loading all know it without anything imported first."""
+    import subprocess
+    import sys
+
+    code = (
+        "from vla_foundry.params import ModelParams, parse_params\n"
+        "import sys\n"
+        "params = parse_params(ModelParams, ['--type', 'diffusion_policy'])\n"
+        "print(type(params).__module__, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    # Registered by the folder's params module alone: parsing imports no torch.
+    assert out == ["vla_foundry.models.diffusion_policy.params", "False"]

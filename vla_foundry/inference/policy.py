@@ -1,4 +1,4 @@
-"""A robot policy from a diffusion-policy run: raw observations in, denormalised action chunks out.
+"""A robot policy from the run of any acting-policy model type: raw observations in, denormalised action chunks out.
 
     policy = Policy.from_run("experiments/my_vla")            # local or s3://, EMA weights when saved
     chunk = policy.predict({
@@ -12,6 +12,10 @@ A camera may be given one frame (for a single image offset) or a list of frames,
 `policy.image_indices`. `past_actions` ((past, action_dim), physical units) may be given: the policy then keeps
 those rows fixed while sampling, as in training (where they are known except at an episode's start). In a batch,
 observations with and without past actions may be mixed.
+
+The model side is the acting-policy contract of the model registry (`PolicyParams` + `ActingPolicy`): the action
+spec, `generate_actions`, and the batch handler's `to_device` applied to processed observations as to training
+batches.
 """
 
 from __future__ import annotations
@@ -23,20 +27,26 @@ import numpy as np
 import torch
 
 from vla_foundry import storage
-from vla_foundry.data.processors.images import images_to_unit_float
 from vla_foundry.inference.run_loading import LoadedRun, load_run
 from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.model_params import PolicyParams
 
 Observation = dict[str, Any]
 
 
 class Policy:
-    """Wraps a loaded diffusion-policy run with its saved robotics processor (cameras, fields, normaliser)."""
+    """Wraps a loaded acting-policy run with its saved robotics processor (cameras, fields, normaliser)."""
 
     def __init__(self, run: LoadedRun, processor: Any, seed: int = 0) -> None:
-        if run.model_params.type != "diffusion_policy":
-            raise ConfigError(f"Policy needs a diffusion_policy run; {run.run_dir} holds a {run.model_params.type!r}")
+        from vla_foundry.models.registry import get_batch_handler, list_registered_policies
+
+        if not isinstance(run.model_params, PolicyParams):
+            raise ConfigError(
+                f"Policy needs the run of an acting policy ({', '.join(list_registered_policies())}); "
+                f"{run.run_dir} holds a {run.model_params.type!r}"
+            )
         self.run = run
+        self.batch_handler = get_batch_handler(run.model_params)
         self.model = run.model
         self.processor = processor
         self.config = processor.config
@@ -74,13 +84,13 @@ class Policy:
         return cls(load_run(path, checkpoint, use_ema, device), processor, seed)
 
     def _check_model_matches_processor(self) -> None:
-        p = self.run.model_params
+        spec = self.run.model_params.action_spec()
         c = self.config
         expected = {
-            "action_dim": (p.action_dim, self.normalizer.config.action_dim),
-            "proprioception_dim": (p.proprioception_dim, self.normalizer.config.proprioception_dim),
-            "past_lowdim_steps": (p.past_lowdim_steps or 0, c.past_lowdim_steps),
-            "future_lowdim_steps": (p.future_lowdim_steps, c.future_lowdim_steps),
+            "action_dim": (spec.action_dim, self.normalizer.config.action_dim),
+            "proprioception_dim": (spec.proprioception_dim, self.normalizer.config.proprioception_dim),
+            "past_lowdim_steps": (spec.past_steps, c.past_lowdim_steps),
+            "future_lowdim_steps": (spec.future_steps, c.future_lowdim_steps),
         }
         for name, (model_value, data_value) in expected.items():
             if model_value != data_value:
@@ -223,9 +233,9 @@ class Policy:
             known = torch.as_tensor(
                 np.stack([self.normalizer.normalize_actions(w) for w in window]), dtype=torch.float32
             )
-        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        batch["images"] = images_to_unit_float(batch["images"])  # uint8 crosses to the device, floats are made there
-        return batch, known, known_mask
+        # The model type's own device step, as in training (e.g. uint8 images cross to the device, floats are made
+        # there).
+        return self.batch_handler.to_device(batch, self.device), known, known_mask
 
     @torch.no_grad()
     def predict(self, observation: Observation | Sequence[Observation], seed: int | None = None) -> np.ndarray:

@@ -1,30 +1,18 @@
 """Models: a registry of model types (see `registry.py`).
 
-Importing this package imports every module in it, so a new model type is one new file here that registers
-itself; nothing else changes. Model modules import heavy libraries (transformers, timm) inside functions.
+A model type is a module here (`vit.py`) or a folder (`diffusion_policy/` with `params.py`, `model.py`, ...) that
+registers itself; nothing else changes. The registry imports every module of this package (folders included) before
+it builds a model, and the parser imports every `params.py` (see `vla_foundry.plugins.load_builtin_params`), so
+importing this package itself stays light: the names below load on first use.
 """
 
+from __future__ import annotations
+
 import importlib
-import pkgutil
+from typing import Any
 
-from vla_foundry.models.registry import (
-    BatchHandler,
-    FSDPBlock,
-    LossOutput,
-    create_model,
-    fsdp_block_types,
-    get_batch_handler,
-    list_registered_models,
-    register_batch_handler,
-    register_fsdp_block,
-    register_model,
-)
-
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = [
+_REGISTRY_NAMES = (
+    "ActingPolicy",
     "BatchHandler",
     "FSDPBlock",
     "LossOutput",
@@ -35,4 +23,14 @@ __all__ = [
     "register_batch_handler",
     "register_fsdp_block",
     "register_model",
-]
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The registry imports torch; `vla_foundry.models.<type>.params` is imported while parsing, without it.
+    if name in _REGISTRY_NAMES:
+        return getattr(importlib.import_module("vla_foundry.models.registry"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_REGISTRY_NAMES)

@@ -1,5 +1,7 @@
 """Parameter counts from params alone, and training FLOPs per sample for MFU.
 
+Each model counts its own FLOPs (`flops_per_sample(seq_len, num_images)`, and `forward_flops_per_token` /
+`forward_flops_per_image` for the parts a VLM is built from); this module holds the formulas they share.
 Training FLOPs = 3 x forward FLOPs (the backward pass costs twice the forward). Native models are counted
 exactly from their shapes: every matmul (2 FLOPs per multiply-add) including the LM head, plus attention
 scores and values over the full sequence (the PaLM convention; causal masking is not halved). Element-wise
@@ -15,12 +17,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from vla_foundry.models.transformer import (
-    TransformerLM,
-    count_transformer_parameters,
-    transformer_forward_flops_per_token,
-)
-from vla_foundry.models.vit import ViT, count_vit_parameters, vit_forward_flops_per_image
+from vla_foundry.models.transformer import count_transformer_parameters
+from vla_foundry.models.vit import count_vit_parameters
 from vla_foundry.params.model_params import ModelParams, TransformerParams, ViTParams, VLMParams
 
 
@@ -44,8 +42,9 @@ def count_parameters(params: ModelParams) -> int:
     raise TypeError(f"no parameter formula for model type {params.type!r}; formulas exist for transformer, vit, vlm")
 
 
-def _approx_forward_flops_per_token(module: nn.Module) -> float:
-    """2 x parameters outside input embeddings (lookups, not matmuls); tied output heads still count once."""
+def approx_forward_flops_per_token(module: nn.Module) -> float:
+    """2 x parameters outside input embeddings (lookups, not matmuls); tied output heads still count once. The
+    estimate Hugging Face wrappers give for their own forward FLOPs."""
     embedding_weights = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
     head = getattr(getattr(module, "model", None), "get_output_embeddings", lambda: None)()
     head_weight = id(head.weight) if head is not None else None
@@ -61,40 +60,13 @@ def _approx_forward_flops_per_token(module: nn.Module) -> float:
     return 2.0 * total
 
 
-def language_model_forward_flops_per_token(module: nn.Module, seq_len: int) -> float:
-    """Forward FLOPs per token: exact for a native `TransformerLM`, 2 x parameters for an HF model."""
-    if isinstance(module, TransformerLM):
-        return transformer_forward_flops_per_token(module.params, seq_len)
-    return _approx_forward_flops_per_token(module)
-
-
-def vision_forward_flops_per_image(module: nn.Module) -> float:
-    """Forward FLOPs per image: exact for a native `ViT`, 2 x parameters x patches for an HF tower."""
-    if isinstance(module, ViT):
-        return vit_forward_flops_per_image(module.params)
-    return _approx_forward_flops_per_token(module) * module.grid_size**2
-
-
 def flops_per_sample(model: nn.Module, seq_len: int = 0, num_images: int = 1) -> float:
-    """Training FLOPs (forward + backward) for one sample.
+    """Training FLOPs (forward + backward) for one sample: the model's own `flops_per_sample(seq_len, num_images)`.
 
-    Language models: a sequence of `seq_len` tokens. Vision towers: `num_images` images. VLMs: `seq_len` tokens
-    (image placeholders included) holding `num_images` images. Other models may define their own
-    `flops_per_sample(seq_len)`, which is used.
+    Language models count a sequence of `seq_len` tokens, vision towers `num_images` images, VLMs `seq_len` tokens
+    (image placeholders included) holding `num_images` images. A model without the method has no FLOP count.
     """
-    from vla_foundry.models.vlm import VLM
-
-    if isinstance(model, VLM):
-        vision = vision_forward_flops_per_image(model.vision) * num_images
-        proj = model.projector
-        projector = (
-            2 * (proj.fc1.in_features * proj.fc1.out_features + proj.fc2.in_features * proj.fc2.out_features)
-        ) * (model.img_num_tokens * num_images)
-        language = language_model_forward_flops_per_token(model.language_model, seq_len) * seq_len
-        return 3.0 * (vision + projector + language)
-    if isinstance(model, ViT) or hasattr(model, "grid_size"):
-        return 3.0 * vision_forward_flops_per_image(model) * num_images
-    own = getattr(type(model), "flops_per_sample", None)
-    if own is not None:
-        return float(model.flops_per_sample(seq_len))
-    return 3.0 * language_model_forward_flops_per_token(model, seq_len) * seq_len
+    own = getattr(model, "flops_per_sample", None)
+    if not callable(own):
+        raise TypeError(f"{type(model).__name__} does not count its FLOPs (it defines no flops_per_sample)")
+    return float(own(seq_len, num_images))

@@ -5,11 +5,18 @@ A model type is one module that registers, under the name of its params class (`
   - a batch handler class with `@register_batch_handler(NAME)` (see `BatchHandler`);
   - its FSDP units: native blocks subclass `FSDPBlock` (or, for a block class it cannot change, `@register_fsdp_block`);
     other models (e.g. HF wrappers) define `fsdp_block_types() -> tuple[type, ...]`.
-Every module of the `vla_foundry.models` package is imported with it; nothing else changes. A model type in a user's
+Every module of the `vla_foundry.models` package (folders included) is imported before a model is built; nothing
+else changes. A model type in a user's
 own module registers the same way when the module is imported as a plugin (`--plugins my_pkg.toy_model`, `plugins:`
 in a job YAML, or a `vla_foundry.plugins` entry point; see `vla_foundry/plugins.py` and
 tutorials/adding_new_models.ipynb). Its params class (`@register_model_params`) declares what it shares with the
 data params (`SHARED_FROM_DATA`, `shared_to_data`).
+
+An acting policy (a model that maps robot observations to action chunks) is a model type whose params derive from
+`PolicyParams` (the action spec, shared from the robotics data) and whose model implements `ActingPolicy`
+(`generate_actions`); its batch handler's `to_device` is also the processing `Policy` applies to observations.
+That is the whole contract training, `vla_foundry.inference.policy.Policy`, the policy server and sim evaluation
+rely on; `create_model` checks it. docs/extending.md ("A new policy") lists the files a new policy touches.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from torch import nn
 
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.model_params import ModelParams
+from vla_foundry.params.model_params import ActionSpec, ModelParams, PolicyParams
 
 ModelFactory = Callable[[Any, bool], nn.Module]
 
@@ -71,6 +78,36 @@ class BatchHandler(ABC):
         """Run `model` on one micro-batch and return its loss."""
 
 
+class ActingPolicy(nn.Module, ABC):
+    """The model side of the acting-policy contract (the params side is `PolicyParams`).
+
+    `self.params` holds the policy's `PolicyParams`. Batches are what the robotics processor makes of observations
+    (`images` (B, n_images, 3, H, W), `image_mask`, `proprioception` (B, past + 1, P), `input_ids` /
+    `attention_mask`, `past_mask` (B, T), `metadata`), after the batch handler's `to_device`; actions are in the
+    normalised units of the run's normaliser, which `Policy` undoes.
+    """
+
+    params: PolicyParams
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return self.params.action_spec()
+
+    @abstractmethod
+    def generate_actions(
+        self,
+        batch: dict[str, Any],
+        known_actions: torch.Tensor | None = None,
+        known_mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """A normalised action window (B, T, A), T = past + 1 + future rows, for a batch of observations.
+
+        `known_actions` (B, T, A) with `known_mask` (B, T) are rows already executed that the policy may keep fixed
+        (policies that cannot condition on them ignore them). With a seeded `generator` the result is reproducible.
+        """
+
+
 def _registrar(table: dict[str, Any], name: str, what: str) -> Callable[[Any], Any]:
     """A decorator entering the decorated object in `table` under `name`; a second, different entry is an error."""
 
@@ -101,13 +138,29 @@ def register_fsdp_block(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def _ensure_model_modules_imported() -> None:
-    importlib.import_module("vla_foundry.models")
+    """Import every module of the `vla_foundry.models` package, folders (a model type's own package) included."""
+    import pkgutil
+
+    package = importlib.import_module("vla_foundry.models")
+    for module in pkgutil.walk_packages(package.__path__, prefix="vla_foundry.models."):
+        if not module.name.rpartition(".")[2].startswith("_"):
+            importlib.import_module(module.name)
 
 
 def list_registered_models() -> list[str]:
     """The registered model type names, sorted."""
     _ensure_model_modules_imported()
     return sorted(_FACTORIES)
+
+
+def list_registered_policies() -> list[str]:
+    """The registered model types that are acting policies (params deriving from `PolicyParams`), sorted."""
+    _ensure_model_modules_imported()
+    return [name for name in sorted(_FACTORIES) if _is_policy_params(ModelParams.get_known_choices().get(name))]
+
+
+def _is_policy_params(cls: type | None) -> bool:
+    return isinstance(cls, type) and issubclass(cls, PolicyParams)
 
 
 def create_model(model_params: ModelParams, load_pretrained: bool = True) -> nn.Module:
@@ -120,6 +173,11 @@ def create_model(model_params: ModelParams, load_pretrained: bool = True) -> nn.
     if name not in _FACTORIES:
         raise ConfigError(f"model type {name!r} has no registered model; registered: {', '.join(sorted(_FACTORIES))}")
     model = _FACTORIES[name](model_params, load_pretrained)
+    if isinstance(model_params, PolicyParams) and not isinstance(model, ActingPolicy):
+        raise TypeError(
+            f"model type {name!r} has PolicyParams but its factory built a {type(model).__name__}, which does not "
+            "implement vla_foundry.models.registry.ActingPolicy (generate_actions)"
+        )
     if model_params.freeze:
         # `model.freeze`: no parameter of this model (or sub-model, for `model.vit.freeze` etc.) is trained.
         for param in model.parameters():

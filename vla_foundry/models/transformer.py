@@ -301,9 +301,17 @@ class TransformerLM(nn.Module):
         _, kept = self._run_blocks(input_ids, inputs_embeds, attention_mask, None, keep_last=num_layers)
         return kept
 
+    def forward_flops_per_token(self, seq_len: int) -> float:
+        """Forward FLOPs per token at sequence length `seq_len`, exact from the shapes (see `vla_foundry/models/flops.py`)."""
+        return transformer_forward_flops_per_token(self.params, seq_len)
+
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward = 3 x forward) per token at sequence length `seq_len`."""
-        return 3 * transformer_forward_flops_per_token(self.params, seq_len)
+        return 3 * self.forward_flops_per_token(seq_len)
+
+    def flops_per_sample(self, seq_len: int, num_images: int = 0) -> float:
+        """Training FLOPs for one sequence of `seq_len` tokens (`num_images` is not read: a language model)."""
+        return self.flops_per_token(seq_len) * seq_len
 
     def new_cache(self, batch_size: int, max_len: int, dtype: torch.dtype, device: torch.device) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` positions."""

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla_foundry.models.flops import approx_forward_flops_per_token
 from vla_foundry.models.hf_loading import load_hf_model, no_split_block_types
 from vla_foundry.models.language_modeling import LanguageModelBatchHandler
 from vla_foundry.models.registry import register_batch_handler, register_model
@@ -49,11 +50,17 @@ class HFCausalLM(nn.Module):
     def fsdp_block_types(self) -> tuple[type, ...]:
         return no_split_block_types(self.model)
 
+    def forward_flops_per_token(self, seq_len: int) -> float:
+        """Approximate forward FLOPs per token: 2 x parameters outside the input embeddings (no attention term)."""
+        return approx_forward_flops_per_token(self)
+
     def flops_per_token(self, seq_len: int) -> float:
         """Approximate training FLOPs per token: 6 x parameters outside the input embeddings (no attention term)."""
-        from vla_foundry.models.flops import flops_per_sample
+        return 3.0 * self.forward_flops_per_token(seq_len)
 
-        return flops_per_sample(self, seq_len) / seq_len
+    def flops_per_sample(self, seq_len: int, num_images: int = 0) -> float:
+        """Approximate training FLOPs for one sequence of `seq_len` tokens (`num_images` is not read)."""
+        return self.flops_per_token(seq_len) * seq_len
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)  # (B, T, D)

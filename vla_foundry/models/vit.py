@@ -126,9 +126,17 @@ class ViT(nn.Module):
             x = block(x)
         return self.norm(x)[:, self.num_prefix_tokens :]  # (B, N, D)
 
+    def forward_flops_per_image(self) -> float:
+        """Forward FLOPs for one image, exact from the shapes (see `vla_foundry/models/flops.py`)."""
+        return vit_forward_flops_per_image(self.params)
+
     def flops_per_image(self) -> float:
         """Training FLOPs (forward + backward = 3 x forward) for one image."""
-        return 3 * vit_forward_flops_per_image(self.params)
+        return 3 * self.forward_flops_per_image()
+
+    def flops_per_sample(self, seq_len: int = 0, num_images: int = 1) -> float:
+        """Training FLOPs for a sample of `num_images` images (`seq_len` is not read: a vision tower)."""
+        return self.flops_per_image() * num_images
 
 
 @register_model("vit")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vla_foundry.models.flops import approx_forward_flops_per_token
 from vla_foundry.models.hf_loading import hub_offline, load_hf_model, looks_like_path, no_split_block_types
 from vla_foundry.models.registry import register_model
 from vla_foundry.params.base_params import ConfigError
@@ -105,6 +106,14 @@ class HFVisionTower(nn.Module):
             blocks = getattr(self.model, "blocks", None)
             return tuple(sorted({type(b) for b in blocks}, key=lambda t: t.__name__)) if blocks is not None else ()
         return no_split_block_types(self.model)
+
+    def forward_flops_per_image(self) -> float:
+        """Approximate forward FLOPs for one image: 2 x parameters per patch (see `vla_foundry/models/flops.py`)."""
+        return approx_forward_flops_per_token(self) * self.grid_size**2
+
+    def flops_per_sample(self, seq_len: int = 0, num_images: int = 1) -> float:
+        """Approximate training FLOPs for a sample of `num_images` images (`seq_len` is not read)."""
+        return 3.0 * self.forward_flops_per_image() * num_images
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> patch tokens (B, grid_size**2, hidden_dim)."""

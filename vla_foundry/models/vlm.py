@@ -155,10 +155,15 @@ class VLM(nn.Module):
         return self.flops_per_sample(seq_len, num_images=1) / seq_len
 
     def flops_per_sample(self, seq_len: int, num_images: int = 1) -> float:
-        """Training FLOPs (forward + backward) for one sample of `seq_len` tokens holding `num_images` images."""
-        from vla_foundry.models.flops import flops_per_sample
-
-        return flops_per_sample(self, seq_len, num_images)
+        """Training FLOPs (forward + backward = 3 x forward) for one sample of `seq_len` tokens (image placeholders
+        included) holding `num_images` images: vision tower, projector and language model, each counting its own."""
+        vision = self.vision.forward_flops_per_image() * num_images
+        fc1, fc2 = self.projector.fc1, self.projector.fc2
+        # Two matmuls per image token, 2 FLOPs per multiply-add.
+        projector = 2 * (fc1.in_features * fc1.out_features + fc2.in_features * fc2.out_features)
+        projector *= self.img_num_tokens * num_images
+        language = self.language_model.forward_flops_per_token(seq_len) * seq_len
+        return 3.0 * (vision + projector + language)
 
 
 def load_submodule_weights(module: nn.Module, sub_params: ModelParams, field: str) -> None:

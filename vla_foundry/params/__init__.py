@@ -1,4 +1,8 @@
-"""Frozen params dataclasses, parsed by draccus from YAML presets and CLI flags."""
+"""Frozen params dataclasses, parsed by draccus from YAML presets and CLI flags.
+
+A model type kept in a folder of its own has its params beside it (`vla_foundry.models.diffusion_policy.params.
+DiffusionPolicyParams`); they register here when parsing starts (`vla_foundry.plugins.load_builtin_params`).
+"""
 
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import (
@@ -15,9 +19,9 @@ from vla_foundry.params.distributed_params import DistributedParams
 from vla_foundry.params.ema_params import EMAParams
 from vla_foundry.params.hyper_params import HyperParams
 from vla_foundry.params.model_params import (
-    ActionHeadParams,
-    DiffusionPolicyParams,
+    ActionSpec,
     ModelParams,
+    PolicyParams,
     TransformerHFParams,
     TransformerParams,
     ViTHFParams,
@@ -40,17 +44,17 @@ from vla_foundry.params.train_experiment_params import (
 )
 
 __all__ = [
-    "ActionHeadParams",
+    "ActionSpec",
     "AugmentationParams",
     "ConfigError",
     "DataParams",
-    "DiffusionPolicyParams",
     "DistributedParams",
     "EMAParams",
     "HyperParams",
     "ImageCaptionDataParams",
     "ModelParams",
     "NormalizationParams",
+    "PolicyParams",
     "RoboticsDataParams",
     "TextDataParams",
     "TextUntokenizedDataParams",

@@ -323,6 +323,11 @@ def build_params(cls: type[T], data: Any, path: str, sources: _Sources, strict: 
 
 
 def _resolve_choice(cls: type, data: dict, path: str, sources: _Sources) -> type:
+    from vla_foundry.plugins import load_builtin_params
+
+    # The built-in types kept in folders of their own (`vla_foundry/models/<type>/params.py`) are known to every
+    # parse, whichever entry point started it.
+    load_builtin_params()
     choices = cls.get_known_choices()
     try:
         name = cls.get_choice_name(cls)

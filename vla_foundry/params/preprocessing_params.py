@@ -148,17 +148,9 @@ class RoboticsPreprocessingParams(RunParams):
         return self.past_lowdim_steps + 1 + self.future_lowdim_steps
 
     def validate(self) -> None:
+        # The converter name, the quality rule names and the input files are checked by the resolve step
+        # (`vla_foundry.params.resolve.resolve_preprocessing_params`): they need the data package and the disk.
         super().validate()
-        from vla_foundry.data.preprocessing.episodes import get_converter
-        from vla_foundry.plugins import load_plugins
-
-        load_plugins(self.plugins, entry_points=False)  # plugins register converters, so they load first
-        converter = get_converter(self.type)  # an unknown --type ends here, with the closest registered names
-        for name, default in (("mapping_path", None), ("trust_pickle", False)):
-            if getattr(self, name) != default and name not in converter.source_params:
-                raise ConfigError(
-                    f"{name} is not read by type={self.type}; remove it (it applies to hdf5, mcap, robodm)"
-                )
         if not self.source_episodes:
             raise ConfigError('source_episodes is empty: give --source_episodes "[dir_or_s3, ...]"')
         for name in ("past_lowdim_steps", "future_lowdim_steps", "max_past_padding", "max_future_padding"):
@@ -187,13 +179,6 @@ class RoboticsPreprocessingParams(RunParams):
                 f"still_threshold={self.still_threshold} must be >= 0, qa_still_min_steps={self.qa_still_min_steps} "
                 f">= 1 and qa_frozen_min_frames={self.qa_frozen_min_frames} >= 2"
             )
-        from vla_foundry.data.preprocessing.episode_quality import check_rule_names
-
-        check_rule_names(self.qa_fail_on)
-        for path_field in ("action_fields_config_path", "language_annotations_path", "mapping_path"):
-            path = getattr(self, path_field)
-            if path is not None and not path.startswith("s3://") and not os.path.isfile(path):
-                raise ConfigError(f"{path_field}={path!r}: file not found")
 
 
 @dataclass(frozen=True)
@@ -284,7 +269,7 @@ def plugin_list_flag(argv: list[str]) -> list[str]:
 
 
 def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """Parse and validate a preprocessing params class from `--config_path`, includes and CLI flags.
+    """Parse, validate and resolve a preprocessing params class from `--config_path`, includes and CLI flags.
 
     VLA Foundry's key names (`resize_images_size`, `max_padding_left`, ...) are read as this project's, with a note;
     flags are spelled as for every command (`vla_foundry.cli`: `--overwrite` alone means True).
@@ -298,4 +283,6 @@ def parse_preprocessing_params(cls: type[T], argv: Sequence[str] | None = None) 
     data, sources = compose_config(args)
     params = build_params(cls, apply_preprocessing_aliases(cls, data), "", sources)
     params.validate()
-    return params
+    from vla_foundry.params.resolve import resolve_preprocessing_params
+
+    return resolve_preprocessing_params(params)

@@ -6,40 +6,68 @@ backbone run (local or s3), the datasets' manifests, preprocessing_config.yaml a
 (a transformers tokenizer loads its files). It returns new params with every data-derived value filled (robotics
 dims, window and cameras, the budget of a `num_epochs` run, a backbone taken from its run), so that
 `--resolve_configs True` prints exactly what a run would use. Its errors are one line naming the field and what is
-valid.
+valid. `resolve_preprocessing_params` is the same step for a preprocessing job (its converter, rules and files).
+
+The params package imports nothing from `data/`, `models/` or `inference/`: the reads are done by the packages that
+own them, through two hooks. A model type's params implement `ModelParams.resolve_files` / `check_data` (in the
+model's own folder); the data package registers a `DataReader` (`vla_foundry/data/resolve.py`), loaded with the
+built-in registrations (`vla_foundry.plugins.load_builtin_params`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any
 
 from vla_foundry.params.base_params import ConfigError
+from vla_foundry.params.data_params import DataParams
 from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+
+
+class DataReader(ABC):
+    """The reads of the resolve step that belong to the data package."""
+
+    @abstractmethod
+    def resolve_data(self, data: DataParams, save_path: str) -> tuple[DataParams, int]:
+        """(`data` with its data-derived values filled, the datasets' total samples): prepares streamed sources
+        (cached under `save_path`), reads every manifest (validation ones too) and, for robotics, the stored window
+        and statistics."""
+
+    @abstractmethod
+    def check_tokenizer(self, params: TrainExperimentParams) -> None:
+        """Refuse special token ids of the model that `data.tokenizer` does not give (loads the tokenizer)."""
+
+    @abstractmethod
+    def check_preprocessing(self, params: Any) -> None:
+        """Refuse a preprocessing job's unknown converter or rule names and missing input files."""
+
+
+_readers: list[DataReader] = []
+
+
+def register_data_reader(reader: DataReader) -> DataReader:
+    """Make `reader` the resolve step's data reader (the last one registered wins)."""
+    _readers.append(reader)
+    return reader
+
+
+def data_reader() -> DataReader:
+    """The registered data reader (importing the built-in registrations first)."""
+    from vla_foundry.plugins import load_builtin_params
+
+    load_builtin_params()
+    if not _readers:
+        raise RuntimeError("no DataReader is registered: vla_foundry.data.resolve registers one when imported")
+    return _readers[-1]
 
 
 def resolve_params(params: TrainExperimentParams) -> TrainExperimentParams:
     """New params with the file-dependent values resolved and checked (see the module docstring)."""
-    from vla_foundry.data.manifest import read_manifest
-    from vla_foundry.data.planner import dataset_manifest, dataset_sources
-    from vla_foundry.params.data_params import STREAMED_MODALITIES, RoboticsDataParams
-
+    reader = data_reader()
     model = params.model.resolve_files()
-    data = params.data
-    if isinstance(data, RoboticsDataParams) and set(data.dataset_modality) & set(STREAMED_MODALITIES):
-        from vla_foundry.data.streaming.source import prepare_streams
-
-        # A streamed LeRobot root gets its layout and statistics (cached beside the runs) before they are read.
-        data = prepare_streams(data, params.save_path)
     # Every manifest is read now, before a run dir exists: a wrong dataset path fails in seconds, naming it.
-    paths, _, modalities = dataset_sources(data)
-    dataset_num_samples = sum(dataset_manifest(data, p, m).num_samples for p, m in zip(paths, modalities))
-    if data.val_dataset_manifest:
-        for path in dataset_sources(data, split="val")[0]:
-            read_manifest(path)
-    if isinstance(data, RoboticsDataParams):
-        from vla_foundry.data.robotics.processor import derive_robotics_data
-
-        data = derive_robotics_data(data)
+    data, dataset_num_samples = reader.resolve_data(params.data, params.save_path)
     resolved = init_shared_attributes(
         dataclasses.replace(params, model=model, data=data),
         dataset_num_samples=dataset_num_samples if params.num_epochs is not None else None,
@@ -54,29 +82,16 @@ def check_tokenizers(params: TrainExperimentParams) -> None:
     silently put image embeddings in the wrong places). A tokenizer that cannot be loaded is one ConfigError."""
     try:
         params.model.check_data(params.data)
-        check_image_token_id(params)
+        data_reader().check_tokenizer(params)
     except OSError as e:
         tokenizer = getattr(params.data, "tokenizer", None)
         raise ConfigError(f"data.tokenizer={tokenizer!r} cannot be loaded: {_first_line(str(e))}") from None
 
 
-def check_image_token_id(params: TrainExperimentParams) -> None:
-    """A native VLM's `model.image_token_id` must be the `<image>` id of `data.tokenizer`: the caption pipeline
-    writes that id as the image placeholders, and the model puts image embeddings where it finds its own id."""
-    from vla_foundry.data.processors.tokenizers import get_tokenizer
-    from vla_foundry.params.data_params import ImageCaptionDataParams
-    from vla_foundry.params.model_params import VLMParams
-
-    model, data = params.model, params.data
-    # With data.processor the placeholders are the processor's own (a vlm_hf setup): nothing to compare.
-    if not isinstance(model, VLMParams) or not isinstance(data, ImageCaptionDataParams) or data.processor:
-        return
-    tokenizer_id = get_tokenizer(data.tokenizer).image_token_id
-    if model.image_token_id != tokenizer_id:
-        raise ConfigError(
-            f"model.image_token_id={model.image_token_id} but data.tokenizer {data.tokenizer!r} gives <image> the id "
-            f"{tokenizer_id} (the id the captions' image placeholders carry): set --model.image_token_id {tokenizer_id}"
-        )
+def resolve_preprocessing_params(params: Any) -> Any:
+    """A preprocessing job's params checked against what they name (converter, rules, input files); unchanged."""
+    data_reader().check_preprocessing(params)
+    return params
 
 
 def _first_line(message: str) -> str:

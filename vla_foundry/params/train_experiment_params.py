@@ -12,7 +12,7 @@ from vla_foundry.params.distributed_params import DistributedParams
 from vla_foundry.params.ema_params import EMAParams
 from vla_foundry.params.eval_params import EvalParams
 from vla_foundry.params.hyper_params import HyperParams
-from vla_foundry.params.model_params import DiffusionPolicyParams, ModelParams
+from vla_foundry.params.model_params import ModelParams, PolicyParams
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class TrainExperimentParams:
     distributed: DistributedParams = field(default_factory=DistributedParams)
     # Exponential moving average of the weights.
     ema: EMAParams = field(default_factory=EMAParams)
-    # Closed-loop evaluation in simulation after checkpoints (diffusion policies).
+    # Closed-loop evaluation in simulation after checkpoints (acting policies).
     eval: EvalParams = field(default_factory=EvalParams)
 
     # Modules imported before the rest of the config is parsed: their decorators register model / data types
@@ -98,8 +98,14 @@ class TrainExperimentParams:
             raise ConfigError(f"remote_sync_timeout_s={self.remote_sync_timeout_s} must be > 0 (seconds)")
         if self.log_every_n_steps < 1:
             raise ConfigError(f"log_every_n_steps={self.log_every_n_steps} must be >= 1")
-        if self.eval.sim_env is not None and not isinstance(self.model, DiffusionPolicyParams):
-            raise ConfigError(f"eval.sim_env needs a diffusion_policy model (acting policy); got {self.model.type!r}")
+        if self.eval.sim_env is not None and not isinstance(self.model, PolicyParams):
+            policies = [
+                n for n in ModelParams.registered_names() if issubclass(ModelParams.get_choice_class(n), PolicyParams)
+            ]
+            raise ConfigError(
+                f"eval.sim_env needs an acting policy model; model.type={self.model.type!r} is not one "
+                f"(policies: {', '.join(policies)})"
+            )
 
 
 def shared_value(owner_name: str, value: Any, current: Any, target_name: str) -> Any:

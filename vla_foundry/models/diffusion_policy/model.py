@@ -21,11 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_foundry.data.processors.images import images_to_unit_float
-from vla_foundry.models.noise_schedulers import build_noise_scheduler
-from vla_foundry.models.registry import BatchHandler, FSDPBlock, LossOutput, register_batch_handler, register_model
+from vla_foundry.models.diffusion_policy.noise_schedulers import build_noise_scheduler
+from vla_foundry.models.diffusion_policy.params import ActionHeadParams, DiffusionPolicyParams
+from vla_foundry.models.registry import (
+    ActingPolicy,
+    BatchHandler,
+    FSDPBlock,
+    LossOutput,
+    register_batch_handler,
+    register_model,
+)
 from vla_foundry.models.vit import SelfAttention
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.model_params import ActionHeadParams, DiffusionPolicyParams
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -150,19 +157,12 @@ class ActionHead(nn.Module):
         return self.action_out(self.norm(h[:, -a.shape[1] :]))  # (B, T, A)
 
 
-class DiffusionPolicy(nn.Module):
+class DiffusionPolicy(ActingPolicy):
     """Backbone -> conditioning; action head trained by flow matching or DDPM; `generate_actions` samples."""
 
     def __init__(self, params: DiffusionPolicyParams, backbone: nn.Module) -> None:
         super().__init__()
-        missing = [n for n in ("action_dim", "proprioception_dim", "future_lowdim_steps") if getattr(params, n) is None]
-        if missing:
-            raise ConfigError(
-                f"model.{missing[0]} is unset: the policy's dimensions come from the robotics data "
-                "(data.action_fields / data.proprioception_fields and the dataset's stats and window); build the "
-                "model from a parsed robotics training config, or set model.action_dim, model.proprioception_dim, "
-                "model.past_lowdim_steps and model.future_lowdim_steps"
-            )
+        params.action_spec()  # a ConfigError naming the first dimension the data has not filled
         self.params = params
         self.backbone = backbone
         self.past_steps = params.past_lowdim_steps or 0
@@ -353,7 +353,7 @@ def apply_freezing(policy: DiffusionPolicy) -> None:
 @register_model("diffusion_policy")
 def build_diffusion_policy(params: DiffusionPolicyParams, load_pretrained: bool = True) -> DiffusionPolicy:
     """Backbone (loaded from `backbone_run` when given and `load_pretrained`), head, freezing."""
-    from vla_foundry.models.vla_backbones import build_backbone
+    from vla_foundry.models.diffusion_policy.backbones import build_backbone
 
     params.validate()
     backbone = build_backbone(params, load_pretrained)

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from tests.vla.conftest import TINY_LM, TINY_VLM, policy_params
+from tests.models.diffusion_policy.conftest import TINY_LM, TINY_VLM, policy_params
 from vla_foundry.params import ConfigError
 from vla_foundry.params.parsing import save_params
 
@@ -69,19 +69,19 @@ def test_an_explicit_backbone_of_another_architecture_is_a_contradiction(tmp_pat
     with pytest.raises(
         ConfigError, match="model.backbone .vlm. differs from the backbone run's .*leave model.backbone"
     ):
-        params.resolve_backbone_run()
+        params.resolve_files()
 
 
 def test_a_run_that_is_not_a_backbone_is_refused(tmp_path):
     # An LLM run is a backbone (policies without a camera); a policy run is not.
     run = write_run(tmp_path / "policy", policy_params(TINY_VLM))
     with pytest.raises(ConfigError, match="holds a 'diffusion_policy' model; a backbone run must hold one of: vlm,"):
-        policy_params(TINY_VLM, backbone_run=run).resolve_backbone_run()
+        policy_params(TINY_VLM, backbone_run=run).resolve_files()
 
 
 def test_a_missing_backbone_run_names_the_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r"params file not found: .*nowhere/config_model.yaml"):
-        policy_params(TINY_VLM, backbone_run=str(tmp_path / "nowhere")).resolve_backbone_run()
+        policy_params(TINY_VLM, backbone_run=str(tmp_path / "nowhere")).resolve_files()
 
 
 def test_building_for_training_loads_the_run_weights_and_inference_does_not(tmp_path):

@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from tests.hf_models import IMAGE_SIZE, save_clip, save_idefics3, save_paligemma, save_timm_vit
+from vla_foundry.models.diffusion_policy.params import ActionHeadParams, CLIPBackboneParams, DiffusionPolicyParams
 from vla_foundry.params.model_params import (
-    ActionHeadParams,
-    CLIPBackboneParams,
-    DiffusionPolicyParams,
     TransformerParams,
     ViTHFParams,
     ViTParams,

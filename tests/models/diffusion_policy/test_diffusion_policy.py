@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.vla.conftest import (
+from tests.models.diffusion_policy.conftest import (
     ACTION_DIM,
     FUTURE,
     IMG,
@@ -178,7 +178,7 @@ def test_the_training_optimizer_gives_the_backbone_its_learning_rate_multiplier(
 
 
 def test_fsdp_units_cover_head_and_backbone_blocks():
-    from vla_foundry.models.diffusion_policy import HeadBlock
+    from vla_foundry.models.diffusion_policy.model import HeadBlock
     from vla_foundry.models.registry import fsdp_block_types
     from vla_foundry.models.transformer import TransformerBlock
     from vla_foundry.models.vit import ViTBlock
@@ -209,7 +209,7 @@ def test_missing_dimensions_say_where_they_come_from():
 
 
 def test_clip_image_size_mismatch_is_detected_at_build_time(tiny_clip_dir):
-    from vla_foundry.params.model_params import CLIPBackboneParams
+    from vla_foundry.models.diffusion_policy.params import CLIPBackboneParams
 
     with pytest.raises(ConfigError, match=rf"img_size=64 does not match .* input size {IMG}"):
         create_model(policy_params(CLIPBackboneParams(clip_pretrained=tiny_clip_dir, img_size=64)))

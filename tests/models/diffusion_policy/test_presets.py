@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from tests.conftest import PRESETS, REPO_ROOT
+from vla_foundry.models.diffusion_policy.params import CLIPBackboneParams
 from vla_foundry.params import parse_params
-from vla_foundry.params.model_params import CLIPBackboneParams, ModelParams, ViTParams, VLMHFParams, VLMParams
+from vla_foundry.params.model_params import ModelParams, ViTParams, VLMHFParams, VLMParams
 
 SIZES = {  # preset -> (backbone kind, parameters in millions: low, high)
     "vla_diffusion_tiny": (VLMParams, 0.2, 0.8),

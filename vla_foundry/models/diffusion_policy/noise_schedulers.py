@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from vla_foundry.params.model_params import DiffusionPolicyParams
+from vla_foundry.models.diffusion_policy.params import DiffusionPolicyParams
 
 # denoise(x (B, T, A), model_time (B,)) -> network output (B, T, A).
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

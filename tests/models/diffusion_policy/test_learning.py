@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.vla.conftest import ACTION_DIM, IMG, N_IMAGES, PAST, PROPRIO_DIM, TINY_VLM, WINDOW, policy_params
+from tests.models.diffusion_policy.conftest import (
+    ACTION_DIM,
+    IMG,
+    N_IMAGES,
+    PAST,
+    PROPRIO_DIM,
+    TINY_VLM,
+    WINDOW,
+    policy_params,
+)
 from vla_foundry.data.processors.tokenizers import ByteTokenizer
 from vla_foundry.models import create_model, get_batch_handler
 from vla_foundry.optim import build_param_groups

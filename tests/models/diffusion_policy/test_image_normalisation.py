@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from tests.conftest import PRESETS
-from tests.vla.conftest import IMG, TINY_VLM, policy_params
+from tests.models.diffusion_policy.conftest import IMG, TINY_VLM, policy_params
 from vla_foundry.params import ConfigError, ViTHFParams
 from vla_foundry.params.parsing import save_params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vla_foundry.models.noise_schedulers import DDPMScheduler, FlowMatchingScheduler
+from vla_foundry.models.diffusion_policy.noise_schedulers import DDPMScheduler, FlowMatchingScheduler
 
 SHAPE = (2, 5, 3)
 

@@ -31,13 +31,12 @@ import torch
 from torch import nn
 
 from vla_foundry.checkpoint import read_model_weights, weights_source
+from vla_foundry.models.diffusion_policy.params import CLIPBackboneParams, DiffusionPolicyParams
 from vla_foundry.models.hf_loading import load_hf_model, load_processor, no_split_block_types
 from vla_foundry.models.registry import create_model, fsdp_block_types
 from vla_foundry.models.weights import freeze, load_weights_into
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.model_params import (
-    CLIPBackboneParams,
-    DiffusionPolicyParams,
     TransformerParams,
     ViTHFParams,
     ViTParams,
