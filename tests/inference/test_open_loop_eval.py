@@ -75,6 +75,15 @@ def test_command_line_writes_into_the_run_directory_by_default(policy_run, tiny_
     assert (run_dir / "open_loop" / "open_loop_trajectories.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_zero_plots_writes_the_metrics_and_no_plot(policy_run, tiny_robotics_dir, tmp_path):
+    out = tmp_path / "ol"
+    code = main(["--run_dir", policy_run, "--dataset", tiny_robotics_dir, "--num_samples", "4", "--num_plots", "0",
+                 "--output_dir", str(out)])  # fmt: skip
+    assert code == 0
+    assert json.loads((out / "open_loop_metrics.json").read_text())["num_samples"] == 4
+    assert not (out / "open_loop_trajectories.png").exists()
+
+
 def test_without_a_dataset_the_runs_validation_split_must_exist(policy_run, tmp_path, capsys):
     code = main(["--run_dir", policy_run, "--output_dir", str(tmp_path), "--split", "val"])
     assert code == 2

@@ -200,7 +200,7 @@ class OpenLoopParams:
     num_samples: int = 128
     # Samples per forward pass.
     batch_size: int = 16
-    # Samples whose trajectories are plotted.
+    # Samples whose trajectories are plotted (0: no plot).
     num_plots: int = 4
     # Checkpoint number of run_dir (None: the latest).
     checkpoint: int | None = None
@@ -221,6 +221,8 @@ class OpenLoopParams:
         for name in ("num_samples", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_plots < 0:
+            raise ConfigError(f"num_plots={self.num_plots} must be >= 0 (0: no plot)")
 
 
 def run_open_loop_eval(params: OpenLoopParams) -> dict[str, Any]:
@@ -245,7 +247,8 @@ def run_open_loop_eval(params: OpenLoopParams) -> dict[str, Any]:
     output_dir = params.output_path
     storage.makedirs(output_dir)
     storage.write_text(storage.join(output_dir, METRICS_NAME), json.dumps(metrics, indent=2))
-    plot_trajectories(result, storage.join(output_dir, PLOT_NAME), params.num_plots, dimension_names(policy))
+    if params.num_plots > 0:
+        plot_trajectories(result, storage.join(output_dir, PLOT_NAME), params.num_plots, dimension_names(policy))
     return metrics
 
 
