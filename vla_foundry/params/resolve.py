@@ -26,9 +26,9 @@ def resolve_params(params: TrainExperimentParams) -> TrainExperimentParams:
     model = params.model.resolve_files()
     data = params.data
     if isinstance(data, RoboticsDataParams) and set(data.dataset_modality) & set(STREAMED_MODALITIES):
-        from vla_foundry.data.streaming.source import prepare_streams
+        from vla_foundry.data.streaming.registry import prepare_streams
 
-        # A streamed LeRobot root gets its layout and statistics (cached beside the runs) before they are read.
+        # A streamed source root gets its layout and statistics (cached beside the runs) before they are read.
         data = prepare_streams(data, params.save_path)
     # Every manifest is read now, before a run dir exists: a wrong dataset path fails in seconds, naming it.
     paths, _, modalities = dataset_sources(data)

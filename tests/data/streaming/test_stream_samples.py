@@ -12,8 +12,9 @@ import pytest
 
 from tests.data.preprocessing.conftest import decode_jpeg, load_npz, preprocess_robotics, read_dataset, robotics_argv
 from tests.data.streaming.conftest import stream_data_params
-from vla_foundry.data.dataloader import LoaderStats, build_dataloader
+from vla_foundry.data.dataloader import build_dataloader
 from vla_foundry.data.planner import DataPlanState, plan_checkpoint
+from vla_foundry.data.sample_streams import LoaderStats
 from vla_foundry.data.scripts.make_synthetic_lerobot import decode_colour, make_lerobot_v3, make_lerobot_v21
 from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
 from vla_foundry.data.streaming.source import prepare_stream_dir
@@ -42,7 +43,7 @@ def stream_rank(params, plan, rank: int = 0, world_size: int = 1, index: int = 0
     """Every raw sample of one rank's share of dataset `index` in `plan` (one pass, as Ray delivers them)."""
     stats = LoaderStats(samples_per_dataset=[0] * len(plan.datasets))
     stream = LeRobotWindowStream(params, plan.datasets[index], index, rank, world_size, [0, rank], 4, stats)
-    return list(stream.raw_samples()), stats
+    return list(stream.read_pass(0, np.random.default_rng(0))), stats
 
 
 def expected_keys(lengths: tuple[int, ...], plan, name: str, count: int) -> list[str]:

@@ -147,9 +147,9 @@ class ProcessorConfig:
 
 
 def _dataset_dirs(data_params: RoboticsDataParams) -> list[str]:
-    from vla_foundry.data.streaming.source import layout_dirs
+    from vla_foundry.data.streaming.registry import layout_dirs
 
-    # A streamed LeRobot root's layout and stats live in its stream dir.
+    # A streamed source root's layout and stats live in its layout dir.
     return layout_dirs(data_params)
 
 
@@ -303,12 +303,6 @@ def check_instruction_types(data_params: RoboticsDataParams) -> None:
                 f"data.language_instruction_types={requested}: the samples of {manifest.dataset_dir} hold none of "
                 f"them; {closest_names(requested[0], stored)}"
             )
-
-
-def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
-    """(action_dim, proprioception_dim) from the datasets' stats and the field lists (reads the datasets' files)."""
-    derived = derive_robotics_data(data_params)
-    return derived.action_dim, derived.proprioception_dim
 
 
 def derive_robotics_data(data_params: RoboticsDataParams) -> RoboticsDataParams:
