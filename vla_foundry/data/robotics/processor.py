@@ -32,6 +32,7 @@ from vla_foundry import storage
 from vla_foundry.data.processors.images import (
     augment,
     cover_and_center_crop_pil,
+    decode_planar,
     draw_augmentation,
     open_image,
     planar_uint8,
@@ -437,6 +438,13 @@ class RoboticsProcessor:
         """Stored camera image bytes -> uint8 (3, S, S) at the training size (the resize of `prepare_image`, done on
         the decoded PIL image), channel planes written straight from PIL into `out` when it has that shape (else
         into a new array, which is returned). Raises ValueError if undecodable."""
+        size = self.view_shape
+        fast = decode_planar(data, None if size is None else size[1:])
+        if fast is not None:
+            if out is None or out.shape != fast.shape:
+                return np.ascontiguousarray(fast)
+            np.copyto(out, fast)
+            return out
         img = open_image(data)
         if self.config.image_size:
             img = cover_and_center_crop_pil(img, self.config.image_size)

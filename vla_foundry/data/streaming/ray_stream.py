@@ -34,10 +34,19 @@ logger = logging.getLogger(__name__)
 TARGET_BLOCK_BYTES = 8 * 1024 * 1024
 # Blocks each rank's iterator fetches ahead of the trainer.
 PREFETCH_BLOCKS = 4
+# A rank's samples are split into about this many Ray items per decode task (at episode boundaries).
+ITEMS_PER_WORKER = 2
 
 
-def read_items(source: LeRobotSource, samples: list[tuple[str, int]]) -> list[dict]:
-    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item."""
+def read_items(
+    source: LeRobotSource, samples: list[tuple[str, int]], max_item_samples: int | None = None
+) -> list[dict]:
+    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item, closed at
+    an episode boundary once it holds `max_item_samples` (None: no limit).
+
+    The limit lets several decode tasks share one read task: a dataset recorded by lerobot keeps every episode in
+    one data file and one MP4 per camera (a single read task), which would otherwise be one Ray task on one CPU.
+    Each item's reader seeks to its first episode, so splitting costs a seek per item, not a re-decode."""
     items: list[dict] = []
     current: dict | None = None
     for eid, anchor in samples:
@@ -46,17 +55,19 @@ def read_items(source: LeRobotSource, samples: list[tuple[str, int]]) -> list[di
             current is None
             or current["task_index"] != task_index
             or (eid in current["anchors"] and current["last"] != eid)
+            or (eid != current["last"] and max_item_samples and current["count"] >= max_item_samples)
         ):
-            current = {"task_index": task_index, "anchors": {}, "last": eid}
+            current = {"task_index": task_index, "anchors": {}, "last": eid, "count": 0}
             items.append(current)
         anchors = current["anchors"].setdefault(eid, [])
         if anchors and anchor <= anchors[-1]:
             # The same episode again (a window that wrapped into a new epoch): a new item keeps anchors increasing.
-            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid}
+            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid, "count": 0}
             items.append(current)
             anchors = current["anchors"][eid]
         anchors.append(anchor)
         current["last"] = eid
+        current["count"] += 1
     out = []
     for item in items:
         task = source.tasks[item["task_index"]]
@@ -134,7 +145,9 @@ def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tu
     context.enable_progress_bars = False
     from vla_foundry.data.preprocessing.job import forwarded_env
 
-    items = read_items(source, samples)
+    # About ITEMS_PER_WORKER items per decode task, so every task has work and the last item is short.
+    per_item = -(-len(samples) // (data_params.ray_num_workers * ITEMS_PER_WORKER))
+    items = read_items(source, samples, per_item)
     options: dict[str, Any] = {}
     if data_params.ray_worker_memory_mb:
         options["memory"] = data_params.ray_worker_memory_mb * 1024 * 1024
