@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -94,9 +95,29 @@ class DatasetLayout:
     resize_mode: str = "center_crop"
 
 
+# Layouts read by this process, by (local file, its mtime and size): every window builds its pipeline anew (in the
+# loader process and in each worker, which inherit this from the parent), and parsing the YAML cost about as much
+# CPU as a window's first hundred samples.
+_LAYOUT_CACHE: dict[tuple[str, int, int], DatasetLayout] = {}
+
+
 def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
-    """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml`."""
+    """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml` (a local file is parsed
+    again only when it changed)."""
     path = storage.join(dataset_dir, PREPROCESSING_CONFIG)
+    if storage.is_remote(path):
+        return _read_dataset_layout(dataset_dir, path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _read_dataset_layout(dataset_dir, path)  # says what is missing
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _LAYOUT_CACHE:
+        _LAYOUT_CACHE[key] = _read_dataset_layout(dataset_dir, path)
+    return _LAYOUT_CACHE[key]
+
+
+def _read_dataset_layout(dataset_dir: str, path: str) -> DatasetLayout:
     cfg = read_structured_file(
         path,
         ConfigError,
