@@ -520,7 +520,8 @@ class RoboticsProcessor:
         if "lowdim.npz" not in raw:
             raise SampleError("missing member lowdim.npz")
         try:
-            npz = NpzArrays(raw["lowdim.npz"])
+            # A stream hands the window's arrays over as they are ({field: array}), a shard as npz bytes.
+            npz = raw["lowdim.npz"] if isinstance(raw["lowdim.npz"], dict) else NpzArrays(raw["lowdim.npz"])
         except Exception as e:
             raise SampleError(f"lowdim.npz unreadable: {e}") from None
         stored_past = self.layout(dataset_dir).past_lowdim_steps

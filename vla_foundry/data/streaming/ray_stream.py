@@ -100,7 +100,7 @@ def cut_item(row: dict, params: Any) -> Iterator[dict]:
             continue
         done = 0
         try:
-            for sample in cut_samples(episode, params, anchors, encode_frame=np.ascontiguousarray):
+            for sample in cut_samples(episode, params, anchors, np.ascontiguousarray, dict):
                 yield {"key": sample.key, "payload": pickle.dumps(sample.members, protocol=5), "bad": "", "count": 1}
                 done += 1
         except (EpisodeError, VideoDecodeError) as e:
@@ -170,23 +170,12 @@ class LeRobotWindowStream(EndlessStream):
     (a new Ray execution) when the mixer needs more than the share holds, counted in `stats.repeated_passes`."""
 
     def __init__(
-        self,
-        data_params: Any,
-        dataset: Any,
-        dataset_index: int,
-        rank: int,
-        world_size: int,
-        seed: list[int],
-        buffer_size: int,
-        stats: LoaderStats,
-        source: LeRobotSource | None = None,
-    ) -> None:
-        from vla_foundry.data.streaming.registry import open_source, window_share
-
-        self.data_params = data_params
-        self.source = source or open_source(data_params, dataset.dataset_dir, "lerobot")
-        anchors = {eid: ref.anchors for eid, ref in self.source.episodes.items()}
-        self.samples = window_share(anchors, dataset, rank, world_size)
+        self, source: LeRobotSource, samples: list[tuple[str, int]], dataset_index: int, seed: list[int],
+        buffer_size: int, stats: LoaderStats,
+    ) -> None:  # fmt: skip
+        self.source = source
+        self.data_params = source.data_params
+        self.samples = samples  # the rank's (episode id, anchor) pairs of the window
         self.dataset_index = dataset_index
         super().__init__(seed, buffer_size, stats)
 

@@ -108,21 +108,15 @@ class LeRobotSource(StreamSource):
         return prepare_stream_dir(data_params, root)
 
     def open_stream(
-        self,
-        dataset: Any,
-        dataset_index: int,
-        rank: int,
-        world_size: int,
-        seed: list[int],
-        buffer_size: int,
+        self, dataset: Any, dataset_index: int, rank: int, world_size: int, seed: list[int], buffer_size: int,
         stats: Any,
-    ) -> Any:
+    ) -> Any:  # fmt: skip
         from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
+        from vla_foundry.data.streaming.registry import window_share
 
         # The rank's share of the window, decoded and cut by Ray Data workers.
-        return LeRobotWindowStream(
-            self.data_params, dataset, dataset_index, rank, world_size, seed, buffer_size, stats, source=self
-        )
+        share = window_share({eid: ref.anchors for eid, ref in self.episodes.items()}, dataset, rank, world_size)
+        return LeRobotWindowStream(self, share, dataset_index, seed, buffer_size, stats)
 
     def manifest(self) -> Manifest:
         """Episodes as the planner's shards (in dataset order), each as large as its number of anchors."""
