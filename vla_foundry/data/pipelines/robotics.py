@@ -44,6 +44,7 @@ class RoboticsPipeline:
         # The JPEG decoder of `decode_planar`, imported by the loader process that builds a pipeline before it forks
         # each window's workers: they inherit it instead of importing torchvision again (seconds on a busy CPU).
         import torchvision.io  # noqa: F401
+
         self.dataset_dirs = dataset_dirs
         self.training = training
         self.batch_size = batch_size
