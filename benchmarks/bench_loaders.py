@@ -39,49 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PAST, FUTURE = 1, 14
 LEROBOT_SIDE = Path(__file__).resolve().parent / "lerobot_loader.py"
 
+from loader_common import cut_window, data_params, load_line, offline_job, start_ray, timed_window  # noqa: E402
+
 
 def sample_window(args: argparse.Namespace) -> dict:
     """The window every loader cuts: rows t-1 .. t+14 (padded at episode edges), the frame at t, at --size."""
-    return {
-        "past_lowdim_steps": PAST,
-        "future_lowdim_steps": FUTURE,
-        "max_past_padding": PAST,
-        "max_future_padding": FUTURE,
-        "image_indices": [0],
-        "image_size": [args.size, args.size],
-    }
-
-
-def data_params(dataset: str, modality: str, cache: str, args: argparse.Namespace, loader_workers: int):
-    from vla_foundry.params.data_params import RoboticsDataParams, StreamingParams
-
-    return RoboticsDataParams(
-        dataset_manifest=[dataset],
-        dataset_weighting=[1.0],
-        dataset_modality=[modality],
-        action_fields=["action"],
-        proprioception_fields=["observation.state"],
-        num_workers=loader_workers,
-        shuffle_buffer_size=32,
-        seed=0,
-        streaming=StreamingParams(output_dir=cache, **sample_window(args)),
-        ray_num_workers=args.workers,
-    )
-
-
-def offline_job(root: Path, out: Path, args: argparse.Namespace) -> str:
-    from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
-    from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
-
-    params = RoboticsPreprocessingParams(
-        source_episodes=[str(root)],
-        output_dir=str(out),
-        **sample_window(args),
-        samples_per_shard=64,
-        num_cpus=args.workers,
-        show_progress=False,
-    )
-    return run_robotics_preprocessing(params).dataset_dir
+    return cut_window(PAST, FUTURE, [0], args.size)
 
 
 class LeRobotServer:
@@ -110,31 +73,6 @@ class LeRobotServer:
         self.process.wait(timeout=60)
 
 
-def start_ray(params) -> None:
-    """A local Ray for the stream; on a loaded machine its node can time out starting, so try up to 3 times."""
-    import ray
-
-    from vla_foundry.data.streaming.ray_stream import ensure_ray
-
-    for attempt in range(3):
-        try:
-            ensure_ray(params)
-            return
-        except Exception as e:  # ray raises a bare Exception when its node times out during startup
-            ray.shutdown()
-            if attempt == 2:
-                raise
-            print(f"    Ray did not start ({e}); retrying", flush=True)
-
-
-def load_line() -> float:
-    load = os.getloadavg()[0]
-    cores = os.cpu_count() or 1
-    warning = f"  WARNING: above 0.5 per core ({cores} cores): this measures the load" if load > 0.5 * cores else ""
-    print(f"    load average {load:.2f}{warning}", flush=True)
-    return load
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=12)
@@ -148,8 +86,10 @@ def main() -> None:
     parser.add_argument("--step_ms", type=float, default=60.0)
     args = parser.parse_args()
 
+    from vla_foundry.local_ray import prepare_local_ray_environment
+
+    prepare_local_ray_environment()  # before `import ray`: Ray reads some of it at import
     import ray
-    from bench_streaming import timed_window
 
     from vla_foundry.data.scripts.lerobot_venv import ensure_lerobot_venv, lerobot_env
     from vla_foundry.data.streaming.source import prepare_stream_dir
@@ -169,11 +109,12 @@ def main() -> None:
         flush=True,
     )
     t0 = time.perf_counter()
-    shards = offline_job(root, tmp / "offline", args)
+    window_cut = sample_window(args)
+    shards = offline_job(root, tmp / "offline", window_cut, args.workers)
     ray.shutdown()
     print(f"offline job: {time.perf_counter() - t0:.1f} s", flush=True)
-    shard_params = data_params(shards, "robotics", str(tmp / "cache"), args, args.workers)
-    stream_params = data_params(str(root), "lerobot", str(tmp / "cache"), args, 0)
+    shard_params = data_params(shards, "robotics", str(tmp / "cache"), window_cut, args.workers, args.workers)
+    stream_params = data_params(str(root), "lerobot", str(tmp / "cache"), window_cut, 0, args.workers)
     prepare_stream_dir(stream_params, str(root))
     server = LeRobotServer(python, root, args)
 

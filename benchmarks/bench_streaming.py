@@ -22,82 +22,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loader_common import cut_window, data_params, loader, offline_job, timed_window
 
 
 def sample_window(args: argparse.Namespace) -> dict:
     """The window and image size both paths cut: the stream and the offline job must produce the same samples."""
-    return {
-        "past_lowdim_steps": 1,
-        "future_lowdim_steps": 4,
-        "max_past_padding": 1,
-        "max_future_padding": 4,
-        "image_indices": [-1, 0],
-        "image_size": [args.size, args.size],
-    }
-
-
-def data_params(dataset: str, modality: str, cache: str, args: argparse.Namespace, workers: int):
-    from vla_foundry.params.data_params import RoboticsDataParams, StreamingParams
-
-    streaming = StreamingParams(output_dir=cache, **sample_window(args))
-    return RoboticsDataParams(
-        dataset_manifest=[dataset],
-        dataset_weighting=[1.0],
-        dataset_modality=[modality],
-        action_fields=["action"],
-        proprioception_fields=["observation.state"],
-        num_workers=workers,
-        shuffle_buffer_size=32,
-        seed=0,
-        streaming=streaming,
-        ray_num_workers=args.ray_workers,
-    )
-
-
-def offline_job(root: Path, out: Path, args: argparse.Namespace) -> str:
-    from vla_foundry.data.preprocessing.robotics import run_robotics_preprocessing
-    from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
-
-    params = RoboticsPreprocessingParams(
-        source_episodes=[str(root)],
-        output_dir=str(out),
-        **sample_window(args),
-        samples_per_shard=64,
-        num_cpus=args.ray_workers,
-        show_progress=False,
-    )
-    return run_robotics_preprocessing(params).dataset_dir
-
-
-def loader(params, window: int, samples: int, batch: int):
-    from vla_foundry.data.dataloader import build_dataloader
-    from vla_foundry.data.planner import plan_checkpoint
-
-    return build_dataloader(params, plan_checkpoint(params, window, samples), batch_size=batch)
-
-
-def timed_window(params, window: int, samples: int, batch: int, step_s: float = 0.0) -> tuple[float, float]:
-    """(samples/s, data-wait fraction) over one window; each batch is followed by a step of `step_s` seconds."""
-    start = time.perf_counter()
-    wait, n = 0.0, 0
-    it = iter(loader(params, window, samples, batch))
-    while True:
-        t = time.perf_counter()
-        batch_data = next(it, None)
-        wait += time.perf_counter() - t
-        if batch_data is None:
-            break
-        n += len(batch_data["metadata"])
-        if step_s:
-            time.sleep(step_s)
-    total = time.perf_counter() - start
-    return n / total, wait / total
+    return cut_window(1, 4, [-1, 0], args.size)
 
 
 def main() -> None:
@@ -111,6 +51,9 @@ def main() -> None:
     parser.add_argument("--step_ms", type=float, default=20.0)
     args = parser.parse_args()
 
+    from vla_foundry.local_ray import prepare_local_ray_environment
+
+    prepare_local_ray_environment()  # before `import ray`: Ray reads some of it at import
     import ray
 
     from vla_foundry.data.scripts.make_synthetic_lerobot import make_synthetic_lerobot
@@ -123,12 +66,13 @@ def main() -> None:
 
     # (b) command start -> first batch.
     t0 = time.perf_counter()
-    shards = offline_job(root, tmp / "offline", args)
-    shard_params = data_params(shards, "robotics", str(tmp / "cache"), args, args.ray_workers)
+    window_cut = sample_window(args)
+    shards = offline_job(root, tmp / "offline", window_cut, args.ray_workers)
+    shard_params = data_params(shards, "robotics", str(tmp / "cache"), window_cut, args.ray_workers, args.ray_workers)
     next(iter(loader(shard_params, 0, args.batch, args.batch)))
     preprocess_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stream_params = data_params(str(root), "lerobot", str(tmp / "cache"), args, 0)
+    stream_params = data_params(str(root), "lerobot", str(tmp / "cache"), window_cut, 0, args.ray_workers)
     prepare_stream_dir(stream_params, str(root))
     ensure_ray(stream_params)
     next(iter(loader(stream_params, 0, args.batch, args.batch)))

@@ -185,7 +185,7 @@ def write_run_files(params: TrainExperimentParams, run_dir: str) -> None:
     if params.data.type != "robotics":
         return
     from vla_foundry.data.robotics.processor import RoboticsProcessor
-    from vla_foundry.data.streaming.source import layout_dirs
+    from vla_foundry.data.streaming.registry import layout_dirs
 
     RoboticsProcessor.from_data_params(params.data).save(run_dir)
     first_dataset = layout_dirs(params.data)[0]
@@ -333,7 +333,9 @@ def start_stream_ray(params: TrainExperimentParams, ctx: DistributedContext) -> 
     """When LeRobot roots are streamed: join data.ray_address or an initialised Ray (Ray Train workers), or start a
     local Ray that rank 0 starts and the other ranks join (one node; several nodes need data.ray_address). Returns
     "started" (this process started Ray), "joined" (it joined the Ray rank 0 started) or "" (nothing to undo)."""
-    if "lerobot" not in params.data.dataset_modality:
+    from vla_foundry.data.streaming.registry import needs_ray
+
+    if not needs_ray(params.data):
         return ""
     from vla_foundry.data.streaming.ray_stream import ensure_ray
 

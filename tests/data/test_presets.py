@@ -8,7 +8,7 @@ import pytest
 
 from vla_foundry.data.dataloader import build_dataloader
 from vla_foundry.data.planner import plan_checkpoint
-from vla_foundry.data.robotics.processor import resolve_robotics_dims
+from vla_foundry.data.robotics.processor import derive_robotics_data
 from vla_foundry.params.data_params import DataParams
 from vla_foundry.params.parsing import parse_params
 
@@ -25,7 +25,8 @@ def test_preset_streams_the_bundled_data(name, monkeypatch):
     params = parse_params(DataParams, args)
     assert params.type == name.removeprefix("tiny_").removesuffix("_lerobot").removesuffix("_spartan")
     if params.type == "robotics":
-        action_dim, proprio_dim = resolve_robotics_dims(params)
+        derived = derive_robotics_data(params)
+        action_dim, proprio_dim = derived.action_dim, derived.proprioception_dim
         assert (action_dim, proprio_dim) == ((4, 4) if "lerobot" in name else (10, 10))
     loader = build_dataloader(params, plan_checkpoint(params, 0, 8), batch_size=4)
     batches = list(loader)

@@ -16,7 +16,7 @@ import yaml
 from vla_foundry.data.dataloader import build_dataloader
 from vla_foundry.data.planner import plan_checkpoint
 from vla_foundry.data.robotics.normalizer import FieldSpec, Normalizer, NormalizerConfig
-from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data, resolve_robotics_dims
+from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data
 from vla_foundry.data.robotics.stats import StatsError, compute_field_stats, merge_stats
 from vla_foundry.data.scripts.make_tiny_datasets import encode_jpeg, make_robotics
 from vla_foundry.data.tar_stream import iter_tar_samples
@@ -24,6 +24,13 @@ from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import AugmentationParams, NormalizationParams, RoboticsDataParams
 
 from .conftest import robotics_params
+
+
+def dims(params: RoboticsDataParams) -> tuple[int, int]:
+    """(action_dim, proprioception_dim) as the resolve step derives them from the datasets."""
+    derived = derive_robotics_data(params)
+    return derived.action_dim, derived.proprioception_dim
+
 
 SPARTAN_ACTIONS = [
     "robot__desired__poses__left::panda__xyz",
@@ -99,19 +106,19 @@ def test_merged_stats_equal_stats_of_the_pooled_data():
 
 def test_dims_are_derived_from_stats_and_fields(tiny_data):
     lerobot = robotics_params([tiny_data["robotics_lerobot"]])
-    assert resolve_robotics_dims(lerobot) == (4, 4)
+    assert dims(lerobot) == (4, 4)
     lerobot = derive_robotics_data(lerobot)
     assert lerobot.action_dim == 4 and lerobot.past_lowdim_steps == 1 and lerobot.future_lowdim_steps == 4
     assert lerobot.camera_names == ["front", "wrist"] and lerobot.image_indices == [-1, 0]
     spartan = robotics_params([tiny_data["robotics_spartan"]], action_fields=SPARTAN_ACTIONS,
                               proprioception_fields=SPARTAN_PROPRIO)  # fmt: skip
-    assert resolve_robotics_dims(spartan) == (10, 4)
+    assert dims(spartan) == (10, 4)
 
 
 def test_a_given_dim_that_contradicts_the_stats_is_an_error(tiny_data):
     params = robotics_params([tiny_data["robotics_lerobot"]], action_dim=7)
     with pytest.raises(ConfigError, match="data.action_dim=7 contradicts the dataset statistics \\(4"):
-        resolve_robotics_dims(params)
+        dims(params)
 
 
 def test_stats_missing_a_requested_field_names_file_and_field(tiny_data):
@@ -119,13 +126,13 @@ def test_stats_missing_a_requested_field_names_file_and_field(tiny_data):
     with pytest.raises(
         StatsError, match=r"stats\.json has no statistics for field 'joint_velocity' .*data\.action_fields"
     ):
-        resolve_robotics_dims(params)
+        dims(params)
 
 
 def test_window_larger_than_stored_is_refused(tiny_data):
     params = robotics_params([tiny_data["robotics_lerobot"]], future_lowdim_steps=9)
     with pytest.raises(ConfigError, match="past=1, future=9 is larger than the stored window .*future_lowdim_steps=4"):
-        resolve_robotics_dims(params)
+        dims(params)
 
 
 def test_batch_shapes_and_dtypes(tiny_data):
@@ -168,7 +175,7 @@ def test_instruction_is_tokenized_from_the_configured_types(tiny_data):
 def test_missing_camera_is_an_error_by_default(tiny_data):
     params = robotics_params([tiny_data["robotics_lerobot"]], camera_names=["front", "top"])
     with pytest.raises(ConfigError, match=r"has no camera\(s\) \['top'\].*missing_camera zero_pad"):
-        resolve_robotics_dims(params)
+        dims(params)
 
 
 def test_missing_camera_is_zero_padded_and_masked_by_flag(tiny_data):
@@ -315,7 +322,7 @@ def test_a_vla_foundry_format_robotics_shard_loads(tmp_path):
         proprioception_fields=["robot__actual__poses__right::panda__xyz", "robot__actual__poses__right::panda__xyz_relative"],
         normalization=NormalizationParams(method="none"), num_workers=0, seed=0,
     )  # fmt: skip
-    assert resolve_robotics_dims(params) == (6, 6)
+    assert dims(params) == (6, 6)
     batch = first_batch(params, samples=1, batch_size=1)
     np.testing.assert_allclose(batch["actions"][0].numpy(), fields["robot__desired__poses__right::panda__rot_6d"])
     proprio = np.concatenate([fields["robot__actual__poses__right::panda__xyz"][:2],

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,50 +30,18 @@ from vla_foundry import storage
 from vla_foundry.data.pipelines import build_pipeline
 from vla_foundry.data.planner import CheckpointPlan, DatasetPlan
 from vla_foundry.data.robotics.processor import SampleError
-from vla_foundry.data.streaming.source import is_stream
+from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
+from vla_foundry.data.streaming.registry import is_stream, open_source
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 from vla_foundry.params.data_params import DataParams
 
 LOADER_KEY = "_loader"
 # Batch entry listing the source of each sample: "<shard url> key <sample key>".
 SAMPLE_KEYS = "sample_keys"
-# Bad-sample descriptions kept per worker (the counts are always exact).
-MAX_LISTED_BAD = 50
 
 
 class BadDataError(RuntimeError):
     """More than `max_bad_sample_fraction` of a window's samples were unusable; the message lists them."""
-
-
-@dataclass
-class LoaderStats:
-    """Counters of one rank's window (summed over its workers)."""
-
-    samples: int = 0
-    bad_samples: int = 0
-    shard_errors: int = 0
-    repeated_passes: int = 0
-    samples_per_dataset: list[int] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)
-
-    @property
-    def bad_fraction(self) -> float:
-        total = self.samples + self.bad_samples
-        return self.bad_samples / total if total else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def add(self, other: LoaderStats) -> None:
-        self.samples += other.samples
-        self.bad_samples += other.bad_samples
-        self.shard_errors += other.shard_errors
-        self.repeated_passes += other.repeated_passes
-        if len(self.samples_per_dataset) < len(other.samples_per_dataset):
-            self.samples_per_dataset += [0] * (len(other.samples_per_dataset) - len(self.samples_per_dataset))
-        for i, n in enumerate(other.samples_per_dataset):
-            self.samples_per_dataset[i] += n
-        self.bad.extend(other.bad)
 
 
 def split_for_reader(num_shards: int, rank: int, world_size: int, worker: int, num_workers: int):
@@ -119,8 +86,9 @@ class LazyGenerator:
         return getattr(self._rng, name)
 
 
-class DatasetStream:
-    """One reader's endless sample stream of one dataset: its shards in plan order, sample stride, shuffle buffer."""
+class DatasetStream(EndlessStream):
+    """One reader's endless sample stream of one shard dataset: its shards in plan order (shuffled from the second
+    pass on), its sample stride, the shared shuffle buffer."""
 
     def __init__(
         self,
@@ -138,63 +106,36 @@ class DatasetStream:
         self.shards = [dataset.shards[i] for i in indices]
         self.expected = dict(zip(dataset.shards, dataset.shard_sizes))
         self.dataset_index = dataset_index
-        self.seed = seed
-        self.buffer_size = max(1, buffer_size)
-        self.stats = stats
-        self._iter = self._endless()
+        super().__init__(seed, buffer_size, stats)
 
-    def _one_pass(self, pass_index: int) -> Iterator[dict[str, Any]]:
-        rng = np.random.default_rng([*self.seed, pass_index])
+    def read_pass(self, pass_index: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         shards = list(self.shards)
         if pass_index > 0:
             shards = [shards[i] for i in rng.permutation(len(shards))]
-        buffer: list[dict[str, Any]] = []
         for url in shards:
             index = 0
             try:
                 for sample in iter_tar_samples(url):
                     keep = _keep(index, self.levels)
                     index += 1
-                    if not keep:
-                        continue
-                    if len(buffer) < self.buffer_size:
-                        buffer.append(sample)
-                        continue
-                    j = int(rng.integers(len(buffer)))
-                    buffer[j], sample = sample, buffer[j]
-                    yield sample
+                    if keep:
+                        yield sample
             except ShardReadError as e:
                 self._shard_error(str(e))
                 continue
             if index < self.expected[url]:
                 # A tar cut at a member boundary reads as a short but well-formed archive: the manifest tells.
                 self._shard_error(f"shard {url}: ended after {index} samples, manifest.jsonl says {self.expected[url]}")
-        for j in rng.permutation(len(buffer)):
-            yield buffer[j]
 
     def _shard_error(self, message: str) -> None:
         self.stats.shard_errors += 1
-        self.stats.bad_samples += 1
-        if len(self.stats.bad) < MAX_LISTED_BAD:
-            self.stats.bad.append(message)
+        self.stats.record_bad(message)
 
-    def _endless(self) -> Iterator[dict[str, Any]]:
-        pass_index = 0
-        while True:
-            produced = 0
-            for sample in self._one_pass(pass_index):
-                produced += 1
-                yield sample
-            if produced == 0:
-                raise RuntimeError(
-                    f"dataset {self.dataset_index} gave this reader no readable sample from shards {self.shards}; "
-                    "check the shards (see the bad-sample list) or plan more shards"
-                )
-            pass_index += 1
-            self.stats.repeated_passes += 1
-
-    def next(self) -> dict[str, Any]:
-        return next(self._iter)
+    def empty_share(self) -> str:
+        return (
+            f"dataset {self.dataset_index} gave this reader no readable sample from shards {self.shards}; "
+            "check the shards (see the bad-sample list) or plan more shards"
+        )
 
 
 class WindowDataset(IterableDataset):
@@ -232,20 +173,18 @@ class WindowDataset(IterableDataset):
         stats = LoaderStats(samples_per_dataset=[0] * len(self.plan.datasets))
         base = [self.seed, self.plan.window_index, self.rank, worker]
         active = [i for i, d in enumerate(self.plan.datasets) if d.weight > 0 and d.shards]
-        streams = {
-            i: DatasetStream(
-                self.plan.datasets[i], i, self.rank, self.world_size, worker, self.num_workers,
-                [*base, i], self.data_params.shuffle_buffer_size, stats,
-            )
-            for i in active if not is_stream(self.plan.datasets[i].modality)
-        }  # fmt: skip
+        streams: dict[int, EndlessStream] = {}
         for i in active:
-            if is_stream(self.plan.datasets[i].modality):
-                from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
-
-                # A LeRobot root: the rank's share of the window, decoded and cut by Ray Data workers.
-                streams[i] = LeRobotWindowStream(
-                    self.data_params, self.plan.datasets[i], i, self.rank, self.world_size, [*base, i],
+            d = self.plan.datasets[i]
+            if is_stream(d.modality):
+                # A streamed source root: the rank's share of the window, read by the source's own stream.
+                source = open_source(self.data_params, d.dataset_dir, d.modality)
+                streams[i] = source.open_stream(
+                    d, i, self.rank, self.world_size, [*base, i], self.data_params.shuffle_buffer_size, stats
+                )
+            else:
+                streams[i] = DatasetStream(
+                    d, i, self.rank, self.world_size, worker, self.num_workers, [*base, i],
                     self.data_params.shuffle_buffer_size, stats,
                 )  # fmt: skip
         probs = np.array([self.plan.datasets[i].weight for i in active])
@@ -263,9 +202,7 @@ class WindowDataset(IterableDataset):
                 try:
                     items = pipeline.process(raw, i, rng)
                 except SampleError as e:
-                    stats.bad_samples += 1
-                    if len(stats.bad) < MAX_LISTED_BAD:
-                        stats.bad.append(f"{raw['__url__']} key {raw['__key__']}: {e}")
+                    stats.record_bad(f"{raw['__url__']} key {raw['__key__']}: {e}")
                     continue
                 stats.samples += 1
                 stats.samples_per_dataset[i] += 1
@@ -414,8 +351,8 @@ def build_dataloader(
         raise ValueError(f"start_batch={start_batch} must be within [0, {num_batches}] for this window")
     num_workers = data_params.num_workers if num_workers is None else num_workers
     if any(is_stream(d.modality) for d in plan.datasets):
-        # A streamed dataset is pulled from Ray in this process (Ray's workers do its decoding): the window's
-        # loader runs here, without loader worker processes.
+        # A streamed source is pulled in this process (its own workers, e.g. Ray's, may do the decoding): the
+        # window's loader runs here, without loader worker processes.
         num_workers = 0
     seed = int(data_params.seed or 0) if seed is None else int(seed)
     if check_shards:

@@ -19,7 +19,7 @@ import numpy as np
 from vla_foundry import storage
 from vla_foundry.data.manifest import Manifest, read_manifest
 from vla_foundry.params.base_params import ConfigError
-from vla_foundry.params.data_params import MODALITIES, STREAMED_MODALITIES, DataParams
+from vla_foundry.params.data_params import STREAMED_MODALITIES, DataParams, known_modalities
 
 
 class DataExhaustedError(RuntimeError):
@@ -223,9 +223,9 @@ def dataset_sources(data_params: DataParams, split: str = "train") -> tuple[list
     else:
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     for i, modality in enumerate(modalities):
-        if modality not in MODALITIES:
+        if modality not in known_modalities():
             raise ConfigError(
-                f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(MODALITIES)}"
+                f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(known_modalities())}"
             )
         if STREAMED_MODALITIES.get(modality, modality) != data_params.type:
             raise ConfigError(
@@ -242,9 +242,9 @@ def dataset_sources(data_params: DataParams, split: str = "train") -> tuple[list
 def dataset_manifest(data_params: DataParams, path: str, modality: str) -> Manifest:
     """The manifest of a dataset: its manifest.jsonl, or for a streamed LeRobot root its episodes as shards."""
     if modality in STREAMED_MODALITIES:
-        from vla_foundry.data.streaming.ray_stream import get_source
+        from vla_foundry.data.streaming.registry import open_source
 
-        return get_source(data_params, path).manifest()
+        return open_source(data_params, path, modality).manifest()
     return read_manifest(path)
 
 

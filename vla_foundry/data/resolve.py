@@ -25,7 +25,7 @@ class DatasetFiles(DataReader):
         from vla_foundry.data.planner import dataset_manifest, dataset_sources
 
         if isinstance(data, RoboticsDataParams) and set(data.dataset_modality) & set(STREAMED_MODALITIES):
-            from vla_foundry.data.streaming.source import prepare_streams
+            from vla_foundry.data.streaming.registry import prepare_streams
 
             # A streamed LeRobot root gets its layout and statistics (cached beside the runs) before they are read.
             data = prepare_streams(data, save_path)

@@ -17,10 +17,16 @@ from vla_foundry.params.base_params import ConfigError, ParamsRegistry, derived_
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
 
 MODALITIES = ("text", "text_untokenized", "image_caption", "robotics", "lerobot")
-# Modalities read straight from a source dataset (no shards): which data.type streams them.
+# Modalities read straight from a source dataset (no shards): which data.type streams them. Stream sources of
+# plugins add theirs when they register (vla_foundry.data.streaming.registry).
 STREAMED_MODALITIES = {"lerobot": "robotics"}
 # Instruction types a robotics sample's language_instructions.json may hold (docs/formats.md §2).
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
+
+
+def known_modalities() -> list[str]:
+    """Every valid data.dataset_modality: the built-in ones and the streamed modalities registered so far."""
+    return list(dict.fromkeys([*MODALITIES, *STREAMED_MODALITIES]))
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,9 @@ class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
                 f"got {len(self.val_dataset_weighting)} and {len(self.val_dataset_manifest)}"
             )
         for i, modality in enumerate(self.dataset_modality):
-            if modality not in MODALITIES:
+            if modality not in known_modalities():
                 raise ConfigError(
-                    f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(MODALITIES)}"
+                    f"data.dataset_modality[{i}]={modality!r} is not a modality; valid: {', '.join(known_modalities())}"
                 )
         for i, weight in enumerate(self.dataset_weighting):
             if weight < 0:

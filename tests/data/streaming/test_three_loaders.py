@@ -87,7 +87,8 @@ def test_low_dim_window_rows_equal_lerobots_delta_timestamp_rows(three, loader):
     for key, sample in three[loader].items():
         episode, t = anchor_of(key)
         row = lerobot_row(read, episode, t)
-        lowdim = load_npz(sample["lowdim.npz"])
+        lowdim = sample["lowdim.npz"]  # the stream hands the arrays over, a shard the npz bytes
+        lowdim = lowdim if isinstance(lowdim, dict) else load_npz(lowdim)
         valid = lowdim["past_mask"] | lowdim["future_mask"]  # (T,) rows t - PAST .. t + FUTURE inside the episode
         # lerobot pads outside the episode by repeating the edge row and flags those rows in <field>_is_pad.
         for field in FIELDS:

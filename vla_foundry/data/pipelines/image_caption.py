@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_foundry.data.pipelines import register_pipeline
 from vla_foundry.data.processors.images import (
     IMAGE_EXTENSIONS,
     decode_image,
@@ -136,3 +137,13 @@ class HFImageCaptionPipeline:
                 "splitting / use a fixed image size in the processor config"
             )
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+@register_pipeline("image_caption")
+def build_image_caption_pipeline(
+    data_params: Any, plan: Any, training: bool, model_params: Any, batch_size: Any
+) -> Any:
+    # A Hugging Face processor (an HF backbone's own) replaces the built-in image and text processing.
+    if data_params.processor is not None:
+        return HFImageCaptionPipeline(data_params)
+    return ImageCaptionPipeline(data_params, model_params)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from vla_foundry.data.pipelines import register_pipeline
 from vla_foundry.data.robotics.processor import DeferredSample, RoboticsProcessor
 
 
@@ -40,6 +41,10 @@ class RoboticsPipeline:
     ) -> None:
         # Stats are merged over the training datasets (also for validation), so both see one normalisation.
         self.processor = RoboticsProcessor.from_data_params(data_params)
+        # The JPEG decoder of `decode_planar`, imported by the loader process that builds a pipeline before it forks
+        # each window's workers: they inherit it instead of importing torchvision again (seconds on a busy CPU).
+        import torchvision.io  # noqa: F401
+
         self.dataset_dirs = dataset_dirs
         self.training = training
         self.batch_size = batch_size
@@ -76,3 +81,14 @@ class RoboticsPipeline:
             images, self._buffer, self._rows = self._buffer, None, []
             return self.processor.collate(items, images=images)
         return self.processor.collate(items)
+
+
+@register_pipeline("robotics")
+def build_robotics_pipeline(
+    data_params: Any, plan: Any, training: bool, model_params: Any, batch_size: int | None
+) -> RoboticsPipeline:
+    from vla_foundry.data.streaming.registry import layout_dir
+
+    # A streamed source root's layout and statistics live in its layout dir; a shard dataset's in its own dir.
+    dirs = [layout_dir(data_params, d.dataset_dir, d.modality) for d in plan.datasets]
+    return RoboticsPipeline(data_params, dirs, training, batch_size)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_foundry.data.pipelines import register_pipeline
 from vla_foundry.data.processors.tokenizers import get_tokenizer
 from vla_foundry.data.robotics.processor import SampleError
 
@@ -108,3 +109,15 @@ class UntokenizedTextPipeline:
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
         return collate_rows(items)
+
+
+@register_pipeline("text")
+def build_text_pipeline(data_params: Any, plan: Any, training: bool, model_params: Any, batch_size: Any) -> Any:
+    return TextPipeline(data_params)
+
+
+@register_pipeline("text_untokenized")
+def build_untokenized_text_pipeline(
+    data_params: Any, plan: Any, training: bool, model_params: Any, batch_size: Any
+) -> Any:
+    return UntokenizedTextPipeline(data_params)

@@ -7,7 +7,6 @@ frames, so memory stays bounded by the frames sample cutting holds at once, neve
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from vla_foundry.data.registry import Registry
 from vla_foundry.names import closest_names
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.preprocessing_params import RoboticsPreprocessingParams
@@ -28,7 +28,9 @@ BUILTIN_CONVERTERS: dict[str, str] = {
     "robodm": "vla_foundry.data.preprocessing.robodm_source",
 }
 
-_CONVERTERS: dict[str, type[Converter]] = {}
+_CONVERTERS: Registry[type[Converter]] = Registry(
+    "converter", BUILTIN_CONVERTERS, "type={name} is not a known robotics source{hint}; valid: {valid}"
+)
 
 
 class EpisodeError(Exception):
@@ -145,11 +147,8 @@ def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]
     def decorate(cls: type[Converter]) -> type[Converter]:
         if not (isinstance(cls, type) and issubclass(cls, Converter)):
             raise TypeError(f"@register_converter({name!r}) needs a Converter subclass, got {cls!r}")
-        existing = _CONVERTERS.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"converter {name!r} is already registered ({existing.__module__}.{existing.__name__})")
+        _CONVERTERS.register(name, cls)
         cls.name = name
-        _CONVERTERS[name] = cls
         return cls
 
     return decorate
@@ -157,16 +156,9 @@ def register_converter(name: str) -> Callable[[type[Converter]], type[Converter]
 
 def converter_names() -> list[str]:
     """Every `--type` value that selects a converter: built-in and registered by plugins, sorted."""
-    return sorted(set(BUILTIN_CONVERTERS) | set(_CONVERTERS))
+    return _CONVERTERS.names()
 
 
 def get_converter(name: str) -> type[Converter]:
     """The converter class registered as `name`; unknown names are a `ConfigError` with the closest valid ones."""
-    if name not in _CONVERTERS and name in BUILTIN_CONVERTERS:
-        importlib.import_module(BUILTIN_CONVERTERS[name])
-    if name not in _CONVERTERS:
-        valid = converter_names()
-        close = closest_names(name, valid)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"type={name!r} is not a known robotics source{hint}; valid: {', '.join(valid)}")
-    return _CONVERTERS[name]
+    return _CONVERTERS.get(name)

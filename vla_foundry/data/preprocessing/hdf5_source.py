@@ -92,6 +92,8 @@ class Hdf5Converter(Converter):
 
         tasks: list[ReadTask] = []
         total = 0
+        # Cameras of each file's first episode (as the file names them), for the camera_rename check.
+        cameras: dict[str, None] = {}
         for root, path in find_episode_files(self.params.source_episodes, SUFFIXES, "HDF5"):
             name = episode_name(root, path, SUFFIXES)
             # The layout (and robomimic's demo list) is read from the file's metadata, not its arrays (on S3 by
@@ -101,6 +103,9 @@ class Hdf5Converter(Converter):
                     with h5py.File(stream, "r") as handle:
                         layout = detect_layout(handle)
                         groups = demo_names(handle) if layout == "robomimic" else [""]
+                        if self.params.camera_rename and groups:
+                            first = handle[f"data/{groups[0]}"] if groups[0] else handle
+                            cameras.update(dict.fromkeys(self._sources(first, layout)[0]))
                 except (OSError, ValueError) as e:
                     raise ConfigError(f"{path}: not a readable ALOHA or robomimic HDF5 file: {e}") from e
             limit = self.params.max_episodes_to_process
@@ -115,6 +120,8 @@ class Hdf5Converter(Converter):
             total += len(ids)
             if limit and total >= limit:
                 break
+        if self.params.camera_rename:
+            self.check_camera_rename(list(cameras), f"HDF5 files under {', '.join(self.params.source_episodes)}")
         return tasks
 
     def read_task(self, task: ReadTask) -> Iterator[Episode | TaskFailure]:

@@ -89,6 +89,8 @@ class RobodmConverter(Converter):
         # The pickle check of the first file ends an untrusted job here, before any Ray task starts.
         with storage.local_copy(files[0][1]) as local:
             refuse_untrusted(files[0][1], stream_features(local)[0], self.params.trust_pickle)
+            if self.params.camera_rename:
+                self.check_camera_rename(self._cameras_of(local), files[0][1])
         tasks = []
         for root, path in files:
             name = episode_name(root, path, SUFFIXES)
@@ -109,6 +111,20 @@ class RobodmConverter(Converter):
             raise
         except Exception as e:  # a damaged container or an unexpected value: reported, not fatal
             yield TaskFailure(eid, f"{path}: {type(e).__name__}: {e}", "read_error")
+
+    def _cameras_of(self, local: str) -> list[str]:
+        """The cameras of a trajectory file as this converter names them before renaming: the mapping's, else those
+        detected in its decoded features (one episode is decoded, only when camera_rename needs the names)."""
+        if self.mapping.get("cameras") is not None:
+            return [str(k) for k in self.mapping["cameras"]]
+        import robodm
+
+        trajectory = robodm.Trajectory(path=local, mode="r")
+        try:
+            data = {name: np.asarray(value) for name, value in trajectory.load().items()}
+        finally:
+            trajectory.close()
+        return list(self._features(data)[0])
 
     def _features(self, data: dict[str, np.ndarray]) -> tuple[dict[str, str], dict[str, str]]:
         """(cameras, low-dim fields) as {stored name: feature}: from the mapping, else detected by shape."""

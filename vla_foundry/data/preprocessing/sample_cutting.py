@@ -111,10 +111,12 @@ def cut_samples(
     params: RoboticsPreprocessingParams,
     anchors: list[int] | None = None,
     encode_frame: Callable[[np.ndarray], Any] | None = None,
+    encode_lowdim: Callable[[dict[str, np.ndarray]], Any] = encode_npz,
 ) -> Iterator[Sample]:
     """Every sample of an episode (or those of `anchors`, a sorted subset of its planned anchors), in anchor order,
     pulling frames lazily from `episode.frames`. A resized frame (h, w, 3) is stored as `encode_frame(frame)`
-    (default: JPEG bytes at params.jpeg_quality)."""
+    (default: JPEG bytes at params.jpeg_quality), the window's arrays as `encode_lowdim(arrays)` (default: the
+    `lowdim.npz` bytes)."""
     length = episode.length
     anchors = plan_anchors(length, params) if anchors is None else list(anchors)
     if encode_frame is None:
@@ -177,7 +179,7 @@ def cut_samples(
             "future_padding": future_padding,
             "is_padded": bool(past_padding or future_padding),
         }
-        members["lowdim.npz"] = encode_npz(arrays)
+        members["lowdim.npz"] = encode_lowdim(arrays)
         members["metadata.json"] = encode_json(metadata)
         members["language_instructions.json"] = encode_json(episode.language)
         yield Sample(key=key, members=members, lowdim=lowdim, valid=past_mask | future_mask)

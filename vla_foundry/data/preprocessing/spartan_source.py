@@ -121,6 +121,11 @@ class SpartanConverter(Converter):
         # Check the config files now, before any episode is read (they raise ConfigError naming the file).
         load_action_fields(self.params.action_fields_config_path)
         load_language_annotations(self.params.language_annotations_path)
+        tasks = self._discover()
+        self._check_rename_of_first_episode(tasks)
+        return tasks
+
+    def _discover(self) -> list[ReadTask]:
         tasks: list[ReadTask] = []
         seen: dict[str, str] = {}
         for root in self.params.source_episodes:
@@ -139,6 +144,14 @@ class SpartanConverter(Converter):
                 if self.params.max_episodes_to_process and len(tasks) >= self.params.max_episodes_to_process:
                     return tasks
         return tasks
+
+    def _check_rename_of_first_episode(self, tasks: list[ReadTask]) -> None:
+        if self.params.camera_rename:
+            # The first episode's semantic camera names (its metadata file only) are what rename keys must name.
+            meta_path = storage.join(tasks[0].spec["dir"], METADATA_FILE)
+            meta = yaml.safe_load(storage.read_text(meta_path)) or {}
+            names = [str(v) for v in (meta.get("camera_id_to_semantic_name") or {}).values()]
+            self.check_camera_rename(names, meta_path)
 
     @staticmethod
     def episode_id(root: str, episode_dir: str, task: str) -> str:

@@ -37,6 +37,32 @@ def open_image(data: bytes | np.ndarray):
         raise ValueError(f"undecodable image ({e.__class__.__name__})") from None
 
 
+def decode_planar(data: bytes | np.ndarray, size: tuple[int, int] | None) -> np.ndarray | None:
+    """A stored view -> uint8 (3, H, W) without PIL, when that is exact: an (H, W, 3) uint8 frame (as a stream
+    delivers it) or JPEG bytes (decoded by torchvision's libjpeg-turbo, the same pixels PIL's decoder gives), whose
+    size is already `size` ((H, W); None: any). None otherwise (another format, another size, undecodable), so
+    the caller takes the PIL path.
+
+    PIL's JPEG reader parses the headers in Python and hands the pixels back band by band: for the small camera
+    images of robot datasets that costs more than the decoding itself."""
+    if isinstance(data, np.ndarray):
+        frame = data.ndim == 3 and data.shape[2] == 3 and data.dtype == np.uint8
+        if frame and (size is None or tuple(data.shape[:2]) == tuple(size)):
+            return data.transpose(2, 0, 1)  # (3, H, W) view; copied by the caller
+        return None
+    if data[:2] != b"\xff\xd8":  # not a JPEG (PNG, WebP)
+        return None
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB).numpy()
+    except RuntimeError:
+        return None  # PIL reports what is wrong with it
+    if size is not None and tuple(chw.shape[1:]) != tuple(size):
+        return None
+    return chw
+
+
 def planar_uint8(img, out: np.ndarray | None = None) -> np.ndarray:
     """RGB PIL image -> uint8 (3, H, W) (written into `out` when given, e.g. a row of a batch buffer), each channel
     plane packed by PIL and copied once.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from vla_foundry import storage
 from vla_foundry.data.processors.images import (
     augment,
     cover_and_center_crop_pil,
+    decode_planar,
     draw_augmentation,
     open_image,
     planar_uint8,
@@ -93,9 +95,29 @@ class DatasetLayout:
     resize_mode: str = "center_crop"
 
 
+# Layouts read by this process, by (local file, its mtime and size): every window builds its pipeline anew (in the
+# loader process and in each worker, which inherit this from the parent), and parsing the YAML cost about as much
+# CPU as a window's first hundred samples.
+_LAYOUT_CACHE: dict[tuple[str, int, int], DatasetLayout] = {}
+
+
 def read_dataset_layout(dataset_dir: str) -> DatasetLayout:
-    """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml`."""
+    """Read window, cameras and image offsets from `<dataset_dir>/preprocessing_config.yaml` (a local file is parsed
+    again only when it changed)."""
     path = storage.join(dataset_dir, PREPROCESSING_CONFIG)
+    if storage.is_remote(path):
+        return _read_dataset_layout(dataset_dir, path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _read_dataset_layout(dataset_dir, path)  # says what is missing
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _LAYOUT_CACHE:
+        _LAYOUT_CACHE[key] = _read_dataset_layout(dataset_dir, path)
+    return _LAYOUT_CACHE[key]
+
+
+def _read_dataset_layout(dataset_dir: str, path: str) -> DatasetLayout:
     cfg = read_structured_file(
         path,
         ConfigError,
@@ -147,9 +169,9 @@ class ProcessorConfig:
 
 
 def _dataset_dirs(data_params: RoboticsDataParams) -> list[str]:
-    from vla_foundry.data.streaming.source import layout_dirs
+    from vla_foundry.data.streaming.registry import layout_dirs
 
-    # A streamed LeRobot root's layout and stats live in its stream dir.
+    # A streamed source root's layout and stats live in its layout dir.
     return layout_dirs(data_params)
 
 
@@ -305,12 +327,6 @@ def check_instruction_types(data_params: RoboticsDataParams) -> None:
             )
 
 
-def resolve_robotics_dims(data_params: RoboticsDataParams) -> tuple[int, int]:
-    """(action_dim, proprioception_dim) from the datasets' stats and the field lists (reads the datasets' files)."""
-    derived = derive_robotics_data(data_params)
-    return derived.action_dim, derived.proprioception_dim
-
-
 def derive_robotics_data(data_params: RoboticsDataParams) -> RoboticsDataParams:
     """New data params with the values the datasets determine: action_dim and proprioception_dim, and the stored
     window / cameras / image offsets where they were left None. Every name (fields, cameras, image offsets,
@@ -443,6 +459,13 @@ class RoboticsProcessor:
         """Stored camera image bytes -> uint8 (3, S, S) at the training size (the resize of `prepare_image`, done on
         the decoded PIL image), channel planes written straight from PIL into `out` when it has that shape (else
         into a new array, which is returned). Raises ValueError if undecodable."""
+        size = self.view_shape
+        fast = decode_planar(data, None if size is None else size[1:])
+        if fast is not None:
+            if out is None or out.shape != fast.shape:
+                return np.ascontiguousarray(fast)
+            np.copyto(out, fast)
+            return out
         img = open_image(data)
         if self.config.image_size:
             img = cover_and_center_crop_pil(img, self.config.image_size)
@@ -497,7 +520,8 @@ class RoboticsProcessor:
         if "lowdim.npz" not in raw:
             raise SampleError("missing member lowdim.npz")
         try:
-            npz = NpzArrays(raw["lowdim.npz"])
+            # A stream hands the window's arrays over as they are ({field: array}), a shard as npz bytes.
+            npz = raw["lowdim.npz"] if isinstance(raw["lowdim.npz"], dict) else NpzArrays(raw["lowdim.npz"])
         except Exception as e:
             raise SampleError(f"lowdim.npz unreadable: {e}") from None
         stored_past = self.layout(dataset_dir).past_lowdim_steps

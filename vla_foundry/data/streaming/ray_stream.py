@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_foundry import storage
+from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
 from vla_foundry.data.streaming.source import LeRobotSource
 
 logger = logging.getLogger(__name__)
@@ -34,47 +34,19 @@ logger = logging.getLogger(__name__)
 TARGET_BLOCK_BYTES = 8 * 1024 * 1024
 # Blocks each rank's iterator fetches ahead of the trainer.
 PREFETCH_BLOCKS = 4
-
-_SOURCES: dict[str, LeRobotSource] = {}
-
-
-def get_source(data_params: Any, root: str) -> LeRobotSource:
-    """The `LeRobotSource` of `root` cut with data.streaming, built once per process (metadata reads only)."""
-    from vla_foundry.params.parsing import params_to_dict
-
-    key = json.dumps([root.rstrip("/"), params_to_dict(data_params.streaming)], sort_keys=True, default=str)
-    if key not in _SOURCES:
-        _SOURCES[key] = LeRobotSource(data_params, root)
-    return _SOURCES[key]
+# A rank's samples are split into about this many Ray items per decode task (at episode boundaries).
+ITEMS_PER_WORKER = 2
 
 
-def episode_of(url: str) -> str:
-    """Episode id of a planned pseudo-shard URL (`<root>/<episode id>.tar`)."""
-    return storage.basename(url).removesuffix(".tar")
+def read_items(
+    source: LeRobotSource, samples: list[tuple[str, int]], max_item_samples: int | None = None
+) -> list[dict]:
+    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item, closed at
+    an episode boundary once it holds `max_item_samples` (None: no limit).
 
-
-def window_samples(source: LeRobotSource, shards: tuple[str, ...], num_samples: int) -> list[tuple[str, int]]:
-    """The window's set: the first `num_samples` (episode, anchor) pairs of the planned episodes, in plan order."""
-    out: list[tuple[str, int]] = []
-    for url in shards:
-        eid = episode_of(url)
-        ref = source.episodes.get(eid)
-        if ref is None:
-            raise ValueError(f"{source.root}: planned episode {eid} is not in the dataset (was it changed?)")
-        out.extend((eid, a) for a in ref.anchors)
-        if len(out) >= num_samples:
-            break
-    return out[:num_samples]
-
-
-def rank_share(samples: list[Any], rank: int, world_size: int) -> list[Any]:
-    """Rank `rank`'s contiguous share of `samples` (sizes differ by at most one)."""
-    n = len(samples)
-    return samples[n * rank // world_size : n * (rank + 1) // world_size]
-
-
-def read_items(source: LeRobotSource, samples: list[tuple[str, int]]) -> list[dict]:
-    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item."""
+    The limit lets several decode tasks share one read task: a dataset recorded by lerobot keeps every episode in
+    one data file and one MP4 per camera (a single read task), which would otherwise be one Ray task on one CPU.
+    Each item's reader seeks to its first episode, so splitting costs a seek per item, not a re-decode."""
     items: list[dict] = []
     current: dict | None = None
     for eid, anchor in samples:
@@ -83,17 +55,19 @@ def read_items(source: LeRobotSource, samples: list[tuple[str, int]]) -> list[di
             current is None
             or current["task_index"] != task_index
             or (eid in current["anchors"] and current["last"] != eid)
+            or (eid != current["last"] and max_item_samples and current["count"] >= max_item_samples)
         ):
-            current = {"task_index": task_index, "anchors": {}, "last": eid}
+            current = {"task_index": task_index, "anchors": {}, "last": eid, "count": 0}
             items.append(current)
         anchors = current["anchors"].setdefault(eid, [])
         if anchors and anchor <= anchors[-1]:
             # The same episode again (a window that wrapped into a new epoch): a new item keeps anchors increasing.
-            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid}
+            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid, "count": 0}
             items.append(current)
             anchors = current["anchors"][eid]
         anchors.append(anchor)
         current["last"] = eid
+        current["count"] += 1
     out = []
     for item in items:
         task = source.tasks[item["task_index"]]
@@ -126,7 +100,7 @@ def cut_item(row: dict, params: Any) -> Iterator[dict]:
             continue
         done = 0
         try:
-            for sample in cut_samples(episode, params, anchors, encode_frame=np.ascontiguousarray):
+            for sample in cut_samples(episode, params, anchors, np.ascontiguousarray, dict):
                 yield {"key": sample.key, "payload": pickle.dumps(sample.members, protocol=5), "bad": "", "count": 1}
                 done += 1
         except (EpisodeError, VideoDecodeError) as e:
@@ -171,7 +145,9 @@ def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tu
     context.enable_progress_bars = False
     from vla_foundry.data.preprocessing.job import forwarded_env
 
-    items = read_items(source, samples)
+    # About ITEMS_PER_WORKER items per decode task, so every task has work and the last item is short.
+    per_item = -(-len(samples) // (data_params.ray_num_workers * ITEMS_PER_WORKER))
+    items = read_items(source, samples, per_item)
     options: dict[str, Any] = {}
     if data_params.ray_worker_memory_mb:
         options["memory"] = data_params.ray_worker_memory_mb * 1024 * 1024
@@ -188,31 +164,20 @@ def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tu
     )
 
 
-class LeRobotWindowStream:
+class LeRobotWindowStream(EndlessStream):
     """One rank's endless sample stream of a `lerobot` dataset in a window (the shard path's `DatasetStream`):
     raw samples as `RoboticsProcessor.process_sample` takes them, through a seeded shuffle buffer; a further pass
     (a new Ray execution) when the mixer needs more than the share holds, counted in `stats.repeated_passes`."""
 
     def __init__(
-        self,
-        data_params: Any,
-        dataset: Any,
-        dataset_index: int,
-        rank: int,
-        world_size: int,
-        seed: list[int],
-        buffer_size: int,
-        stats: Any,
-    ) -> None:
-        self.data_params = data_params
-        self.source = get_source(data_params, dataset.dataset_dir)
-        window = window_samples(self.source, dataset.shards, dataset.num_samples)
-        self.samples = rank_share(window, rank, world_size)
+        self, source: LeRobotSource, samples: list[tuple[str, int]], dataset_index: int, seed: list[int],
+        buffer_size: int, stats: LoaderStats,
+    ) -> None:  # fmt: skip
+        self.source = source
+        self.data_params = source.data_params
+        self.samples = samples  # the rank's (episode id, anchor) pairs of the window
         self.dataset_index = dataset_index
-        self.seed = seed
-        self.buffer_size = max(1, buffer_size)
-        self.stats = stats
-        self._iter = self._endless()
+        super().__init__(seed, buffer_size, stats)
 
     def rows(self) -> Iterator[dict]:
         """Rows of one pass over the rank's share, as Ray delivers them."""
@@ -222,48 +187,19 @@ class LeRobotWindowStream:
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=PREFETCH_BLOCKS):
             yield from batch.to_pylist()
 
-    def raw_samples(self) -> Iterator[dict]:
+    def read_pass(self, pass_index: int, rng: np.random.Generator) -> Iterator[dict]:
         """Raw samples of one pass (members + `__key__` / `__url__`); lost episodes are counted as bad samples."""
-        from vla_foundry.data.dataloader import MAX_LISTED_BAD
-
         for row in self.rows():
             if row["bad"]:
-                self.stats.bad_samples += int(row["count"])
-                if len(self.stats.bad) < MAX_LISTED_BAD:
-                    self.stats.bad.append(f"{self.source.root}: {row['bad']}")
+                self.stats.record_bad(f"{self.source.root}: {row['bad']}", int(row["count"]))
                 continue
             sample = pickle.loads(row["payload"])
             sample["__key__"] = row["key"]
             sample["__url__"] = self.source.root
             yield sample
 
-    def _one_pass(self, pass_index: int) -> Iterator[dict]:
-        rng = np.random.default_rng([*self.seed, pass_index])
-        buffer: list[dict] = []
-        for sample in self.raw_samples():
-            if len(buffer) < self.buffer_size:
-                buffer.append(sample)
-                continue
-            j = int(rng.integers(len(buffer)))
-            buffer[j], sample = sample, buffer[j]
-            yield sample
-        for j in rng.permutation(len(buffer)):
-            yield buffer[j]
-
-    def _endless(self) -> Iterator[dict]:
-        pass_index = 0
-        while True:
-            produced = 0
-            for sample in self._one_pass(pass_index):
-                produced += 1
-                yield sample
-            if produced == 0:
-                raise RuntimeError(
-                    f"dataset {self.dataset_index} ({self.source.root}) gave this rank no readable sample from "
-                    f"{len(self.samples)} planned; see the bad-sample list"
-                )
-            pass_index += 1
-            self.stats.repeated_passes += 1
-
-    def next(self) -> dict:
-        return next(self._iter)
+    def empty_share(self) -> str:
+        return (
+            f"dataset {self.dataset_index} ({self.source.root}) gave this rank no readable sample from "
+            f"{len(self.samples)} planned; see the bad-sample list"
+        )

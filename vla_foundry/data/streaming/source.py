@@ -21,6 +21,7 @@ import numpy as np
 
 from vla_foundry import storage
 from vla_foundry.data.manifest import Manifest, ShardInfo
+from vla_foundry.data.streaming.registry import StreamSource, register_stream_source
 from vla_foundry.params.base_params import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ JOB_ONLY_FIELDS = (
     "show_progress",
     "jpeg_quality",
 )
-STREAM_MODALITY = "lerobot"
 
 
 def stream_params(data_params: Any, root: str) -> Any:
@@ -61,21 +61,6 @@ def stream_dir(data_params: Any, root: str) -> str:
     return storage.join(cache, f"{name}-{digest}")
 
 
-def is_stream(modality: str) -> bool:
-    return modality == STREAM_MODALITY
-
-
-def layout_dirs(data_params: Any) -> list[str]:
-    """The dataset dir of every train dataset: the stream dir for `lerobot` entries, the dataset dir otherwise."""
-    from vla_foundry.data.manifest import dataset_paths
-
-    modalities = list(data_params.dataset_modality) or [data_params.type] * len(data_params.dataset_manifest)
-    return [
-        stream_dir(data_params, p) if is_stream(m) else dataset_paths(p)[0]
-        for p, m in zip(data_params.dataset_manifest, modalities)
-    ]
-
-
 @dataclass
 class EpisodeRef:
     """Where an episode lives: its read task (index into `LeRobotSource.tasks`) and its anchors."""
@@ -85,14 +70,17 @@ class EpisodeRef:
     anchors: list[int]
 
 
-class LeRobotSource:
-    """The episodes and read tasks of one LeRobot root, cut with the streaming params."""
+@register_stream_source("lerobot")
+class LeRobotSource(StreamSource):
+    """The episodes and read tasks of one LeRobot root, cut with the streaming params; Ray Data decodes them."""
+
+    uses_ray = True
 
     def __init__(self, data_params: Any, root: str) -> None:
         from vla_foundry.data.preprocessing.episodes import get_converter
         from vla_foundry.data.preprocessing.sample_cutting import plan_anchors
 
-        self.root = root.rstrip("/")
+        super().__init__(data_params, root)
         self.params = stream_params(data_params, self.root)
         self.converter = get_converter("lerobot")(self.params)
         self.tasks = self.converter.plan_read_tasks()
@@ -103,6 +91,32 @@ class LeRobotSource:
                 self.episodes[eid] = EpisodeRef(i, length, plan_anchors(length, self.params))
         if not self.episodes:
             raise ConfigError(f"{self.root}: the LeRobot dataset lists no episodes")
+
+    @classmethod
+    def cache_key(cls, data_params: Any) -> Any:
+        from vla_foundry.params.parsing import params_to_dict
+
+        # What the source reads is shaped by data.streaming only (the rest of the data params is the pipeline's).
+        return params_to_dict(data_params.streaming)
+
+    @classmethod
+    def layout_dir(cls, data_params: Any, root: str) -> str:
+        return stream_dir(data_params, root)
+
+    @classmethod
+    def prepare(cls, data_params: Any, root: str) -> str:
+        return prepare_stream_dir(data_params, root)
+
+    def open_stream(
+        self, dataset: Any, dataset_index: int, rank: int, world_size: int, seed: list[int], buffer_size: int,
+        stats: Any,
+    ) -> Any:  # fmt: skip
+        from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
+        from vla_foundry.data.streaming.registry import window_share
+
+        # The rank's share of the window, decoded and cut by Ray Data workers.
+        share = window_share({eid: ref.anchors for eid, ref in self.episodes.items()}, dataset, rank, world_size)
+        return LeRobotWindowStream(self, share, dataset_index, seed, buffer_size, stats)
 
     def manifest(self) -> Manifest:
         """Episodes as the planner's shards (in dataset order), each as large as its number of anchors."""
@@ -171,7 +185,9 @@ def prepare_stream_dir(data_params: Any, root: str) -> str:
     stats_path = storage.join(folder, "stats.json")
     if storage.exists(stats_path):
         return folder
-    source = LeRobotSource(data_params, root)
+    from vla_foundry.data.streaming.registry import open_source
+
+    source = open_source(data_params, root, "lerobot")
     params = source.params
     storage.write_text(
         storage.join(folder, "preprocessing_config.yaml"), preprocessing_config(params, source.cameras())
@@ -192,18 +208,3 @@ def prepare_stream_dir(data_params: Any, root: str) -> str:
         logger.info("low-dim statistics of %s from its meta/stats.json", source.root)
     storage.write_text(stats_path, json.dumps(stats, indent=1))
     return folder
-
-
-def prepare_streams(data_params: Any, save_path: str) -> Any:
-    """Data params whose LeRobot roots (modality `lerobot`) have their stream dirs ready: the cache goes beside the
-    runs (`<save_path>/stream_cache` unless data.streaming.output_dir says otherwise) and holds each root's layout
-    and statistics, computed once. Returns new params (the cache dir filled in); others are returned unchanged."""
-    roots = [p for p, m in zip(data_params.dataset_manifest, data_params.dataset_modality) if is_stream(m)]
-    if not roots:
-        return data_params
-    if not data_params.streaming.output_dir:
-        streaming = dataclasses.replace(data_params.streaming, output_dir=storage.join(save_path, "stream_cache"))
-        data_params = dataclasses.replace(data_params, streaming=streaming)
-    for root in roots:
-        prepare_stream_dir(data_params, root)
-    return data_params
