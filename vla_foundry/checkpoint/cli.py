@@ -92,8 +92,7 @@ def parse_cli(args: Sequence[str]) -> tuple[str, ExportParams]:
 def main(argv: Sequence[str] | None = None) -> int:
     from vla_foundry import storage
     from vla_foundry.checkpoint.layout import CheckpointError
-    from vla_foundry.cli import pop_bool_flag
-    from vla_foundry.main import report_error
+    from vla_foundry.cli import pop_bool_flag, report_error
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
