@@ -82,6 +82,11 @@ def test_a_repeated_list_flag_collects_every_value_with_a_warning(capsys):
     assert 'write lists as --names "[a, b, c]"' in capsys.readouterr().err
 
 
+def test_a_whole_list_given_again_overrides_the_earlier_one(capsys):
+    assert parse("--run_dir", "r", "--image_size", "[96, 128]", "--image_size", "[64, 64]").image_size == (64, 64)
+    assert "write lists" not in capsys.readouterr().err
+
+
 def test_one_word_for_a_list_is_a_list_of_that_word():
     assert parse("--run_dir", "r", "--names", "none").names == ["none"]
 

@@ -190,6 +190,11 @@ def _joined(cls: type, pairs: list[tuple[str, list[str]]]) -> list[str]:
                 out += [f"--{name}", *values]
             continue
         if _is_list(tp):
+            whole = [len(v) == 1 and v[0].lstrip().startswith(("[", "include ")) for v in occurrences]
+            if len(occurrences) > 1 and all(whole):
+                # `--image_indices "[-1, 0]" ... --image_indices "[0]"`: a later whole list overrides, as a flag
+                # overrides the config file.
+                occurrences = occurrences[-1:]
             words = [w for values in occurrences for w in values]
             if len(words) == 1:
                 word = words[0]

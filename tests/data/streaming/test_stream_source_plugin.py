@@ -161,7 +161,7 @@ def test_a_plugin_stream_source_trains_a_vla_from_its_own_files(tmp_path: Path):
     # 2 windows of 8 samples, batch 4: 2 steps each, every sample read from the plugin's stream.
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
-    assert [r["window_samples_read"] for r in records if "window_samples_read" in r] == [8, 8]
+    assert [r["interval_samples_read"] for r in records if "interval_samples_read" in r] == [8, 8]
     # The layout the plugin wrote is the one the run was configured from: a 2-wide state, camera front.
     assert (tmp_path / "runs" / "stream_cache" / "episodes" / "stats.json").exists()
     config = (run / "config.yaml").read_text()
