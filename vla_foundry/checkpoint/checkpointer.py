@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -101,7 +102,7 @@ def load_trainer_state(ref: CheckpointRef) -> dict[str, Any]:
     return load_file(ref.file(TRAINER_STATE_FILE))
 
 
-class Checkpointer:
+class Checkpointer(ABC):
     """Saves and restores a run's training state; at most one save in flight. Collective: every rank builds it and
     calls `save()` / `load()` together.
 
@@ -148,27 +149,32 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------------- backend hooks
 
+    @abstractmethod
     def write_state(self, ckpt_dir: str, n: int) -> Future | None:
         """Write model, optimizer and EMA tensors into `ckpt_dir` (created, trainer state inside). Return None when
         every rank's files are written, or a Future that completes, on rank 0, once they all are."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def read_state(self, ckpt_dir: str, with_ema: bool) -> None:
         """Restore model, optimizer (and, with `with_ema`, the EMA) in place from a local checkpoint directory."""
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abstractmethod
     def saved_tensors(cls, ckpt_dir: str, group: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """{name: (global shape, dtype)} of the tensors saved under `group` ("model" or "ema"; {} when none)."""
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abstractmethod
     def read_tensors(cls, ckpt_dir: str, group: str, into: dict[str, torch.Tensor]) -> None:
         """In one process, without a process group: fill `into`'s tensors (full shapes) with the saved values."""
-        raise NotImplementedError
+        ...
 
     def close_backend(self) -> None:
         """Release what the backend holds between saves (staging buffers)."""
+        return None  # optional: most backends hold nothing between saves
 
     # ------------------------------------------------------------------------------------- the interface
 
