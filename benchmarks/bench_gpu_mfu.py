@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 
 def build_params(args: argparse.Namespace, compile_model: bool, steps: int):
     from vla_foundry.params import TextDataParams, parse_params
-    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams, derive_params
 
     params = parse_params(
         TrainExperimentParams,
@@ -68,7 +68,7 @@ def build_params(args: argparse.Namespace, compile_model: bool, steps: int):
         ],
     )  # fmt: skip
     assert isinstance(params.data, TextDataParams)
-    return init_shared_attributes(params)
+    return derive_params(params)
 
 
 def random_batches(n: int, batch_size: int, seq_len: int, vocab: int, device: torch.device):

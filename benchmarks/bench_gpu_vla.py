@@ -104,7 +104,7 @@ def save_smolvlm_sized(path: str, tiny: bool) -> str:
 def experiment(args: argparse.Namespace, dataset: str, backbone: str, hf_dir: str | None, samples: int):
     """Training params of one backbone on the benchmark dataset (derived values filled from its stats)."""
     from vla_foundry.data.robotics.processor import derive_robotics_data
-    from vla_foundry.params import init_shared_attributes
+    from vla_foundry.params import derive_params
     from vla_foundry.params.parsing import parse_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
@@ -138,7 +138,7 @@ def experiment(args: argparse.Namespace, dataset: str, backbone: str, hf_dir: st
             "--log_every_n_steps", "1000000",
         ],
     )  # fmt: skip
-    return init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
+    return derive_params(dataclasses.replace(params, data=derive_robotics_data(params.data)))
 
 
 def loader(params, samples: int, workers: int, device: torch.device):

@@ -34,7 +34,7 @@ def build_run(model_preset: str, root: str) -> str:
     from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data
     from vla_foundry.data.scripts.make_tiny_datasets import make_robotics
     from vla_foundry.models import create_model
-    from vla_foundry.params import init_shared_attributes
+    from vla_foundry.params import derive_params
     from vla_foundry.params.parsing import parse_params, save_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
@@ -47,7 +47,7 @@ def build_run(model_preset: str, root: str) -> str:
             "--data.dataset_manifest", f"[{dataset}]",
         ],
     )  # fmt: skip
-    params = init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
+    params = derive_params(dataclasses.replace(params, data=derive_robotics_data(params.data)))
     run_dir = os.path.join(root, "run")
     os.makedirs(run_dir)
     save_params(params, os.path.join(run_dir, "config.yaml"))

@@ -33,7 +33,7 @@ def make_batches(steps: int, batch_size: int, seq_len: int, vocab: int) -> list[
 
 def experiment(args: argparse.Namespace):
     from vla_foundry.params import HyperParams, TextDataParams, TrainExperimentParams, TransformerParams
-    from vla_foundry.params.train_experiment_params import init_shared_attributes
+    from vla_foundry.params.train_experiment_params import derive_params
 
     params = TrainExperimentParams(
         model=TransformerParams(
@@ -46,7 +46,7 @@ def experiment(args: argparse.Namespace):
         total_train_samples=args.steps * args.batch_size,
         log_every_n_steps=10,
     )
-    return init_shared_attributes(params)
+    return derive_params(params)
 
 
 def build(params):

@@ -78,7 +78,7 @@ def test_epoch_wraps_to_a_new_permutation_when_allowed():
 
 def test_running_out_without_multiple_epochs_is_an_error():
     params = text_params(1, [1.0], allow_multiple_epochs=False)
-    with pytest.raises(DataExhaustedError, match="ran out of shards in window 1.*allow_multiple_epochs"):
+    with pytest.raises(DataExhaustedError, match="ran out of shards in interval 1.*allow_multiple_epochs"):
         plan_checkpoint(params, 1, 60, manifests=[fake_manifest("d0", 10, 10)])
 
 
@@ -93,6 +93,26 @@ def test_plan_round_trips_through_json():
     restored = CheckpointPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert restored == plan
     assert DataPlanState.from_dict(json.loads(json.dumps(plan.state.to_dict()))) == plan.state
+
+
+def test_plan_and_state_saved_under_the_old_window_keys_still_load():
+    plan = plan_checkpoint(text_params(2, [0.5, 0.5]), 1, 64, manifests=MANIFESTS)
+    old = plan.to_dict()
+    old["window_index"], old["samples_per_window"] = old.pop("interval_index"), old.pop("interval_samples")
+    assert CheckpointPlan.from_dict(old) == plan
+    old_state = {"window_index": 1, "cursors": plan.state.to_dict()["cursors"]}
+    assert DataPlanState.from_dict(old_state) == plan.state
+
+
+def test_planner_command_accepts_the_old_window_flags_with_a_warning(tiny_data, capsys):
+    from vla_foundry.data.planner import main
+
+    main(["--dataset_manifest", f"[{tiny_data['text']}]", "--dataset_weighting", "[1.0]", "--dataset_modality",
+          "[text]", "--type", "text", "--windows", "2", "--samples_per_window", "16"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert "interval 1: 16 samples" in captured.out
+    assert "--windows is now --intervals" in captured.err
+    assert "--samples_per_window is now --interval_samples" in captured.err
 
 
 def test_printed_plan_shows_datastrings():
@@ -139,13 +159,13 @@ def test_validation_plan_without_validation_datasets_is_an_error():
         plan_checkpoint(text_params(1, [1.0]), 0, 10, split="val", manifests=MANIFESTS[:1])
 
 
-def test_planner_command_prints_consecutive_windows(tiny_data, capsys):
+def test_planner_command_prints_consecutive_intervals(tiny_data, capsys):
     from vla_foundry.data.planner import main
 
     main(["--dataset_manifest", f"[{tiny_data['text']}]", "--dataset_weighting", "[1.0]", "--dataset_modality",
-          "[text]", "--type", "text", "--windows", "2", "--samples_per_window", "16"])  # fmt: skip
+          "[text]", "--type", "text", "--intervals", "2", "--interval_samples", "16"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "window 0: 16 samples" in out and "window 1: 16 samples" in out
+    assert "interval 0: 16 samples" in out and "interval 1: 16 samples" in out
     assert f"{tiny_data['text']}/{{shard_" in out
 
 

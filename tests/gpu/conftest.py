@@ -22,7 +22,7 @@ import torch
 
 from vla_foundry.distributed import DistributedContext
 from vla_foundry.params import HyperParams, TextDataParams, TrainExperimentParams, TransformerParams
-from vla_foundry.params.train_experiment_params import init_shared_attributes
+from vla_foundry.params.train_experiment_params import derive_params
 
 VOCAB = 64
 SEQ_LEN = 32
@@ -93,7 +93,7 @@ def lm_experiment(steps: int, batch_size: int = 4, **hparams: Any) -> TrainExper
         total_train_samples=steps * batch_size,
         log_every_n_steps=1,
     )
-    return init_shared_attributes(params)
+    return derive_params(params)
 
 
 def lm_batches(steps: int, batch_size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:

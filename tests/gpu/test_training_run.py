@@ -52,11 +52,11 @@ def test_training_batches_are_page_locked_on_cuda(tiny_robotics_dir, tmp_path, d
     from vla_foundry.data.planner import plan_checkpoint
     from vla_foundry.data.robotics.processor import derive_robotics_data
     from vla_foundry.params import parse_train_params
-    from vla_foundry.params.train_experiment_params import init_shared_attributes
+    from vla_foundry.params.train_experiment_params import derive_params
     from vla_foundry.training_run import build_batches
 
     params = parse_train_params(vla_run_args(tiny_robotics_dir, str(tmp_path), "pinned"))
-    params = init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
+    params = derive_params(dataclasses.replace(params, data=derive_robotics_data(params.data)))
     batch = next(iter(build_batches(params, plan_checkpoint(params.data, 0, 8), plain_ctx(device))))
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     assert "images" in tensors

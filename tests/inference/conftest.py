@@ -33,7 +33,7 @@ def write_policy_run(run_dir: str, dataset_dir: str, checkpoints: tuple[int, ...
     """A tiny diffusion-policy run dir for `dataset_dir`; returns {n: model state dict} (and {"ema_n": ...})."""
     from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data
     from vla_foundry.models import create_model
-    from vla_foundry.params import init_shared_attributes
+    from vla_foundry.params import derive_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(
@@ -52,7 +52,7 @@ def write_policy_run(run_dir: str, dataset_dir: str, checkpoints: tuple[int, ...
             *ROBOTICS_FIELDS,
         ],
     )
-    params = init_shared_attributes(dataclasses.replace(params, data=derive_robotics_data(params.data)))
+    params = derive_params(dataclasses.replace(params, data=derive_robotics_data(params.data)))
     os.makedirs(run_dir, exist_ok=True)
     save_params(params, os.path.join(run_dir, "config.yaml"))
     save_params(params.model, os.path.join(run_dir, "config_model.yaml"))

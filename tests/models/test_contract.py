@@ -219,7 +219,7 @@ def test_params_and_weights_round_trip_through_a_run_directory(case, tmp_path):
 def write_policy_run(run_dir: str, model_params: PolicyParams, dataset_dir: str) -> None:
     """A run directory of `model_params` for the tiny robotics dataset: configs, saved processor, fresh weights."""
     from vla_foundry.data.robotics.processor import RoboticsProcessor, derive_robotics_data
-    from vla_foundry.params import RoboticsDataParams, TrainExperimentParams, init_shared_attributes
+    from vla_foundry.params import RoboticsDataParams, TrainExperimentParams, derive_params
     from vla_foundry.params.parsing import save_params
 
     data = RoboticsDataParams(
@@ -229,7 +229,7 @@ def write_policy_run(run_dir: str, model_params: PolicyParams, dataset_dir: str)
         action_fields=["action"],
         proprioception_fields=["observation.state"],
     )
-    params = init_shared_attributes(TrainExperimentParams(model=model_params, data=derive_robotics_data(data)))
+    params = derive_params(TrainExperimentParams(model=model_params, data=derive_robotics_data(data)))
     os.makedirs(run_dir, exist_ok=True)
     save_params(params, os.path.join(run_dir, "config.yaml"))
     save_params(params.model, os.path.join(run_dir, "config_model.yaml"))

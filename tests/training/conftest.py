@@ -9,7 +9,7 @@ import torch
 
 from vla_foundry.distributed import DistributedContext
 from vla_foundry.params import HyperParams, TextDataParams, TrainExperimentParams, TransformerParams
-from vla_foundry.params.train_experiment_params import init_shared_attributes
+from vla_foundry.params.train_experiment_params import derive_params
 
 VOCAB = 64
 SEQ_LEN = 16
@@ -37,7 +37,7 @@ def tiny_experiment(
         num_checkpoints=num_checkpoints,
         log_every_n_steps=1,
     )
-    return init_shared_attributes(params)
+    return derive_params(params)
 
 
 def synthetic_batches(num_samples: int, batch_size: int, seed: int = 0) -> Iterator[dict[str, torch.Tensor]]:

@@ -129,6 +129,13 @@ def test_two_ray_train_workers_train_the_tiny_vla_from_a_lerobot_stream(tmp_path
     assert (run_dir / "checkpoints" / "checkpoint_2" / "index.json").exists()
     # The run's processor carries the stream's layout (stored 32 px images, 1 past + 4 future rows).
     assert "stored_image_size:\n- 32\n- 32" in (run_dir / "config_processor.yaml").read_text()
+    # Rank 0's lines reach the driver once each (Ray Train's print patch printed and logged them: twice), and
+    # Ray Train's internal warnings about the state API and the preemption watcher are not shown.
+    output = stdout + stderr
+    step_lines = [line for line in output.splitlines() if " step " in line and " | loss " in line]
+    assert len(step_lines) == 4, step_lines
+    assert "Failed to query Ray Train Controller" not in output
+    assert "PreemptionWatcher" not in output
 
 
 def test_launcher_flags_are_checked_with_the_closest_names():

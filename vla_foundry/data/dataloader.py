@@ -1,18 +1,18 @@
-"""The loader of one checkpoint window: planned shards -> ranks/workers -> tar stream -> shuffle -> mix -> batches.
+"""The loader of one checkpoint interval: planned shards -> ranks/workers -> tar stream -> shuffle -> mix -> batches.
 
 Splitting (no overlap, no loss): for each dataset, the plan's shards go to ranks round-robin (`shards[rank::world]`)
 and a rank's shards to its workers the same way. Where a dataset has fewer shards than ranks (or a rank fewer than
 workers), every reader of that level opens the shards and keeps a disjoint stride of each shard's samples instead.
 
-Equal steps on every rank: each rank yields exactly `samples_per_window / world_size / batch_size` batches. Batch b of
+Equal steps on every rank: each rank yields exactly `interval_samples / world_size / batch_size` batches. Batch b of
 a rank is built by worker `b % num_workers`. Each worker draws, for each sample slot, a dataset by weight (seeded),
 and takes that dataset's next sample from its shuffle buffer. When a worker's share of a dataset runs out before its
 batches are full (shards of unequal size), it starts another pass over that share with a new shuffle: the repeat is
 counted in `LoaderStats.repeated_passes`, never silent. Undecodable samples are skipped (the slot is refilled),
-counted and listed; above `max_bad_sample_fraction` of the rank's window the loader raises `BadDataError`.
+counted and listed; above `max_bad_sample_fraction` of the rank's interval the loader raises `BadDataError`.
 
 Determinism and exact resume: every random choice (shuffle, mixing, crop, augmentation, instruction choice) comes from
-generators seeded by (seed, window, rank, worker, ...), so the batches are a pure function of the plan and the
+generators seeded by (seed, interval, rank, worker, ...), so the batches are a pure function of the plan and the
 loader arguments. `start_batch=n` (with the same plan, world size and num_workers) yields exactly the batches n, n+1,
 ... of the uninterrupted run: workers replay their stream up to batch n without collating it.
 """
@@ -41,7 +41,7 @@ SAMPLE_KEYS = "sample_keys"
 
 
 class BadDataError(RuntimeError):
-    """More than `max_bad_sample_fraction` of a window's samples were unusable; the message lists them."""
+    """More than `max_bad_sample_fraction` of an interval's samples were unusable; the message lists them."""
 
 
 def split_for_reader(num_shards: int, rank: int, world_size: int, worker: int, num_workers: int):
@@ -138,8 +138,8 @@ class DatasetStream(EndlessStream):
         )
 
 
-class WindowDataset(IterableDataset):
-    """Yields (already collated) batches of one rank's window; each carries its batch index under `_loader`."""
+class IntervalDataset(IterableDataset):
+    """Yields (already collated) batches of one rank's interval; each carries its batch index under `_loader`."""
 
     def __init__(
         self,
@@ -164,20 +164,20 @@ class WindowDataset(IterableDataset):
         self.start_batch = start_batch
         self.training = training
         self.model_params = model_params
-        self.num_batches = plan.samples_per_window // world_size // batch_size
+        self.num_batches = plan.interval_samples // world_size // batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         pipeline = build_pipeline(self.data_params, self.plan, self.training, self.model_params, self.batch_size)
         stats = LoaderStats(samples_per_dataset=[0] * len(self.plan.datasets))
-        base = [self.seed, self.plan.window_index, self.rank, worker]
+        base = [self.seed, self.plan.interval_index, self.rank, worker]
         active = [i for i, d in enumerate(self.plan.datasets) if d.weight > 0 and d.shards]
         streams: dict[int, EndlessStream] = {}
         for i in active:
             d = self.plan.datasets[i]
             if is_stream(d.modality):
-                # A streamed source root: the rank's share of the window, read by the source's own stream.
+                # A streamed source root: the rank's share of the interval, read by the source's own stream.
                 source = open_source(self.data_params, d.dataset_dir, d.modality)
                 streams[i] = source.open_stream(
                     d, i, self.rank, self.world_size, [*base, i], self.data_params.shuffle_buffer_size, stats
@@ -229,16 +229,16 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-class WindowLoader:
-    """Iterable over one rank's batches of a checkpoint window, with resume state and data-quality counters.
+class IntervalLoader:
+    """Iterable over one rank's batches of a checkpoint interval, with resume state and data-quality counters.
 
     `len(loader)` is the number of batches still to come; `batches_consumed` counts batches yielded so far plus
-    `start_batch` (what a checkpoint stores to resume mid-window); `stats` holds the counters of the batches yielded.
+    `start_batch` (what a checkpoint stores to resume mid-interval); `stats` holds the counters of the batches yielded.
     """
 
     def __init__(
         self,
-        dataset: WindowDataset,
+        dataset: IntervalDataset,
         num_workers: int,
         prefetch_factor: int,
         max_bad_fraction: float,
@@ -253,11 +253,11 @@ class WindowLoader:
         self.stats = LoaderStats(samples_per_dataset=[0] * len(dataset.plan.datasets))
         self._worker_stats: dict[int, LoaderStats] = {}
         self._bad_list: list[str] = []
-        self.rank_samples = dataset.plan.samples_per_window // dataset.world_size
+        self.rank_samples = dataset.plan.interval_samples // dataset.world_size
 
     @property
     def num_batches(self) -> int:
-        """Batches of the whole window on this rank (the same on every rank)."""
+        """Batches of the whole interval on this rank (the same on every rank)."""
         return self.dataset.num_batches
 
     def __len__(self) -> int:
@@ -265,7 +265,7 @@ class WindowLoader:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "window_index": self.dataset.plan.window_index,
+            "interval_index": self.dataset.plan.interval_index,
             "batches_consumed": self.batches_consumed,
             "num_workers": self.num_workers,
             "world_size": self.dataset.world_size,
@@ -284,7 +284,7 @@ class WindowLoader:
             persistent_workers=False,
             pin_memory=self.pin_memory,
         )
-        # Workers deliver their batches round-robin; after a mid-window start their first batches are not in
+        # Workers deliver their batches round-robin; after a mid-interval start their first batches are not in
         # global order, so a few are held until their turn.
         waiting: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         for batch in loader:
@@ -310,7 +310,7 @@ class WindowLoader:
         if total.bad_samples > allowed:
             listing = "\n  ".join(total.bad)
             raise BadDataError(
-                f"window {self.dataset.plan.window_index}, rank {self.dataset.rank}: {total.bad_samples} unusable "
+                f"interval {self.dataset.plan.interval_index}, rank {self.dataset.rank}: {total.bad_samples} unusable "
                 f"samples / shard errors, more than data.max_bad_sample_fraction={self.max_bad_fraction} of the "
                 f"rank's {self.rank_samples} samples:\n  {listing}"
             )
@@ -330,29 +330,29 @@ def build_dataloader(
     training: bool = True,
     check_shards: bool = True,
     pin_memory: bool = False,
-) -> WindowLoader:
-    """The loader of `plan`'s window for one rank: `plan.samples_per_window / world_size / batch_size` batches.
+) -> IntervalLoader:
+    """The loader of `plan`'s checkpoint interval for one rank: `plan.interval_samples / world_size / batch_size` batches.
 
-    Checks, before any worker starts, that the window divides into whole batches on every rank, that every planned
+    Checks, before any worker starts, that the interval divides into whole batches on every rank, that every planned
     shard exists (one HEAD per shard on S3; `check_shards=False` skips it) and that the pipeline can be built
     (tokenizer, stats, window). `num_workers` / `seed` default to data.num_workers / data.seed. `pin_memory=True`
     puts batches in page-locked memory for faster, asynchronous host-to-GPU copies.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} must be within [0, world_size={world_size})")
-    per_rank = plan.samples_per_window // world_size
-    if plan.samples_per_window % world_size or per_rank % batch_size:
+    per_rank = plan.interval_samples // world_size
+    if plan.interval_samples % world_size or per_rank % batch_size:
         raise ValueError(
-            f"a window of {plan.samples_per_window} samples does not split into whole batches of {batch_size} on "
-            f"{world_size} rank(s); make samples_per_window a multiple of batch_size x world_size"
+            f"an interval of {plan.interval_samples} samples does not split into whole batches of {batch_size} on "
+            f"{world_size} rank(s); make interval_samples a multiple of batch_size x world_size"
         )
     num_batches = per_rank // batch_size
     if not 0 <= start_batch <= num_batches:
-        raise ValueError(f"start_batch={start_batch} must be within [0, {num_batches}] for this window")
+        raise ValueError(f"start_batch={start_batch} must be within [0, {num_batches}] for this interval")
     num_workers = data_params.num_workers if num_workers is None else num_workers
     if any(is_stream(d.modality) for d in plan.datasets):
         # A streamed source is pulled in this process (its own workers, e.g. Ray's, may do the decoding): the
-        # window's loader runs here, without loader worker processes.
+        # interval's loader runs here, without loader worker processes.
         num_workers = 0
     seed = int(data_params.seed or 0) if seed is None else int(seed)
     if check_shards:
@@ -365,11 +365,11 @@ def build_dataloader(
                     f"{len(missing)} planned shard(s) of dataset {d.dataset_dir} do not exist (listed in its "
                     f"manifest.jsonl): {', '.join(missing[:10])}"
                 )
-    dataset = WindowDataset(
+    dataset = IntervalDataset(
         data_params, plan, batch_size, rank, world_size, num_workers, seed, start_batch, training, model_params
     )
     # Build one pipeline here so configuration errors surface in the caller, not inside a worker.
     build_pipeline(data_params, plan, training, model_params)
-    return WindowLoader(
+    return IntervalLoader(
         dataset, num_workers, data_params.prefetch_factor, data_params.max_bad_sample_fraction, pin_memory
     )

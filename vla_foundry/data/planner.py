@@ -1,8 +1,8 @@
-"""The data plan: which whole shards of each dataset feed checkpoint window k.
+"""The data plan: which whole shards of each dataset feed checkpoint interval k.
 
-For every dataset the shards are visited in a seeded permutation (one permutation per epoch) with a cursor; window k
-takes, per dataset, the next shards until they hold at least `weight x samples_per_window` samples. The plan is a
-pure function of (dataset manifests, weights, seed, window index, window size): every rank computes the same plan
+For every dataset the shards are visited in a seeded permutation (one permutation per epoch) with a cursor; interval k
+takes, per dataset, the next shards until they hold at least `weight x interval_samples` samples. The plan is a
+pure function of (dataset manifests, weights, seed, interval index, interval size): every rank computes the same plan
 without communicating, a checkpoint stores its `to_dict()`, and `print(plan)` shows the datastrings (a shard read in
 several passes listed once, with the number of passes).
 """
@@ -34,24 +34,34 @@ class DatasetCursor:
     cursor: int = 0
 
 
+# Keys of plans and plan states saved before the interval between checkpoints stopped being called a "window".
+_OLD_KEYS = {"window_index": "interval_index", "samples_per_window": "interval_samples"}
+
+
+def _renamed_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with the keys of older checkpoints under their current names (resuming such a run keeps working)."""
+    return {_OLD_KEYS.get(k, k) if _OLD_KEYS.get(k, k) not in d else k: v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
 class DataPlanState:
-    """What the next window's plan continues from: the index of the last planned window and its end cursors."""
+    """What the next interval's plan continues from: the index of the last planned interval and its end cursors."""
 
-    window_index: int
+    interval_index: int
     cursors: tuple[DatasetCursor, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window_index": self.window_index, "cursors": [[c.epoch, c.cursor] for c in self.cursors]}
+        return {"interval_index": self.interval_index, "cursors": [[c.epoch, c.cursor] for c in self.cursors]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataPlanState:
-        return cls(int(d["window_index"]), tuple(DatasetCursor(int(e), int(c)) for e, c in d["cursors"]))
+        d = _renamed_keys(d)
+        return cls(int(d["interval_index"]), tuple(DatasetCursor(int(e), int(c)) for e, c in d["cursors"]))
 
 
 @dataclass(frozen=True)
 class DatasetPlan:
-    """One dataset's part of a window: its shards (URLs, in reading order) and how many samples it should give."""
+    """One dataset's part of an interval: its shards (URLs, in reading order) and how many samples it should give."""
 
     dataset_dir: str
     modality: str
@@ -75,7 +85,7 @@ class DatasetPlan:
 
     @property
     def passes(self) -> int:
-        """Epochs the plan reads from (a small dataset is read in many passes to fill a window)."""
+        """Epochs the plan reads from (a small dataset is read in many passes to fill an interval)."""
         return len(set(self.shard_epochs))
 
     @property
@@ -109,10 +119,10 @@ class DatasetPlan:
 
 @dataclass(frozen=True)
 class CheckpointPlan:
-    """The data of checkpoint window `window_index`: one `DatasetPlan` per dataset, weights normalised."""
+    """The data of checkpoint interval `interval_index`: one `DatasetPlan` per dataset, weights normalised."""
 
-    window_index: int
-    samples_per_window: int
+    interval_index: int
+    interval_samples: int
     seed: int
     datasets: tuple[DatasetPlan, ...]
     split: str = "train"
@@ -120,8 +130,8 @@ class CheckpointPlan:
 
     @property
     def state(self) -> DataPlanState:
-        """Cursors after this window: give them as `previous` to plan the next window."""
-        return DataPlanState(self.window_index, tuple(d.end for d in self.datasets))
+        """Cursors after this interval: give them as `previous` to plan the next interval."""
+        return DataPlanState(self.interval_index, tuple(d.end for d in self.datasets))
 
     @property
     def datastrings(self) -> list[str]:
@@ -133,8 +143,8 @@ class CheckpointPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "window_index": self.window_index,
-            "samples_per_window": self.samples_per_window,
+            "interval_index": self.interval_index,
+            "interval_samples": self.interval_samples,
             "seed": self.seed,
             "split": self.split,
             "allow_multiple_epochs": self.allow_multiple_epochs,
@@ -170,9 +180,10 @@ class CheckpointPlan:
             )
             for x in d["datasets"]
         )
+        d = _renamed_keys(d)
         return cls(
-            window_index=int(d["window_index"]),
-            samples_per_window=int(d["samples_per_window"]),
+            interval_index=int(d["interval_index"]),
+            interval_samples=int(d["interval_samples"]),
             seed=int(d["seed"]),
             datasets=datasets,
             split=d.get("split", "train"),
@@ -181,7 +192,7 @@ class CheckpointPlan:
 
     def __str__(self) -> str:
         lines = [
-            f"data plan ({self.split}) window {self.window_index}: {self.samples_per_window} samples, seed {self.seed}"
+            f"data plan ({self.split}) interval {self.interval_index}: {self.interval_samples} samples, seed {self.seed}"
         ]
         for i, d in enumerate(self.datasets):
             lines.append(f"  [{i}] {d.modality} weight {d.weight:.4f}: {d.num_samples} samples wanted {d.summary()}")
@@ -250,23 +261,23 @@ def dataset_manifest(data_params: DataParams, path: str, modality: str) -> Manif
 
 def plan_checkpoint(
     data_params: DataParams,
-    window_index: int,
-    samples_per_window: int,
+    interval_index: int,
+    interval_samples: int,
     previous: DataPlanState | None = None,
     *,
     split: str = "train",
     manifests: list[Manifest] | None = None,
 ) -> CheckpointPlan:
-    """Plan checkpoint window `window_index` of `samples_per_window` samples (all ranks together).
+    """Plan checkpoint interval `interval_index` of `interval_samples` samples (all ranks together).
 
-    `previous` is the state of window `window_index - 1` (from a checkpoint or the previous plan); when None, the
-    windows before are replayed from the start, which gives the same result. `manifests` may be given to avoid
+    `previous` is the state of interval `interval_index - 1` (from a checkpoint or the previous plan); when None, the
+    intervals before are replayed from the start, which gives the same result. `manifests` may be given to avoid
     re-reading them (same order as the datasets).
     """
-    if samples_per_window < 1:
-        raise ValueError(f"samples_per_window={samples_per_window} must be >= 1")
-    if window_index < 0:
-        raise ValueError(f"window_index={window_index} must be >= 0")
+    if interval_samples < 1:
+        raise ValueError(f"interval_samples={interval_samples} must be >= 1")
+    if interval_index < 0:
+        raise ValueError(f"interval_index={interval_index} must be >= 0")
     paths, weights, modalities = dataset_sources(data_params, split)
     if manifests is None:
         manifests = [dataset_manifest(data_params, p, m) for p, m in zip(paths, modalities)]
@@ -283,25 +294,25 @@ def plan_checkpoint(
                 f"the saved data plan has {len(previous.cursors)} dataset cursors but {len(paths)} datasets are "
                 "configured; resume with the same data.dataset_manifest list"
             )
-        if previous.window_index >= window_index:
+        if previous.interval_index >= interval_index:
             raise ValueError(
-                f"previous plan state is for window {previous.window_index}, not before window {window_index}"
+                f"previous plan state is for interval {previous.interval_index}, not before interval {interval_index}"
             )
-        cursors, first = previous.cursors, previous.window_index + 1
+        cursors, first = previous.cursors, previous.interval_index + 1
 
     plan: CheckpointPlan | None = None
-    for k in range(first, window_index + 1):
+    for k in range(first, interval_index + 1):
         datasets = []
         for i, (manifest, modality, weight) in enumerate(zip(manifests, modalities, weights)):
             datasets.append(
                 _plan_dataset(
-                    manifest, i, modality, weight, samples_per_window, cursors[i], seed + seed_offset,
+                    manifest, i, modality, weight, interval_samples, cursors[i], seed + seed_offset,
                     data_params.allow_multiple_epochs, k,
                 )
             )  # fmt: skip
         plan = CheckpointPlan(
-            window_index=k,
-            samples_per_window=samples_per_window,
+            interval_index=k,
+            interval_samples=interval_samples,
             seed=seed,
             datasets=tuple(datasets),
             split=split,
@@ -317,13 +328,13 @@ def _plan_dataset(
     index: int,
     modality: str,
     weight: float,
-    samples_per_window: int,
+    interval_samples: int,
     start: DatasetCursor,
     seed: int,
     allow_multiple_epochs: bool,
-    window_index: int,
+    interval_index: int,
 ) -> DatasetPlan:
-    needed = math.ceil(weight * samples_per_window) if weight > 0 else 0
+    needed = math.ceil(weight * interval_samples) if weight > 0 else 0
     n = len(manifest.shards)
     if needed and manifest.num_samples == 0:
         raise DataExhaustedError(f"{manifest.path}: every shard has num_sequences 0; the dataset has no samples")
@@ -336,7 +347,7 @@ def _plan_dataset(
         if cursor >= n:
             if not allow_multiple_epochs:
                 raise DataExhaustedError(
-                    f"dataset {manifest.dataset_dir} ran out of shards in window {window_index} after epoch {epoch}: "
+                    f"dataset {manifest.dataset_dir} ran out of shards in interval {interval_index} after epoch {epoch}: "
                     f"{needed} samples were needed, {sum(sizes)} were left. Set data.allow_multiple_epochs True to "
                     "start a new (reshuffled) epoch, or lower total_train_samples"
                 )
@@ -362,29 +373,33 @@ def _plan_dataset(
 
 @dataclasses.dataclass(frozen=True)
 class PlannerParams:
-    """`python -m vla_foundry.data.planner`: which windows to print; every other flag is a field of the data block
+    """`python -m vla_foundry.data.planner`: which checkpoint intervals to print; every other flag is a field of the data block
     (as in a data preset, without `data.`)."""
 
-    # Windows printed, from the first.
-    windows: int = 1
-    # Samples per window (global batch x steps per window).
-    samples_per_window: int = 0
+    # Intervals printed, from the first.
+    intervals: int = 1
+    # Samples per checkpoint interval (global batch x steps per interval).
+    interval_samples: int = 0
     # The datasets planned: the training ones or the validation ones.
     split: Literal["train", "val"] = "train"
 
     def validate(self) -> None:
-        if self.samples_per_window < 1:
-            raise ConfigError("give --samples_per_window N (and optionally --windows K, --split val)")
-        if self.windows < 1:
-            raise ConfigError(f"windows={self.windows} must be >= 1")
+        if self.interval_samples < 1:
+            raise ConfigError("give --interval_samples N (and optionally --intervals K, --split val)")
+        if self.intervals < 1:
+            raise ConfigError(f"intervals={self.intervals} must be >= 1")
+
+
+# The planner's flags from before the interval between checkpoints stopped being called a "window".
+PLANNER_RENAMED = {"windows": "intervals", "samples_per_window": "interval_samples"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the plan of some windows: `python -m vla_foundry.data.planner --config_path data.yaml --windows 3
-    --samples_per_window 1024 [--data flags, e.g. --seed 1]` (data flags as in a data preset, without `data.`)."""
+    """Print the plan of some checkpoint intervals: `python -m vla_foundry.data.planner --config_path data.yaml --intervals 3
+    --interval_samples 1024 [--data flags, e.g. --seed 1]` (data flags as in a data preset, without `data.`)."""
     import sys
 
-    from vla_foundry.cli import command_help, parse_command, pop_bool_flag, report_error
+    from vla_foundry.cli import Spelling, command_help, parse_command, pop_bool_flag, report_error
     from vla_foundry.params.parsing import parse_params
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -392,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(command_help("python -m vla_foundry.data.planner", main.__doc__, PlannerParams))
         print("Every other flag is a field of the data block: python vla_foundry/main.py --help data")
         return 0
-    own_names = {f"--{f.name}" for f in dataclasses.fields(PlannerParams)}
+    own_names = {f"--{f.name}" for f in dataclasses.fields(PlannerParams)} | {f"--{n}" for n in PLANNER_RENAMED}
     own: list[str] = []
     rest: list[str] = []
     i = 0
@@ -407,13 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return report_error(e, False)
     try:
-        planner = parse_command(PlannerParams, own)
+        planner = parse_command(PlannerParams, own, Spelling(renamed=PLANNER_RENAMED))
         params = parse_params(DataParams, rest)
     except (ConfigError, FileNotFoundError) as e:
         return report_error(e, debug)
     state = None
-    for k in range(planner.windows):
-        plan = plan_checkpoint(params, k, planner.samples_per_window, state, split=planner.split)
+    for k in range(planner.intervals):
+        plan = plan_checkpoint(params, k, planner.interval_samples, state, split=planner.split)
         print(plan)
         state = plan.state
     return 0

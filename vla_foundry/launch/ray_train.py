@@ -144,16 +144,34 @@ def launch(argv: Sequence[str]) -> Any:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # Ray Train's workers replace `print` with one that logs each line and, as Ray's worker streams are wrapped,
+    # prints it too: every line of rank 0 arrived twice. Turned off, a print goes to the worker's output once (a
+    # value the user set is kept).
+    env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ.get("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")}
     if not ray.is_initialized():
         if launcher.ray_address:
-            ray.init(address=launcher.ray_address)
+            ray.init(address=launcher.ray_address, runtime_env={"env_vars": env_vars})
         else:
             # Each worker's LeRobot stream runs its Ray Data tasks beside the workers. With only the cores' count of
             # CPUs, one worker's decode task can hold the last CPU while its worker waits for the others in a
             # collective, and the other workers' streams never get one (a deadlock seen on 2 cores). The local
             # cluster counts one more CPU per worker for its stream (scheduling slots, not cores).
             slots = math.ceil(ray_params.num_workers * ray_params.cpus_per_worker) + ray_params.num_workers
-            ray.init(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, slots))
+            ray.init(
+                include_dashboard=False,
+                num_cpus=max(os.cpu_count() or 1, slots),
+                runtime_env={
+                    "worker_process_setup_hook": "vla_foundry.local_ray.quiet_ray_train_worker",
+                    # The spot-preemption watcher has nothing to watch on one machine; it logged an error-level
+                    # line about its restart arguments on every run.
+                    "env_vars": {
+                        **env_vars,
+                        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get(
+                            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"
+                        ),
+                    },
+                },
+            )
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"argv": train_argv, "cwd": os.getcwd(), "run_dir": run_dir},

@@ -39,7 +39,7 @@ from vla_foundry.params.parsing import (
 )
 from vla_foundry.params.train_experiment_params import (
     TrainExperimentParams,
-    init_shared_attributes,
+    derive_params,
     validate_params,
 )
 
@@ -65,7 +65,7 @@ __all__ = [
     "VLMParams",
     "ViTHFParams",
     "ViTParams",
-    "init_shared_attributes",
+    "derive_params",
     "load_params_from_yaml",
     "params_to_yaml",
     "parse_params",

@@ -28,7 +28,7 @@ DERIVED = "derived"
 
 
 def derived_field(default: Any = None, source: str = "") -> Any:
-    """A field filled by `init_shared_attributes` or the resolve step (from its owner, the data or the environment),
+    """A field filled by `derive_params` or the resolve step (from its owner, the data or the environment),
     never typed by hand; `source` says where its value comes from (shown by `--help`). A user value equal to the
     derived one is accepted, a different one is an error."""
     return field(default=default, metadata={DERIVED: source or "derived"})

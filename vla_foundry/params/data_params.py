@@ -3,7 +3,7 @@
 A run names one or more datasets (directories holding `manifest.jsonl`, local or s3://) with a weight and a
 modality each: `--data.dataset_manifest [a, b] --data.dataset_weighting [0.3, 0.7]
 --data.dataset_modality [robotics, robotics]`. Fields documented as *shared* are filled from their owner by
-`init_shared_attributes`; leave them unset.
+`derive_params`; leave them unset.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class DataParams(ParamsRegistry, draccus.ChoiceRegistry):
     prefetch_factor: int = 2
     # Samples held in the shuffle buffer of each loader worker.
     shuffle_buffer_size: int = 256
-    # Above this fraction of undecodable samples in a checkpoint window, training stops with the list.
+    # Above this fraction of undecodable samples in a checkpoint interval, training stops with the list.
     max_bad_sample_fraction: float = 0.01
     seed: int | None = derived_field(None, "hparams.seed")
 

@@ -27,7 +27,7 @@ class DistributedParams:
     timeout_s: int = 1800
 
     # Read once from the torchrun / SageMaker environment (RANK, WORLD_SIZE, LOCAL_RANK) by `from_environment`
-    # (called by `init_shared_attributes` and `init_distributed`); never typed by users.
+    # (called by `derive_params` and `init_distributed`); never typed by users.
     rank: int = derived_field(0, "environment variable RANK")
     world_size: int = derived_field(1, "environment variable WORLD_SIZE")
     local_rank: int = derived_field(0, "environment variable LOCAL_RANK")

@@ -2,7 +2,7 @@
 
 Union-typed sub-fields (`vit: ViTParams | ViTHFParams`) resolve from the fields that are given:
 `--model.vit.hf_pretrained NAME` can only be a `ViTHFParams`, `--model.vit.hidden_dim 768` only a `ViTParams`.
-Fields documented as *shared* or *derived* are filled by `init_shared_attributes`; leave them unset.
+Fields documented as *shared* or *derived* are filled by `derive_params`; leave them unset.
 """
 
 from __future__ import annotations

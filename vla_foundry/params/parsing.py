@@ -502,14 +502,14 @@ def parse_train_params(args: Sequence[str] | None = None) -> Any:
     are imported first, so the model / data types they register can be named. Reads the config files only: no
     dataset, tokenizer, backbone run or network (that is the resolve step, `vla_foundry.params.resolve`).
     """
-    from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+    from vla_foundry.params.train_experiment_params import TrainExperimentParams, derive_params
     from vla_foundry.plugins import load_plugins, split_plugin_names
 
     data, sources = compose_config(args)
     if data.get("plugins") is not None:
         data["plugins"] = split_plugin_names(data["plugins"])
     load_plugins(data.get("plugins") or [])
-    return init_shared_attributes(build_params(TrainExperimentParams, data, "", sources))
+    return derive_params(build_params(TrainExperimentParams, data, "", sources))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.data_params import DataParams
-from vla_foundry.params.train_experiment_params import TrainExperimentParams, init_shared_attributes
+from vla_foundry.params.train_experiment_params import TrainExperimentParams, derive_params
 
 
 class DataReader(ABC):
@@ -68,7 +68,7 @@ def resolve_params(params: TrainExperimentParams) -> TrainExperimentParams:
     model = params.model.resolve_files()
     # Every manifest is read now, before a run dir exists: a wrong dataset path fails in seconds, naming it.
     data, dataset_num_samples = reader.resolve_data(params.data, params.save_path)
-    resolved = init_shared_attributes(
+    resolved = derive_params(
         dataclasses.replace(params, model=model, data=data),
         dataset_num_samples=dataset_num_samples if params.num_epochs is not None else None,
         resolved=True,

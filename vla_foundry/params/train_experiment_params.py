@@ -1,4 +1,5 @@
-"""The root config of a training run, its shared attributes and its derived values."""
+"""The root config of a training run, and the derive phase that fills its derived values (see docs/training.md,
+"The config pipeline")."""
 
 from __future__ import annotations
 
@@ -77,12 +78,12 @@ class TrainExperimentParams:
 
     @property
     def global_batch_size(self) -> int:
-        """Samples per optimizer step (`init_shared_attributes` fills it when the job leaves it unset)."""
+        """Samples per optimizer step (`derive_params` fills it when the job leaves it unset)."""
         return self.hparams.global_batch_size or self.hparams.per_gpu_batch_size * self.distributed.world_size
 
     @property
     def steps_per_checkpoint(self) -> int:
-        assert self.samples_per_checkpoint is not None, "call init_shared_attributes first"
+        assert self.samples_per_checkpoint is not None, "call derive_params first"
         return self.samples_per_checkpoint // self.global_batch_size
 
     def validate(self) -> None:
@@ -128,7 +129,7 @@ def validate_params(params: Any) -> None:
         params.validate()
 
 
-def init_shared_attributes(
+def derive_params(
     cfg: TrainExperimentParams,
     dataset_num_samples: int | None = None,
     resolved: bool = False,

@@ -115,7 +115,7 @@ def test_resumed_plan_continues_with_the_next_windows_set(datasets, tmp_path):
 
     assert resumed.to_dict() == uninterrupted.to_dict()
     assert window1 == set(expected_keys(V3_LENGTHS, uninterrupted, "v3_h264", 10))
-    # Whole episodes are planned per window: the next window starts at the next episode, nothing is repeated.
+    # Whole episodes are planned per checkpoint interval: the next interval starts at the next episode, nothing is repeated.
     episodes = [{k.split("__")[0] for k in w} for w in (window0, window1)]
     assert not episodes[0] & episodes[1]
 

@@ -33,7 +33,7 @@ from vla_foundry.data.preprocessing.robotics import preprocessing_config
 from vla_foundry.data.preprocessing.sample_cutting import cut_samples, cut_window_lowdim, plan_anchors
 from vla_foundry.data.preprocessing.window_statistics import WindowStats
 from vla_foundry.data.sample_streams import EndlessStream
-from vla_foundry.data.streaming.registry import StreamSource, register_stream_source, window_share
+from vla_foundry.data.streaming.registry import StreamSource, register_stream_source, interval_share
 
 
 def read_episode(path, eid):
@@ -83,7 +83,7 @@ class ToyNpzSource(StreamSource):
         return Manifest(self.root, self.root, shards)
 
     def open_stream(self, dataset, dataset_index, rank, world_size, seed, buffer_size, stats):
-        return ToyStream(self, window_share(self.anchors, dataset, rank, world_size), seed, buffer_size, stats)
+        return ToyStream(self, interval_share(self.anchors, dataset, rank, world_size), seed, buffer_size, stats)
 
 
 class ToyStream(EndlessStream):

@@ -24,6 +24,6 @@ def test_two_torchrun_ranks_train_from_one_local_ray(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "runs" / "stream_torchrun" / "metrics.jsonl").open()]
-    # Each window: 16 samples over 2 ranks x batch 4 -> 2 steps; the samples read are summed over the ranks.
+    # Each checkpoint interval: 16 samples over 2 ranks x batch 4 -> 2 steps; the samples read are summed over the ranks.
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert [r["interval_samples_read"] for r in records if "interval_samples_read" in r] == [16, 16]

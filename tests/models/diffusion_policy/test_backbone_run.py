@@ -24,9 +24,9 @@ def write_run(run_dir, model_params) -> str:
 
 def resolve_backbone(params):
     """The model part of the resolve step (the data part needs datasets these tests do not have)."""
-    from vla_foundry.params import init_shared_attributes
+    from vla_foundry.params import derive_params
 
-    return init_shared_attributes(dataclasses.replace(params, model=params.model.resolve_files()), resolved=True)
+    return derive_params(dataclasses.replace(params, model=params.model.resolve_files()), resolved=True)
 
 
 def test_parsing_does_not_read_the_backbone_run():

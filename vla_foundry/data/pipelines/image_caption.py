@@ -61,7 +61,7 @@ class ImageCaptionPipeline:
         if not self.image_size or not self.img_num_tokens:
             raise ConfigError(
                 "image_caption data needs data.image_size and data.img_num_tokens; they are shared from the VLM "
-                "(model.vit.img_size, model.img_num_tokens) by init_shared_attributes, or can be set directly"
+                "(model.vit.img_size, model.img_num_tokens) by derive_params, or can be set directly"
             )
         self.length = data_params.seq_len + 1
         self.tokenizer = get_tokenizer(data_params.tokenizer)

@@ -42,7 +42,7 @@ class RoboticsPipeline:
         # Stats are merged over the training datasets (also for validation), so both see one normalisation.
         self.processor = RoboticsProcessor.from_data_params(data_params)
         # The JPEG decoder of `decode_planar`, imported by the loader process that builds a pipeline before it forks
-        # each window's workers: they inherit it instead of importing torchvision again (seconds on a busy CPU).
+        # each checkpoint interval's workers: they inherit it instead of importing torchvision again (seconds on a busy CPU).
         import torchvision.io  # noqa: F401
 
         self.dataset_dirs = dataset_dirs

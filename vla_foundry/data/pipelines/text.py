@@ -69,7 +69,7 @@ class UntokenizedTextPipeline:
     """`KEY.json` `{"text": ...}` (or a bare JSON string, or `KEY.txt`) tokenized with the configured tokenizer.
 
     pack=True concatenates documents (each ended by EOS) into full rows of seq_len + 1 (no padding; a document may
-    span rows, the remainder at the end of a window is dropped); pack=False truncates or pads each document.
+    span rows, the remainder at the end of a checkpoint interval is dropped); pack=False truncates or pads each document.
     """
 
     def __init__(self, data_params: Any) -> None:

@@ -333,7 +333,7 @@ def derive_robotics_data(data_params: RoboticsDataParams) -> RoboticsDataParams:
     normalisation overrides, instruction types) is checked against the datasets on the way, with the closest valid
     names.
 
-    Part of the resolve step (after parsing, before `init_shared_attributes` shares them to the model). A
+    Part of the resolve step (after parsing, before `derive_params` shares them to the model). A
     user-given dim that contradicts the stats is a ConfigError.
     """
     pc, nc, _ = resolve_robotics_config(data_params)

@@ -1,13 +1,13 @@
-"""Ray Data streams of a window's LeRobot samples: read tasks -> decode + cut + resize on Ray CPU workers -> a rank.
+"""Ray Data streams of a checkpoint interval's LeRobot samples: read tasks -> decode + cut + resize on Ray CPU workers -> a rank.
 
-A window's set of a `lerobot` dataset is the first `num_samples` anchors of its planned episodes (plan order, every
+A checkpoint interval's set of a `lerobot` dataset is the first `num_samples` anchors of its planned episodes (plan order, every
 anchor of an episode in turn). Rank r of W takes the r-th contiguous W-th of that list (equal shares up to one
 sample), so ranks are disjoint and their union is the set, and each rank decodes mostly its own episodes. Its
 samples are grouped into items of one read task each (the episodes sharing their data and video files, so each MP4
 is opened once per item); a Ray Data `flat_map` (`data.ray_num_workers` concurrent tasks of 1 CPU, optional memory
 reservation) reads an item with the offline job's converter and cuts it with `cut_samples`, keeping frames as
 resized (h, w, 3) uint8 arrays instead of JPEG bytes. The rank pulls rows as Ray produces them (streaming, with
-backpressure) into a seeded shuffle buffer: the *set* of a window is deterministic, the order within it follows
+backpressure) into a seeded shuffle buffer: the *set* of an interval is deterministic, the order within it follows
 Ray's scheduling.
 
 An episode that cannot be read (missing parquet, corrupt MP4) becomes a row counting its lost samples with the
@@ -61,7 +61,7 @@ def read_items(
             items.append(current)
         anchors = current["anchors"].setdefault(eid, [])
         if anchors and anchor <= anchors[-1]:
-            # The same episode again (a window that wrapped into a new epoch): a new item keeps anchors increasing.
+            # The same episode again (an interval that wrapped into a new epoch): a new item keeps anchors increasing.
             current = {"task_index": task_index, "anchors": {eid: []}, "last": eid, "count": 0}
             items.append(current)
             anchors = current["anchors"][eid]
@@ -136,7 +136,7 @@ def ensure_ray(data_params: Any, address: str | None = None) -> bool:
 
 
 def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tuple[str, int]]) -> Any:
-    """The lazy Ray Dataset of one rank's samples of a window (nothing runs until it is iterated)."""
+    """The lazy Ray Dataset of one rank's samples of a checkpoint interval (nothing runs until it is iterated)."""
     import ray
 
     ensure_ray(data_params)
@@ -165,7 +165,7 @@ def build_rank_dataset(data_params: Any, source: LeRobotSource, samples: list[tu
 
 
 class LeRobotWindowStream(EndlessStream):
-    """One rank's endless sample stream of a `lerobot` dataset in a window (the shard path's `DatasetStream`):
+    """One rank's endless sample stream of a `lerobot` dataset in a checkpoint interval (the shard path's `DatasetStream`):
     raw samples as `RoboticsProcessor.process_sample` takes them, through a seeded shuffle buffer; a further pass
     (a new Ray execution) when the mixer needs more than the share holds, counted in `stats.repeated_passes`."""
 
@@ -175,7 +175,7 @@ class LeRobotWindowStream(EndlessStream):
     ) -> None:  # fmt: skip
         self.source = source
         self.data_params = source.data_params
-        self.samples = samples  # the rank's (episode id, anchor) pairs of the window
+        self.samples = samples  # the rank's (episode id, anchor) pairs of the interval
         self.dataset_index = dataset_index
         super().__init__(seed, buffer_size, stats)
 

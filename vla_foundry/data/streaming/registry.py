@@ -38,7 +38,7 @@ class StreamSource(ABC):
     """One source root of a streamed modality, as the planner and the loader see it.
 
     The loader pulls a streamed dataset in the training process (no loader worker processes): a rank's stream is
-    its whole share of the window (`window_share`), which a source may decode in workers of its own (Ray for
+    its whole share of the checkpoint interval (`interval_share`), which a source may decode in workers of its own (Ray for
     LeRobot)."""
 
     # The modality selecting this source (set by `register_stream_source`).
@@ -86,31 +86,31 @@ class StreamSource(ABC):
         buffer_size: int,
         stats: LoaderStats,
     ) -> EndlessStream:
-        """The rank's endless stream of the window's samples of this dataset (raw samples as the `data_type`
+        """The rank's endless stream of the interval's samples of this dataset (raw samples as the `data_type`
         pipeline takes them, `__key__` / `__url__` set); unusable ones counted in `stats`."""
 
 
-def window_share(
+def interval_share(
     anchors: dict[str, list[int]], dataset: DatasetPlan, rank: int, world_size: int
 ) -> list[tuple[str, int]]:
-    """Rank `rank`'s (episode id, anchor) pairs of a streamed dataset in a window.
+    """Rank `rank`'s (episode id, anchor) pairs of a streamed dataset in a checkpoint interval.
 
-    The window's set is the first `dataset.num_samples` anchors of the planned episodes (plan order, every anchor of
+    The interval's set is the first `dataset.num_samples` anchors of the planned episodes (plan order, every anchor of
     an episode in turn; `anchors` holds each episode's); a rank takes the r-th contiguous W-th of it (sizes differ
     by at most one), so ranks are disjoint and their union is the set."""
     from vla_foundry import storage
 
-    window: list[tuple[str, int]] = []
+    pairs: list[tuple[str, int]] = []
     for url in dataset.shards:
         eid = storage.basename(url).removesuffix(".tar")
         if eid not in anchors:
             raise ValueError(f"{dataset.dataset_dir}: planned episode {eid} is not in the dataset (was it changed?)")
-        window.extend((eid, a) for a in anchors[eid])
-        if len(window) >= dataset.num_samples:
+        pairs.extend((eid, a) for a in anchors[eid])
+        if len(pairs) >= dataset.num_samples:
             break
-    window = window[: dataset.num_samples]
-    n = len(window)
-    return window[n * rank // world_size : n * (rank + 1) // world_size]
+    pairs = pairs[: dataset.num_samples]
+    n = len(pairs)
+    return pairs[n * rank // world_size : n * (rank + 1) // world_size]
 
 
 def register_stream_source(name: str) -> Callable[[type[StreamSource]], type[StreamSource]]:

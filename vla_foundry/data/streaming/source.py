@@ -1,7 +1,7 @@
 """A LeRobot root (v3.0 / v2.1, local or s3://) as a training dataset of modality `lerobot`, without shards.
 
 The converter of the offline job (`get_converter("lerobot")`) plans the read tasks (file-group partitioning) and
-lists the episodes; each episode is a pseudo-shard of the planner whose size is its number of anchors, so windows,
+lists the episodes; each episode is a pseudo-shard of the planner whose size is its number of anchors, so checkpoint intervals,
 cursors, epochs and resume work exactly as for shard datasets. The stream's *dataset dir* is a small cache folder
 (`<data.streaming.output_dir>/<root name>-<digest>/`) holding what a preprocessed dataset holds besides shards:
 `preprocessing_config.yaml` (the window, cameras and image size the stream cuts with) and `stats.json` (from the
@@ -112,10 +112,10 @@ class LeRobotSource(StreamSource):
         stats: Any,
     ) -> Any:  # fmt: skip
         from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
-        from vla_foundry.data.streaming.registry import window_share
+        from vla_foundry.data.streaming.registry import interval_share
 
-        # The rank's share of the window, decoded and cut by Ray Data workers.
-        share = window_share({eid: ref.anchors for eid, ref in self.episodes.items()}, dataset, rank, world_size)
+        # The rank's share of the checkpoint interval, decoded and cut by Ray Data workers.
+        share = interval_share({eid: ref.anchors for eid, ref in self.episodes.items()}, dataset, rank, world_size)
         return LeRobotWindowStream(self, share, dataset_index, seed, buffer_size, stats)
 
     def manifest(self) -> Manifest:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import PRESETS
 from vla_foundry.params import ConfigError, parse_train_params
-from vla_foundry.params.train_experiment_params import init_shared_attributes
+from vla_foundry.params.train_experiment_params import derive_params
 
 BASE = ["--model.type", "transformer", "--data.type", "text"]
 
@@ -63,11 +63,11 @@ def test_window_and_total_steps_are_derived():
 
 
 def test_num_epochs_budget_uses_the_dataset_size():
-    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params import derive_params, parse_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(TrainExperimentParams, [*BASE, "--num_epochs", "3", "--hparams.per_gpu_batch_size", "10"])
-    params = init_shared_attributes(params, dataset_num_samples=200)
+    params = derive_params(params, dataset_num_samples=200)
     assert params.total_train_samples == 600
     assert params.samples_per_checkpoint == 600
 
@@ -97,7 +97,7 @@ def test_contradicting_image_token_count_is_an_error():
 def test_robotics_dims_flow_from_data_to_the_policy():
     import dataclasses
 
-    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params import derive_params, parse_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(
@@ -106,17 +106,17 @@ def test_robotics_dims_flow_from_data_to_the_policy():
     )
     # Dims are derived from dataset stats by the data side (the resolve step) before the shared pass.
     params = dataclasses.replace(params, data=dataclasses.replace(params.data, action_dim=7, proprioception_dim=9))
-    shared = init_shared_attributes(params)
+    shared = derive_params(params)
     assert (shared.model.action_dim, shared.model.proprioception_dim) == (7, 9)
     assert params.model.action_dim is None  # the input params are left as they were
 
 
 def test_the_shared_pass_returns_new_params_and_leaves_its_input_alone():
-    from vla_foundry.params import init_shared_attributes, parse_params
+    from vla_foundry.params import derive_params, parse_params
     from vla_foundry.params.train_experiment_params import TrainExperimentParams
 
     params = parse_params(TrainExperimentParams, [*BASE, "--total_train_samples", "64", "--hparams.seed", "5"])
-    derived = init_shared_attributes(params)
+    derived = derive_params(params)
     assert (derived.data.seed, derived.total_steps, derived.hparams.accumulation_steps) == (5, 8, 1)
     assert (params.data.seed, params.total_steps, params.hparams.accumulation_steps) == (None, None, None)
 
@@ -149,7 +149,7 @@ def test_a_global_batch_smaller_than_one_micro_batch_per_process_lowers_the_micr
     assert (params.hparams.per_gpu_batch_size, params.hparams.accumulation_steps) == (2, 1)
     assert params.global_batch_size == 16
     # One plain line (no warning source line under it), printed once however often the values are derived again.
-    init_shared_attributes(params)
+    derive_params(params)
     assert capsys.readouterr().err.splitlines() == [
         "warning: hparams.per_gpu_batch_size=16 lowered to 2 so that 8 processes keep hparams.global_batch_size=16 "
         "(no accumulation)"
