@@ -94,6 +94,7 @@ def main() -> None:
     from vla_foundry.data.scripts.lerobot_venv import ensure_lerobot_venv, lerobot_env
     from vla_foundry.data.streaming.source import prepare_stream_dir
 
+    print(f"load average before the benchmark {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench_loaders_"))
     root = tmp / "lerobot_v3"
     t0 = time.perf_counter()

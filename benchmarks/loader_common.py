@@ -107,6 +107,11 @@ def load_line() -> float:
     """Print the 1-minute load average (with a warning above 0.5 per core) and return it."""
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1
-    warning = f"  WARNING: above 0.5 per core ({cores} cores): this measures the load" if load > 0.5 * cores else ""
+    # The 1-minute average decays slowly: just after a run it still counts that run's own processes.
+    warning = (
+        f"  WARNING: above 0.5 per core ({cores} cores): other jobs, or the previous run still in the average"
+        if load > 0.5 * cores
+        else ""
+    )
     print(f"    load average {load:.2f}{warning}", flush=True)
     return load
