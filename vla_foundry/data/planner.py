@@ -40,7 +40,8 @@ _OLD_KEYS = {"window_index": "interval_index", "samples_per_window": "interval_s
 
 def _renamed_keys(d: dict[str, Any]) -> dict[str, Any]:
     """`d` with the keys of older checkpoints under their current names (resuming such a run keeps working)."""
-    return {_OLD_KEYS.get(k, k) if _OLD_KEYS.get(k, k) not in d else k: v for k, v in d.items()}
+    renamed = {new: d[old] for old, new in _OLD_KEYS.items() if old in d and new not in d}
+    return {**{k: v for k, v in d.items() if k not in _OLD_KEYS}, **renamed}
 
 
 @dataclass(frozen=True)
