@@ -26,6 +26,7 @@ from vla_foundry.checkpoint import (
     load_trainer_state,
     prune_checkpoints,
     read_metadata,
+    remove_incomplete_checkpoints,
     resolve_checkpoint,
     save_file,
     write_safetensors_streaming,
@@ -267,6 +268,17 @@ def test_prune_keeps_newest_complete_checkpoint_directories(tmp_path, cpu_ctx):
     assert prune_checkpoints(str(tmp_path), 2) == [1]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["checkpoint_2", "checkpoint_3"]
     assert prune_checkpoints(str(tmp_path), None) == []
+
+
+def test_a_save_killed_before_its_first_file_leaves_an_empty_directory_that_is_removed_and_named(tmp_path, cpu_ctx):
+    model, opt, sched, ema = _trained()
+    _save(tmp_path, 1, model, opt, sched, ema, cpu_ctx)
+    os.makedirs(tmp_path / "checkpoints" / "checkpoint_2")  # created, then the process was killed
+    messages: list[str] = []
+    removed = remove_incomplete_checkpoints(str(tmp_path), warn=messages.append)
+    assert removed == [checkpoint_dir(str(tmp_path), 2)]
+    assert messages == [f"removed 1 leftovers of interrupted saves: {checkpoint_dir(str(tmp_path), 2)}"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["checkpoint_1"]
 
 
 def test_export_cli_writes_model_and_ema_safetensors_equal_to_the_trained_weights(saved_run):

@@ -8,7 +8,14 @@ import shutil
 from collections.abc import Callable
 
 from vla_foundry import storage
-from vla_foundry.checkpoint.layout import checkpoint_dir, checkpoints_dir, file_sizes, is_temporary, warn_stderr
+from vla_foundry.checkpoint.layout import (
+    checkpoint_dir,
+    checkpoint_number,
+    checkpoints_dir,
+    file_sizes,
+    is_temporary,
+    warn_stderr,
+)
 from vla_foundry.checkpoint.legacy import remove_legacy_checkpoint
 from vla_foundry.checkpoint.scan import incomplete_checkpoints, scan
 
@@ -19,7 +26,7 @@ def remove_incomplete_checkpoints(run_dir: str, warn: Callable[[str], None] = wa
     removed: list[str] = []
     if storage.is_s3(run_dir) or not os.path.isdir(checkpoints_dir(run_dir)):
         return removed
-    for path in incomplete_checkpoints(run_dir):
+    for path in incomplete_checkpoints(run_dir) + _empty_checkpoint_dirs(run_dir):
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     for rel in file_sizes(checkpoints_dir(run_dir)):
@@ -30,6 +37,18 @@ def remove_incomplete_checkpoints(run_dir: str, warn: Callable[[str], None] = wa
     if removed:
         warn(f"removed {len(removed)} leftovers of interrupted saves: {', '.join(removed[:5])}")
     return removed
+
+
+def _empty_checkpoint_dirs(run_dir: str) -> list[str]:
+    """Checkpoint directories holding no file: a save killed between creating its directory and writing to it
+    (the file scan above cannot see them)."""
+    out = []
+    for name in sorted(os.listdir(checkpoints_dir(run_dir))):
+        path = os.path.join(checkpoints_dir(run_dir), name)
+        named = checkpoint_number(name)
+        if named is not None and named[1] and os.path.isdir(path) and not file_sizes(path):
+            out.append(path)
+    return out
 
 
 def prune_checkpoints(run_dir: str, limit: int | None) -> list[int]:
