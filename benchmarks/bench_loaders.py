@@ -1,5 +1,6 @@
 """Three loaders on the same samples: lerobot's own LeRobotDataset + DataLoader, this project's shard loader on the
-offline job's shards, and this project's LeRobot stream (Ray Data).
+offline job's shards, and this project's LeRobot stream, decoded by Ray Data tasks (data.stream_decoding ray) and
+by the loader's own workers (data.stream_decoding loader).
 
     uv run python benchmarks/bench_loaders.py [--episodes 12] [--length 200] [--size 224] [--cameras 2]
         [--workers 2] [--repeats 3] [--samples 256] [--batch 16] [--step_ms 60]
@@ -11,17 +12,18 @@ offline job's shards, and this project's LeRobot stream (Ray Data).
 3. Reads the same window from each (1 past + 14 future low-dim rows, the frame at the anchor, at --size): (a)
    lerobot's LeRobotDataset with `delta_timestamps` and its default video backend, in a torch DataLoader with
    --workers workers, shuffled; (b) the shard loader with --workers loader workers; (c) the stream with --workers
-   Ray decode tasks. Each run is two passes over --samples samples: samples/s with no step, then the data-wait
+   Ray decode tasks; (d) the stream decoded in --workers loader workers. Each run is two passes over --samples samples: samples/s with no step, then the data-wait
    fraction (time waiting for the next batch / total) with a fixed step of --step_ms (a sleep) after each batch.
    Runs alternate between the loaders (the order rotates each repeat) --repeats times after one warm-up pass
    each; the machine's 1-minute load average is printed before every run, with a warning above 0.5 per core.
 The medians are printed per loader, and last `shards/lerobot ratio X, stream/lerobot ratio Y, stream/shards
-ratio Z` (median samples/s over median samples/s).
+ratio Z` (median samples/s over median samples/s), for the Ray stream and then for the loader-decoded one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -117,6 +119,8 @@ def main() -> None:
     shard_params = data_params(shards, "robotics", str(tmp / "cache"), window_cut, args.workers, args.workers)
     stream_params = data_params(str(root), "lerobot", str(tmp / "cache"), window_cut, 0, args.workers)
     prepare_stream_dir(stream_params, str(root))
+    in_loader = data_params(str(root), "lerobot", str(tmp / "cache"), window_cut, args.workers, args.workers)
+    in_loader = dataclasses.replace(in_loader, stream_decoding="loader")
     server = LeRobotServer(python, root, args)
 
     step_s = args.step_ms / 1000
@@ -146,6 +150,7 @@ def main() -> None:
         "lerobot": (theirs, None, False),
         "shards": (ours, shard_params, False),
         "stream": (ours, stream_params, True),
+        "stream_loader": (ours, in_loader, False),
     }
     print("warm-up pass of each loader", flush=True)
     for name, (_run, params, stream) in loaders.items():
@@ -160,7 +165,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in loaders}
     names = list(loaders)
     for r in range(args.repeats):
-        for name in names[r % 3 :] + names[: r % 3]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             print(f"repeat {r + 1}/{args.repeats}, {name}:", flush=True)
             load = load_line()
             run, params, stream = loaders[name]
@@ -176,11 +181,12 @@ def main() -> None:
         medians[name] = rate
         loads = ", ".join(f"{r[2]:.2f}" for r in runs)
         print(f"{name}: median {rate:.1f} samples/s, data-wait {wait:.3f} (loads {loads})")
-    print(
-        f"shards/lerobot ratio {medians['shards'] / medians['lerobot']:.2f}, "
-        f"stream/lerobot ratio {medians['stream'] / medians['lerobot']:.2f}, "
-        f"stream/shards ratio {medians['stream'] / medians['shards']:.2f}"
-    )
+    for stream in ("stream", "stream_loader"):
+        print(
+            f"shards/lerobot ratio {medians['shards'] / medians['lerobot']:.2f}, "
+            f"{stream}/lerobot ratio {medians[stream] / medians['lerobot']:.2f}, "
+            f"{stream}/shards ratio {medians[stream] / medians['shards']:.2f}"
+        )
 
 
 if __name__ == "__main__":

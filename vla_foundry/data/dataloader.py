@@ -31,7 +31,7 @@ from vla_foundry.data.pipelines import build_pipeline
 from vla_foundry.data.planner import CheckpointPlan, DatasetPlan
 from vla_foundry.data.robotics.processor import SampleError
 from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
-from vla_foundry.data.streaming.registry import is_stream, open_source
+from vla_foundry.data.streaming.registry import get_stream_source, is_stream, open_source
 from vla_foundry.data.tar_stream import ShardReadError, iter_tar_samples
 from vla_foundry.params.data_params import DataParams
 
@@ -177,10 +177,15 @@ class IntervalDataset(IterableDataset):
         for i in active:
             d = self.plan.datasets[i]
             if is_stream(d.modality):
-                # A streamed source root: the rank's share of the interval, read by the source's own stream.
+                # A streamed source root: the rank's share of the interval, read by the source's own stream; a
+                # source read in loader workers gives each worker a part in proportion to the batches it makes.
                 source = open_source(self.data_params, d.dataset_dir, d.modality)
+                part = (0, 1, 1)
+                if source.in_loader_workers(self.data_params):
+                    batches = [len(range(w, self.num_batches, self.num_workers)) for w in range(self.num_workers)]
+                    part = (sum(batches[:worker]), sum(batches[: worker + 1]), max(1, self.num_batches))
                 streams[i] = source.open_stream(
-                    d, i, self.rank, self.world_size, [*base, i], self.data_params.shuffle_buffer_size, stats
+                    d, i, self.rank, self.world_size, [*base, i], self.data_params.shuffle_buffer_size, stats, part
                 )
             else:
                 streams[i] = DatasetStream(
@@ -350,9 +355,12 @@ def build_dataloader(
     if not 0 <= start_batch <= num_batches:
         raise ValueError(f"start_batch={start_batch} must be within [0, {num_batches}] for this interval")
     num_workers = data_params.num_workers if num_workers is None else num_workers
-    if any(is_stream(d.modality) for d in plan.datasets):
-        # A streamed source is pulled in this process (its own workers, e.g. Ray's, may do the decoding): the
-        # interval's loader runs here, without loader worker processes.
+    if any(
+        is_stream(d.modality) and not get_stream_source(d.modality).in_loader_workers(data_params)
+        for d in plan.datasets
+    ):
+        # A streamed source pulled in this process (its own workers, e.g. Ray's, do the decoding): the interval's
+        # loader runs here, without loader worker processes.
         num_workers = 0
     seed = int(data_params.seed or 0) if seed is None else int(seed)
     if check_shards:

@@ -22,6 +22,8 @@ MODALITIES = ("text", "text_untokenized", "image_caption", "robotics", "lerobot"
 STREAMED_MODALITIES = {"lerobot": "robotics"}
 # Instruction types a robotics sample's language_instructions.json may hold (docs/formats.md §2).
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
+# Who decodes a `lerobot` stream (data.stream_decoding).
+STREAM_DECODING = ("ray", "loader")
 
 
 def known_modalities() -> list[str]:
@@ -222,6 +224,10 @@ class RoboticsDataParams(DataParams):
     # resize mode): the params of the offline robotics job, so one preset serves both. Its output_dir is where the
     # stream's derived files (layout, statistics) are cached; unset, `<save_path>/stream_cache`.
     streaming: StreamingParams = field(default_factory=StreamingParams)
+    # Who decodes and cuts a `lerobot` stream: "ray" (Ray Data tasks, data.ray_* below; a cluster's CPUs with
+    # data.ray_address) or "loader" (the loader's own data.num_workers worker processes, as for shards: no Ray, and
+    # the order of samples is deterministic).
+    stream_decoding: str = "ray"
     # Ray cluster of the stream's CPU work ("auto" or host:port); None starts a local Ray (per node) when needed.
     ray_address: str | None = None
     # Ray Data tasks decoding and cutting episodes at once (and the CPUs of a local Ray started for the stream).
@@ -256,6 +262,14 @@ class RoboticsDataParams(DataParams):
                 )
         if self.ray_num_workers < 1:
             raise ConfigError(f"data.ray_num_workers={self.ray_num_workers} must be >= 1")
+        if self.stream_decoding not in STREAM_DECODING:
+            from vla_foundry.names import closest_names
+
+            close = closest_names(self.stream_decoding, STREAM_DECODING, n=1)
+            raise ConfigError(
+                f"data.stream_decoding={self.stream_decoding!r} is not a way to decode a stream"
+                f"{'; closest: ' + ', '.join(close) if close else ''}; valid: {', '.join(STREAM_DECODING)}"
+            )
         for name in (self.normalization.method, *self.normalization.field_overrides.values()):
             valid = ("std", "min_max", "percentile_1_99", "percentile_5_95", "none")
             if name not in valid:

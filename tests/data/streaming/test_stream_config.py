@@ -31,6 +31,10 @@ def test_the_offline_preset_configures_the_stream_and_flags_override_it():
         (["--data.streaming.type", "spartan"], "only lerobot sources are streamed"),
         (["--data.streaming.image_size", "[96]"], "image_size=\\[96\\] must be \\[height, width\\]"),
         (["--data.ray_num_workers", "0"], "ray_num_workers=0 must be >= 1"),
+        (
+            ["--data.stream_decoding", "loaders"],
+            "stream_decoding=.loaders. is not a way to decode a stream; closest: loader; valid: ray, loader",
+        ),
     ],
 )
 def test_bad_streaming_settings_end_with_one_line(flags, message):

@@ -82,8 +82,9 @@ class ToyNpzSource(StreamSource):
         shards = tuple(ShardInfo(eid, len(a)) for eid, a in self.anchors.items())
         return Manifest(self.root, self.root, shards)
 
-    def open_stream(self, dataset, dataset_index, rank, world_size, seed, buffer_size, stats):
-        return ToyStream(self, interval_share(self.anchors, dataset, rank, world_size), seed, buffer_size, stats)
+    def open_stream(self, dataset, dataset_index, rank, world_size, seed, buffer_size, stats, part=(0, 1, 1)):
+        share = interval_share(self.anchors, dataset, rank, world_size, part)
+        return ToyStream(self, share, seed, buffer_size, stats)
 
 
 class ToyStream(EndlessStream):

@@ -1,9 +1,11 @@
 """The three loaders benchmarks/bench_loaders.py compares yield the same samples: on a dataset recorded by the real
 lerobot library, lerobot's own `LeRobotDataset` (window from `delta_timestamps`), the offline job's shards and this
-project's LeRobot stream give the same low-dim window rows and the same frame for every anchor."""
+project's LeRobot stream (decoded by Ray tasks, and by the loader's workers) give the same low-dim window rows and
+the same frame for every anchor."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -41,7 +43,7 @@ def lerobot(*args: str | Path) -> None:
 
 @pytest.fixture(scope="module")
 def three(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """{"lerobot": {field: (N, ...)}, "shards": {key: sample}, "stream": {key: sample}, "root": Path}."""
+    """{"lerobot": {field: (N, ...)}, "shards" / "stream" / "stream_loader": {key: sample}}."""
     base = tmp_path_factory.mktemp("three_loaders")
     root = base / "recorded"
     lerobot("write", root, "--episodes", EPISODES, "--length", LENGTH, "--size", SIZE, "--cameras", 1)
@@ -56,9 +58,16 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     params = stream_data_params([root], ["lerobot"], [1.0], base / "cache", streaming=streaming)
     prepare_stream_dir(params, str(root))
-    streamed, stats = stream_rank(params, plan_checkpoint(params, 0, EPISODES * LENGTH))
-    assert stats.bad_samples == 0
-    return {"lerobot": read, "shards": shards, "stream": {s["__key__"]: s for s in streamed}}
+    plan = plan_checkpoint(params, 0, EPISODES * LENGTH)
+    streamed, stats = stream_rank(params, plan)
+    in_loader, loader_stats = stream_rank(dataclasses.replace(params, stream_decoding="loader"), plan)
+    assert stats.bad_samples == loader_stats.bad_samples == 0
+    return {
+        "lerobot": read,
+        "shards": shards,
+        "stream": {s["__key__"]: s for s in streamed},
+        "stream_loader": {s["__key__"]: s for s in in_loader},
+    }
 
 
 def anchor_of(key: str) -> tuple[int, int]:
@@ -78,10 +87,11 @@ def test_every_frame_is_an_anchor_of_each_loader(three):
     every = {(e, t) for e in range(EPISODES) for t in range(LENGTH)}
     assert {anchor_of(k) for k in three["shards"]} == every
     assert {anchor_of(k) for k in three["stream"]} == every
+    assert {anchor_of(k) for k in three["stream_loader"]} == every
     assert len(three["lerobot"]["index"]) == len(every)
 
 
-@pytest.mark.parametrize("loader", ["shards", "stream"])
+@pytest.mark.parametrize("loader", ["shards", "stream", "stream_loader"])
 def test_low_dim_window_rows_equal_lerobots_delta_timestamp_rows(three, loader):
     read = three["lerobot"]
     for key, sample in three[loader].items():
@@ -99,7 +109,7 @@ def test_low_dim_window_rows_equal_lerobots_delta_timestamp_rows(three, loader):
         np.testing.assert_array_equal(lowdim["observation.state"][valid][:, 1], steps)
 
 
-@pytest.mark.parametrize("loader", ["shards", "stream"])
+@pytest.mark.parametrize("loader", ["shards", "stream", "stream_loader"])
 def test_frame_at_the_anchor_equals_lerobots_frame(three, loader):
     read = three["lerobot"]
     camera = "observation.images.cam0"

@@ -65,7 +65,7 @@ class Episode:
     lowdim: dict[str, np.ndarray]
     language: dict[str, list[str]]
     cameras: list[str]
-    # Yields (t, {camera: (H, W, 3) uint8}) for t = 0 .. length-1 in order.
+    # Yields (t, {camera: (H, W, 3) uint8}) for t = 0 .. length-1 in order (or for t in `frame_steps`).
     frames: Iterator[tuple[int, dict[str, np.ndarray]]]
     # Arrays stored as they are in every sample (e.g. intrinsics [3, 3]) or sliced per window when [L, ...].
     constants: dict[str, np.ndarray] = field(default_factory=dict)
@@ -75,6 +75,9 @@ class Episode:
     # What the converter itself found about the episode (e.g. MCAP streams older than the tolerance), reported
     # under the episode's quality entry; JSON-serialisable.
     quality: dict[str, Any] = field(default_factory=dict)
+    # The increasing steps `frames` yields when the converter was asked to cut some anchors only (their frames and
+    # nothing else are decoded); None: every step.
+    frame_steps: list[int] | None = None
 
 
 @dataclass

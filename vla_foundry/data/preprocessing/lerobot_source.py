@@ -28,6 +28,7 @@ from vla_foundry.data.preprocessing.episodes import (
     TaskFailure,
     register_converter,
 )
+from vla_foundry.data.preprocessing.sample_cutting import anchor_image_steps
 from vla_foundry.data.preprocessing.video import ForwardVideoReader, VideoDecodeError, open_video
 from vla_foundry.params.base_params import ConfigError
 
@@ -330,11 +331,19 @@ class LeRobotConverter(Converter):
         rename = self.params.camera_rename
         sources = {stored_camera_name(k, rename): k for k in spec["video_keys"] + spec["image_keys"]}
         cameras = self.select_cameras(eid, list(sources))
+        # A stream asking for some anchors names them in the spec: only their frames are decoded into arrays, and
+        # a video is entered at the keyframe before the first of them.
+        frame_steps = None
+        if "anchors" in ep:
+            offsets = list(self.params.image_indices)
+            frame_steps = sorted({t for a in ep["anchors"] for t in anchor_image_steps(a, len(rows), offsets)})
+        steps = list(range(len(rows))) if frame_steps is None else frame_steps
         streams: dict[str, Iterator[np.ndarray]] = {}
         for cam in cameras:
             key = sources[cam]
             if key in spec["image_keys"]:
-                streams[cam] = (decode_image(cell["bytes"]) for cell in part.column(key).to_pylist())
+                cells = part.column(key).take(steps).to_pylist()
+                streams[cam] = (decode_image(cell["bytes"]) for cell in cells)
                 continue
             if key not in readers:
                 try:
@@ -342,7 +351,7 @@ class LeRobotConverter(Converter):
                 except (VideoDecodeError, FileNotFoundError) as e:
                     raise EpisodeError(eid, str(e), "video_error") from e
                 self.video_opens += 1
-            times = ep["from_timestamp"][key] + timestamps
+            times = ep["from_timestamp"][key] + timestamps[steps]
             streams[cam] = readers[key].frames_at(list(times))
         language = {"original": [t for t in ep["tasks"] if t]}
         return Episode(
@@ -351,18 +360,20 @@ class LeRobotConverter(Converter):
             lowdim=lowdim,
             language=language,
             cameras=cameras,
-            frames=_zip_frames(eid, len(rows), cameras, streams),
+            frames=_zip_frames(eid, steps, cameras, streams),
             metadata={"source": spec["root"], "episode_index": ep["episode_index"]},
             timestamps=timestamps,
+            frame_steps=frame_steps,
         )
 
     def stats(self) -> dict[str, int]:
         return {"video_opens": self.video_opens}
 
 
-def _zip_frames(eid: str, length: int, cameras: list[str], streams: dict[str, Iterator[np.ndarray]]) -> Iterator:
-    """(t, {camera: frame}) from one iterator per camera; decode errors become EpisodeErrors naming the episode."""
-    for t in range(length):
+def _zip_frames(eid: str, steps: list[int], cameras: list[str], streams: dict[str, Iterator[np.ndarray]]) -> Iterator:
+    """(t, {camera: frame}) for t in `steps` from one iterator per camera; decode errors become EpisodeErrors naming
+    the episode."""
+    for t in steps:
         frames = {}
         try:
             for cam in cameras:

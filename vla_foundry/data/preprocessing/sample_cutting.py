@@ -47,6 +47,11 @@ def count_potential_samples(length: int, params: RoboticsPreprocessingParams) ->
     return len(plan_anchors(length, params))
 
 
+def anchor_image_steps(anchor: int, length: int, offsets: list[int]) -> list[int]:
+    """The steps whose frames the sample at `anchor` holds: anchor + each image offset, clamped to the episode."""
+    return [min(max(anchor + o, 0), length - 1) for o in offsets]
+
+
 def sample_key(episode_id: str, anchor: int) -> str:
     """A tar key (no dots: the key ends at the first dot) unique within the dataset."""
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', episode_id)}__t{anchor:06d}"
@@ -125,14 +130,19 @@ def cut_samples(
             return encode_jpeg(frame, params.jpeg_quality)
 
     offsets = list(params.image_indices)
-    image_steps = {a: [min(max(a + o, 0), length - 1) for o in offsets] for a in anchors}
+    image_steps = {a: anchor_image_steps(a, length, offsets) for a in anchors}
     needed = {t for steps in image_steps.values() for t in steps}
+    # The steps the frame stream yields: every step, or those the converter was asked for.
+    stream_steps = iter(range(length) if episode.frame_steps is None else episode.frame_steps)
+    if episode.frame_steps is not None and not needed <= set(episode.frame_steps):
+        missing = sorted(needed - set(episode.frame_steps))[:5]
+        raise EpisodeError(episode.episode_id, f"the frame stream lacks steps {missing} the anchors need", "read_error")
     encoded: dict[int, dict[str, Any]] = {}  # t -> {camera: jpeg}, only frames later anchors still need
-    next_t = 0
+    next_t = next(stream_steps, None)
 
     def pull_until(t_max: int) -> None:
         nonlocal next_t
-        while next_t <= t_max:
+        while next_t is not None and next_t <= t_max:
             item = next(episode.frames, None)
             if item is None:
                 raise EpisodeError(
@@ -146,7 +156,7 @@ def cut_samples(
                     cam: encode_frame(resize_image(frames[cam], params.image_size, params.resize_mode))
                     for cam in episode.cameras
                 }
-            next_t += 1
+            next_t = next(stream_steps, None)
 
     for i, anchor in enumerate(anchors):
         steps = image_steps[anchor]

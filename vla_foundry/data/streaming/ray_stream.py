@@ -3,12 +3,11 @@
 A checkpoint interval's set of a `lerobot` dataset is the first `num_samples` anchors of its planned episodes (plan order, every
 anchor of an episode in turn). Rank r of W takes the r-th contiguous W-th of that list (equal shares up to one
 sample), so ranks are disjoint and their union is the set, and each rank decodes mostly its own episodes. Its
-samples are grouped into items of one read task each (the episodes sharing their data and video files, so each MP4
-is opened once per item); a Ray Data `flat_map` (`data.ray_num_workers` concurrent tasks of 1 CPU, optional memory
-reservation) reads an item with the offline job's converter and cuts it with `cut_samples`, keeping frames as
-resized (h, w, 3) uint8 arrays instead of JPEG bytes. The rank pulls rows as Ray produces them (streaming, with
-backpressure) into a seeded shuffle buffer: the *set* of an interval is deterministic, the order within it follows
-Ray's scheduling.
+samples are grouped into items of equal size within a read task (`items.read_items`); a Ray Data `flat_map`
+(`data.ray_num_workers` concurrent tasks of 1 CPU, optional memory reservation) cuts an item with the offline job's
+converter (`items.item_samples`) into rows of several samples. The rank pulls rows as Ray produces them (streaming,
+with backpressure) into a seeded shuffle buffer: the *set* of an interval is deterministic, the order within it
+follows Ray's scheduling (`loader_stream` decodes in the loader's workers instead, in a fixed order).
 
 An episode that cannot be read (missing parquet, corrupt MP4) becomes a row counting its lost samples with the
 episode named; the rank's loader counts them as bad samples, exactly as undecodable shard samples.
@@ -16,7 +15,6 @@ episode named; the rank's loader counts them as bad samples, exactly as undecoda
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
+from vla_foundry.data.streaming.items import item_samples, read_items
 from vla_foundry.data.streaming.source import LeRobotSource
 
 logger = logging.getLogger(__name__)
@@ -34,80 +33,36 @@ logger = logging.getLogger(__name__)
 TARGET_BLOCK_BYTES = 8 * 1024 * 1024
 # Blocks each rank's iterator fetches ahead of the trainer.
 PREFETCH_BLOCKS = 4
-# A rank's samples are split into about this many Ray items per decode task (at episode boundaries).
+# A rank's samples are split into about this many Ray items per decode task.
 ITEMS_PER_WORKER = 2
+# Samples per Ray row (about 2.4 MB at two 224 px cameras).
+SAMPLES_PER_ROW = 8
 
 
-def read_items(
-    source: LeRobotSource, samples: list[tuple[str, int]], max_item_samples: int | None = None
-) -> list[dict]:
-    """Samples -> Ray Data items: consecutive samples of one read task (each episode once) form an item, closed at
-    an episode boundary once it holds `max_item_samples` (None: no limit).
-
-    The limit lets several decode tasks share one read task: a dataset recorded by lerobot keeps every episode in
-    one data file and one MP4 per camera (a single read task), which would otherwise be one Ray task on one CPU.
-    Each item's reader seeks to its first episode, so splitting costs a seek per item, not a re-decode."""
-    items: list[dict] = []
-    current: dict | None = None
-    for eid, anchor in samples:
-        task_index = source.episodes[eid].task_index
-        if (
-            current is None
-            or current["task_index"] != task_index
-            or (eid in current["anchors"] and current["last"] != eid)
-            or (eid != current["last"] and max_item_samples and current["count"] >= max_item_samples)
-        ):
-            current = {"task_index": task_index, "anchors": {}, "last": eid, "count": 0}
-            items.append(current)
-        anchors = current["anchors"].setdefault(eid, [])
-        if anchors and anchor <= anchors[-1]:
-            # The same episode again (an interval that wrapped into a new epoch): a new item keeps anchors increasing.
-            current = {"task_index": task_index, "anchors": {eid: []}, "last": eid, "count": 0}
-            items.append(current)
-            anchors = current["anchors"][eid]
-        anchors.append(anchor)
-        current["last"] = eid
-        current["count"] += 1
-    out = []
-    for item in items:
-        task = source.tasks[item["task_index"]]
-        keep = [i for i, e in enumerate(task.episode_ids) if e in item["anchors"]]
-        spec = {**task.spec, "episodes": [task.spec["episodes"][i] for i in keep]}
-        task_json = {"task_id": task.task_id, "episode_ids": [task.episode_ids[i] for i in keep], "spec": spec}
-        out.append({"item": json.dumps({"task": task_json, "anchors": item["anchors"]})})
-    return out
+def _samples_row(samples: list[tuple[str, dict]]) -> dict:
+    return {"payload": pickle.dumps(samples, protocol=5), "bad": "", "count": len(samples)}
 
 
-def _bad_row(episode_id: str, reason: str, count: int) -> dict:
-    return {"key": episode_id, "payload": b"", "bad": f"episode {episode_id}: {reason}", "count": count}
+def row_samples(row: dict) -> list[tuple[str, dict]]:
+    """The (key, members) pairs of one good row of `cut_item`."""
+    return pickle.loads(row["payload"])
 
 
 def cut_item(row: dict, params: Any) -> Iterator[dict]:
-    """One Ray Data item (runs on a Ray worker): its episodes -> one row per sample (pickled members) or per lost
-    episode (`bad` names it, `count` the samples lost)."""
-    from vla_foundry.data.preprocessing.episodes import EpisodeError, ReadTask, TaskFailure, get_converter
-    from vla_foundry.data.preprocessing.sample_cutting import cut_samples
-    from vla_foundry.data.preprocessing.video import VideoDecodeError
-
-    item = json.loads(row["item"])
-    task = ReadTask(**item["task"])
-    wanted: dict[str, list[int]] = item["anchors"]
-    converter = get_converter("lerobot")(params)
-    for episode in converter.read_task(task):
-        anchors = wanted[episode.episode_id]
-        if isinstance(episode, TaskFailure):
-            yield _bad_row(episode.episode_id, f"{episode.reason} ({episode.kind})", len(anchors))
+    """One Ray Data item (runs on a Ray worker) -> rows of up to SAMPLES_PER_ROW samples (pickled (key, members)
+    pairs: Ray's per-row costs, in the worker and in the rank, are paid once per row) and one row per lost episode
+    (`bad` names it, `count` the samples lost)."""
+    chunk: list[tuple[str, dict]] = []
+    for out in item_samples(row, params):
+        if isinstance(out, dict):
+            yield {"payload": b"", **out}
             continue
-        done = 0
-        try:
-            for sample in cut_samples(episode, params, anchors, np.ascontiguousarray, dict):
-                yield {"key": sample.key, "payload": pickle.dumps(sample.members, protocol=5), "bad": "", "count": 1}
-                done += 1
-        except (EpisodeError, VideoDecodeError) as e:
-            reason = e.reason if isinstance(e, EpisodeError) else str(e)
-            yield _bad_row(episode.episode_id, reason, len(anchors) - done)
-        except Exception as e:  # malformed data of one episode: counted, the stream goes on
-            yield _bad_row(episode.episode_id, f"{type(e).__name__}: {e}", len(anchors) - done)
+        chunk.append(out)
+        if len(chunk) == SAMPLES_PER_ROW:
+            yield _samples_row(chunk)
+            chunk = []
+    if chunk:
+        yield _samples_row(chunk)
 
 
 def ensure_ray(data_params: Any, address: str | None = None) -> bool:
@@ -193,10 +148,10 @@ class LeRobotWindowStream(EndlessStream):
             if row["bad"]:
                 self.stats.record_bad(f"{self.source.root}: {row['bad']}", int(row["count"]))
                 continue
-            sample = pickle.loads(row["payload"])
-            sample["__key__"] = row["key"]
-            sample["__url__"] = self.source.root
-            yield sample
+            for key, sample in row_samples(row):
+                sample["__key__"] = key
+                sample["__url__"] = self.source.root
+                yield sample
 
     def empty_share(self) -> str:
         return (

@@ -37,20 +37,30 @@ _INSTANCES: dict[str, StreamSource] = {}
 class StreamSource(ABC):
     """One source root of a streamed modality, as the planner and the loader see it.
 
-    The loader pulls a streamed dataset in the training process (no loader worker processes): a rank's stream is
-    its whole share of the checkpoint interval (`interval_share`), which a source may decode in workers of its own (Ray for
-    LeRobot)."""
+    A rank's stream is its share of the checkpoint interval (`interval_share`). The loader pulls it in the training
+    process (no loader worker processes), where the source may decode in workers of its own (Ray for LeRobot), or,
+    when the source reads `in_loader_workers`, each loader worker reads its part of the share."""
 
     # The modality selecting this source (set by `register_stream_source`).
     name: ClassVar[str] = ""
     # The data.type whose pipeline processes this source's raw samples.
     data_type: ClassVar[str] = "robotics"
-    # Whether reading needs Ray (training then starts or joins one before the loader runs).
-    uses_ray: ClassVar[bool] = False
 
     def __init__(self, data_params: Any, root: str) -> None:
         self.data_params = data_params
         self.root = root.rstrip("/")
+
+    @classmethod
+    def uses_ray(cls, data_params: Any) -> bool:
+        """Whether reading needs Ray (training then starts or joins one before the loader runs)."""
+        return False
+
+    @classmethod
+    def in_loader_workers(cls, data_params: Any) -> bool:
+        """Whether the loader's worker processes read this source, each its `part` of the rank's share (the loader
+        keeps its data.num_workers workers); False: the training process pulls the whole share (the source's own
+        workers, e.g. Ray's, may decode) and the interval's loader runs without worker processes."""
+        return False
 
     @classmethod
     def cache_key(cls, data_params: Any) -> Any:
@@ -85,19 +95,27 @@ class StreamSource(ABC):
         seed: list[int],
         buffer_size: int,
         stats: LoaderStats,
+        part: tuple[int, int, int] = (0, 1, 1),
     ) -> EndlessStream:
         """The rank's endless stream of the interval's samples of this dataset (raw samples as the `data_type`
-        pipeline takes them, `__key__` / `__url__` set); unusable ones counted in `stats`."""
+        pipeline takes them, `__key__` / `__url__` set); unusable ones counted in `stats`. With `part` (a, b, t) the
+        stream holds the samples [n * a // t, n * b // t) of the rank's n (a loader worker's part; always
+        (0, 1, 1) unless `in_loader_workers`)."""
 
 
 def interval_share(
-    anchors: dict[str, list[int]], dataset: DatasetPlan, rank: int, world_size: int
+    anchors: dict[str, list[int]],
+    dataset: DatasetPlan,
+    rank: int,
+    world_size: int,
+    part: tuple[int, int, int] = (0, 1, 1),
 ) -> list[tuple[str, int]]:
     """Rank `rank`'s (episode id, anchor) pairs of a streamed dataset in a checkpoint interval.
 
     The interval's set is the first `dataset.num_samples` anchors of the planned episodes (plan order, every anchor of
     an episode in turn; `anchors` holds each episode's); a rank takes the r-th contiguous W-th of it (sizes differ
-    by at most one), so ranks are disjoint and their union is the set."""
+    by at most one), so ranks are disjoint and their union is the set; `part` (a, b, t) keeps [n * a // t,
+    n * b // t) of the rank's n pairs (parts of a partition of [0, t) partition the rank's share)."""
     from vla_foundry import storage
 
     pairs: list[tuple[str, int]] = []
@@ -110,7 +128,9 @@ def interval_share(
             break
     pairs = pairs[: dataset.num_samples]
     n = len(pairs)
-    return pairs[n * rank // world_size : n * (rank + 1) // world_size]
+    share = pairs[n * rank // world_size : n * (rank + 1) // world_size]
+    a, b, t = part
+    return share[len(share) * a // t : len(share) * b // t]
 
 
 def register_stream_source(name: str) -> Callable[[type[StreamSource]], type[StreamSource]]:
@@ -175,7 +195,7 @@ def streamed(data_params: Any) -> list[tuple[str, str]]:
 
 def needs_ray(data_params: Any) -> bool:
     """Whether a train dataset's stream source reads through Ray."""
-    return any(get_stream_source(m).uses_ray for _, m in streamed(data_params))
+    return any(get_stream_source(m).uses_ray(data_params) for _, m in streamed(data_params))
 
 
 def prepare_streams(data_params: Any, save_path: str) -> Any:

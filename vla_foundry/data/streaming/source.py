@@ -72,9 +72,8 @@ class EpisodeRef:
 
 @register_stream_source("lerobot")
 class LeRobotSource(StreamSource):
-    """The episodes and read tasks of one LeRobot root, cut with the streaming params; Ray Data decodes them."""
-
-    uses_ray = True
+    """The episodes and read tasks of one LeRobot root, cut with the streaming params; Ray Data tasks or the
+    loader's workers decode them (data.stream_decoding)."""
 
     def __init__(self, data_params: Any, root: str) -> None:
         from vla_foundry.data.preprocessing.episodes import get_converter
@@ -93,6 +92,14 @@ class LeRobotSource(StreamSource):
             raise ConfigError(f"{self.root}: the LeRobot dataset lists no episodes")
 
     @classmethod
+    def uses_ray(cls, data_params: Any) -> bool:
+        return data_params.stream_decoding == "ray"
+
+    @classmethod
+    def in_loader_workers(cls, data_params: Any) -> bool:
+        return data_params.stream_decoding == "loader"
+
+    @classmethod
     def cache_key(cls, data_params: Any) -> Any:
         from vla_foundry.params.parsing import params_to_dict
 
@@ -109,13 +116,20 @@ class LeRobotSource(StreamSource):
 
     def open_stream(
         self, dataset: Any, dataset_index: int, rank: int, world_size: int, seed: list[int], buffer_size: int,
-        stats: Any,
+        stats: Any, part: tuple[int, int, int] = (0, 1, 1),
     ) -> Any:  # fmt: skip
-        from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
         from vla_foundry.data.streaming.registry import interval_share
 
+        anchors = {eid: ref.anchors for eid, ref in self.episodes.items()}
+        share = interval_share(anchors, dataset, rank, world_size, part)
+        if self.in_loader_workers(self.data_params):
+            from vla_foundry.data.streaming.loader_stream import LeRobotLoaderStream
+
+            # This loader worker's part of the rank's share, decoded and cut in this process.
+            return LeRobotLoaderStream(self, share, dataset_index, seed, buffer_size, stats)
+        from vla_foundry.data.streaming.ray_stream import LeRobotWindowStream
+
         # The rank's share of the checkpoint interval, decoded and cut by Ray Data workers.
-        share = interval_share({eid: ref.anchors for eid, ref in self.episodes.items()}, dataset, rank, world_size)
         return LeRobotWindowStream(self, share, dataset_index, seed, buffer_size, stats)
 
     def manifest(self) -> Manifest:
