@@ -13,8 +13,10 @@ from tests.data.streaming.conftest import stream_data_params
 from tests.data.streaming.test_stream_samples import V3_LENGTHS, expected_keys, stream_rank
 from vla_foundry.data.dataloader import SAMPLE_KEYS, build_dataloader
 from vla_foundry.data.planner import plan_checkpoint
+from vla_foundry.data.sample_streams import LoaderStats
 from vla_foundry.data.scripts.make_synthetic_lerobot import make_lerobot_v3
-from vla_foundry.data.streaming.registry import needs_ray
+from vla_foundry.data.streaming.loader_stream import LeRobotLoaderStream
+from vla_foundry.data.streaming.registry import needs_ray, open_source
 from vla_foundry.data.streaming.source import prepare_stream_dir
 
 TOTAL = sum(V3_LENGTHS)  # every step is an anchor of the test window
@@ -42,7 +44,11 @@ def test_the_loader_workers_stream_holds_the_ray_streams_samples(root, tmp_path)
     prepare_stream_dir(ray_params, str(root))
     plan = plan_checkpoint(ray_params, 0, 20)
     by_ray = {s["__key__"]: s for s in stream_rank(ray_params, plan)[0]}
-    by_loader, stats = stream_rank(dataclasses.replace(ray_params, stream_decoding="loader"), plan)
+    loader_params = dataclasses.replace(ray_params, stream_decoding="loader")
+    # The same root and cut, decoded another way: a source built for the Ray stream is not reused for it.
+    assert isinstance(open_source(loader_params, str(root), "lerobot").open_stream(
+        plan.datasets[0], 0, 0, 1, [0], 4, LoaderStats()), LeRobotLoaderStream)  # fmt: skip
+    by_loader, stats = stream_rank(loader_params, plan)
 
     assert stats.bad_samples == 0 and len(by_loader) == 20
     assert sorted(s["__key__"] for s in by_loader) == sorted(by_ray)

@@ -40,6 +40,10 @@ JOB_ONLY_FIELDS = (
 )
 
 
+# The data params saying who decodes a stream and with what resources (a source's stream reads them).
+DECODING_FIELDS = ("stream_decoding", "ray_address", "ray_num_workers", "ray_worker_memory_mb", "ray_object_store_mb")
+
+
 def stream_params(data_params: Any, root: str) -> Any:
     """The preprocessing params the stream of `root` cuts with: data.streaming with source_episodes = [root]."""
     return dataclasses.replace(data_params.streaming, type="lerobot", source_episodes=[root.rstrip("/")])
@@ -103,8 +107,10 @@ class LeRobotSource(StreamSource):
     def cache_key(cls, data_params: Any) -> Any:
         from vla_foundry.params.parsing import params_to_dict
 
-        # What the source reads is shaped by data.streaming only (the rest of the data params is the pipeline's).
-        return params_to_dict(data_params.streaming)
+        # What the source reads is shaped by data.streaming, and who decodes it by the decoding fields (the rest of
+        # the data params is the pipeline's).
+        decoding = {name: getattr(data_params, name) for name in DECODING_FIELDS}
+        return {"streaming": params_to_dict(data_params.streaming), **decoding}
 
     @classmethod
     def layout_dir(cls, data_params: Any, root: str) -> str:
