@@ -94,6 +94,13 @@ class LeRobotSource(StreamSource):
                 self.episodes[eid] = EpisodeRef(i, length, plan_anchors(length, self.params))
         if not self.episodes:
             raise ConfigError(f"{self.root}: the LeRobot dataset lists no episodes")
+        if self.in_loader_workers(data_params):
+            # The decoder's modules, imported by the loader process that plans with this source before it forks each
+            # checkpoint interval's workers: they inherit them instead of importing them again (~50 ms each).
+            import av  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+
+            import vla_foundry.data.streaming.items  # noqa: F401
 
     @classmethod
     def uses_ray(cls, data_params: Any) -> bool:
