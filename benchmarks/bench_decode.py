@@ -1,13 +1,15 @@
-"""Per-frame decode cost of a LeRobot video against the JPEGs the offline job stores: why a stream that decodes
-video for every sample cannot match the shard loader on the same CPU.
+"""Per-frame decode cost of a LeRobot video against the JPEGs the offline job stores, each with the decoder this
+project uses for it: the stream's video reader against the shard loader's JPEG decoder.
 
     uv run python benchmarks/bench_decode.py --video DATASET/videos/observation.images.cam0/chunk-000/file-000.mp4 \
         [--frames 600] [--repeats 3] [--quality 95]
 
-Decodes the first --frames frames of --video to RGB with PyAV on one thread (the stream's decoder, lerobot's
-default AV1 for a dataset lerobot wrote), then encodes those frames as JPEGs at --quality (as the offline job
-stores them) and decodes them back with PIL on one thread (the shard loader's decoder). Each measurement is
-repeated --repeats times, alternating; medians are printed, then last `video/jpeg decode cost ratio X`.
+Decodes the first --frames frames of --video to (H, W, 3) RGB arrays with the stream's reader
+(`ForwardVideoReader`: PyAV, lerobot's default AV1 for a dataset lerobot wrote, one colour-conversion context per
+reader) on one decoder thread, then encodes those frames as JPEGs at --quality (as the offline job stores them) and
+decodes them back to (3, H, W) planes as the shard loader does (`decode_planar`: libjpeg-turbo through
+torchvision), with one torch thread. Each measurement is repeated --repeats times, alternating; medians are
+printed, then last `video/jpeg decode cost ratio X`.
 """
 
 from __future__ import annotations
@@ -16,34 +18,43 @@ import argparse
 import io
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def decode_video(path: str, frames: int) -> tuple[float, list]:
-    """(seconds per frame, the first frames as RGB arrays) of decoding `frames` frames of `path` on one thread."""
+    """(seconds per frame, the frames as RGB arrays) of reading the first `frames` frames of `path` with the
+    stream's reader, one decoder thread."""
     import av
 
-    out = []
+    from vla_foundry.data.preprocessing.video import ForwardVideoReader
+
     with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1
+        fps = float(container.streams.video[0].average_rate)
+    reader = ForwardVideoReader(path, fps)
+    reader.stream.thread_count = 1
+    try:
         start = time.perf_counter()
-        for frame in container.decode(stream):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) >= frames:
-                break
+        out = list(reader.frames_at([i / fps for i in range(frames)]))
         elapsed = time.perf_counter() - start
+    finally:
+        reader.close()
     return elapsed / len(out), out
 
 
 def decode_jpegs(jpegs: list[bytes]) -> float:
-    """Seconds per frame of decoding `jpegs` to RGB arrays with PIL."""
-    import numpy as np
-    from PIL import Image
+    """Seconds per frame of decoding `jpegs` to (3, H, W) planes with the shard loader's decoder."""
+    import torch
 
+    from vla_foundry.data.processors.images import decode_planar
+
+    torch.set_num_threads(1)
     start = time.perf_counter()
     for data in jpegs:
-        np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        decode_planar(data, None)
     return (time.perf_counter() - start) / len(jpegs)
 
 
@@ -63,6 +74,7 @@ def main() -> None:
         buffer = io.BytesIO()
         Image.fromarray(frame).save(buffer, format="JPEG", quality=args.quality)
         jpegs.append(buffer.getvalue())
+    decode_jpegs(jpegs[:8])  # warm-up: the decoder's import
     h, w = frames[0].shape[:2]
     video_s, jpeg_s = [], []
     for r in range(args.repeats):

@@ -90,3 +90,16 @@ def item_samples(item: dict, params: Any) -> Iterator[tuple[str, dict] | dict]:
             yield lost_episode(episode.episode_id, reason, len(anchors) - done)
         except Exception as e:  # malformed data of one episode: counted, the stream goes on
             yield lost_episode(episode.episode_id, f"{type(e).__name__}: {e}", len(anchors) - done)
+
+
+def raw_samples(outs: Iterator[tuple[str, dict] | dict], root: str, stats: Any) -> Iterator[dict]:
+    """`item_samples` outputs -> raw samples as the pipeline takes them (members + `__key__` / `__url__`); lost
+    episodes are counted in `stats` (a `LoaderStats`) as bad samples, named."""
+    for out in outs:
+        if isinstance(out, dict):
+            stats.record_bad(f"{root}: {out['bad']}", int(out["count"]))
+            continue
+        key, sample = out
+        sample["__key__"] = key
+        sample["__url__"] = root
+        yield sample

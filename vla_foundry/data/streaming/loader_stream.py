@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
-from vla_foundry.data.streaming.items import item_samples, read_items
+from vla_foundry.data.streaming.items import item_samples, raw_samples, read_items
 from vla_foundry.data.streaming.source import LeRobotSource
 
 
@@ -33,15 +33,8 @@ class LeRobotLoaderStream(EndlessStream):
 
     def read_pass(self, pass_index: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         """Raw samples of one pass (members + `__key__` / `__url__`); lost episodes are counted as bad samples."""
-        for item in read_items(self.source, self.samples):
-            for out in item_samples(item, self.source.params):
-                if isinstance(out, dict):
-                    self.stats.record_bad(f"{self.source.root}: {out['bad']}", int(out["count"]))
-                    continue
-                key, sample = out
-                sample["__key__"] = key
-                sample["__url__"] = self.source.root
-                yield sample
+        outs = (out for item in read_items(self.source, self.samples) for out in item_samples(item, self.source.params))
+        yield from raw_samples(outs, self.source.root, self.stats)
 
     def empty_share(self) -> str:
         return (

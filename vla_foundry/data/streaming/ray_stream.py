@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vla_foundry.data.sample_streams import EndlessStream, LoaderStats
-from vla_foundry.data.streaming.items import item_samples, read_items
+from vla_foundry.data.streaming.items import item_samples, raw_samples, read_items
 from vla_foundry.data.streaming.source import LeRobotSource
 
 logger = logging.getLogger(__name__)
@@ -144,14 +144,15 @@ class LeRobotWindowStream(EndlessStream):
 
     def read_pass(self, pass_index: int, rng: np.random.Generator) -> Iterator[dict]:
         """Raw samples of one pass (members + `__key__` / `__url__`); lost episodes are counted as bad samples."""
+        yield from raw_samples(self._outs(), self.source.root, self.stats)
+
+    def _outs(self) -> Iterator[tuple[str, dict] | dict]:
+        """The pass's rows unpacked into `item_samples` outputs: (key, members) per sample, a lost-episode dict."""
         for row in self.rows():
             if row["bad"]:
-                self.stats.record_bad(f"{self.source.root}: {row['bad']}", int(row["count"]))
-                continue
-            for key, sample in row_samples(row):
-                sample["__key__"] = key
-                sample["__url__"] = self.source.root
-                yield sample
+                yield {"bad": row["bad"], "count": row["count"]}
+            else:
+                yield from row_samples(row)
 
     def empty_share(self) -> str:
         return (
