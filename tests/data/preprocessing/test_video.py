@@ -42,3 +42,14 @@ def test_a_corrupt_file_is_a_video_decode_error(tmp_path):
     path.write_bytes(b"not a video at all" * 100)
     with pytest.raises(VideoDecodeError, match="corrupt.mp4"):
         ForwardVideoReader(str(path), FPS)
+
+
+def test_the_reader_decodes_on_one_thread(tmp_path):
+    # Readers run one per worker process or Ray task; the codec's own threads (one per core by default) would
+    # compete with them.
+    path = tmp_path / "v.mp4"
+    write_video(path, [make_frame(0, t, 0) for t in range(4)], "libsvtav1")
+    with ForwardVideoReader(str(path), FPS) as reader:
+        list(reader.frames_at([t / FPS for t in range(4)]))
+        assert reader.stream.codec_context.name == "libdav1d"
+        assert reader.stream.codec_context.thread_count == 1
