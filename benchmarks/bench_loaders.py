@@ -3,7 +3,7 @@ offline job's shards, and this project's LeRobot stream, decoded by Ray Data tas
 by the loader's own workers (data.stream_decoding loader).
 
     uv run python benchmarks/bench_loaders.py [--episodes 12] [--length 200] [--size 224] [--cameras 2]
-        [--workers 2] [--repeats 3] [--samples 256] [--batch 16] [--step_ms 60]
+        [--workers 2] [--repeats 3] [--samples 4096] [--batch 16] [--step_ms 60]
 
 1. Records one LeRobot v3.0 dataset with the real lerobot library (its own environment,
    vla_foundry/data/scripts/lerobot_venv.py; benchmarks/lerobot_loader.py is its side): --episodes episodes of
@@ -14,7 +14,7 @@ by the loader's own workers (data.stream_decoding loader).
    --workers workers, shuffled; (b) the shard loader with --workers loader workers; (c) the stream with --workers
    Ray decode tasks; (d) the stream decoded in --workers loader workers. Each run is two passes over --samples samples: samples/s with no step, then the data-wait
    fraction (time waiting for the next batch / total) with a fixed step of --step_ms (a sleep) after each batch.
-   Runs alternate between the loaders (the order rotates each repeat) --repeats times after one warm-up pass
+   Runs alternate between the loaders (the order rotates each repeat, reversed every other one) --repeats times after one warm-up pass
    each; the machine's 1-minute load average is printed before every run, with a warning above 0.5 per core.
 The medians are printed per loader, and last `shards/lerobot ratio X, stream/lerobot ratio Y, stream/shards
 ratio Z` (median samples/s over median samples/s), for the Ray stream and then for the loader-decoded one.
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=4096, help="samples per timed pass (one checkpoint interval)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--step_ms", type=float, default=60.0)
     args = parser.parse_args()
@@ -165,7 +165,10 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in loaders}
     names = list(loaders)
     for r in range(args.repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+        order = names[r % len(names) :] + names[: r % len(names)]
+        # Reversed every other repeat, so no loader always runs right after the same one (the Ray stream's
+        # shutdown, for one, could weigh on whichever loader follows it).
+        for name in order[::-1] if r % 2 else order:
             print(f"repeat {r + 1}/{args.repeats}, {name}:", flush=True)
             load = load_line()
             run, params, stream = loaders[name]
