@@ -1,12 +1,13 @@
 """Meta-World learning benchmark: scripted demonstrations -> shards -> training -> closed-loop evaluation.
 
     uv run python benchmarks/bench_metaworld.py --suite mt10 --obs state [--episodes_per_task 50] \
-        [--train_minutes 20] [--eval_episodes_per_task 10] [--workdir /tmp/bench_metaworld]
+        [--train_minutes 20] [--steps_after_success 0] [--eval_episodes_per_task 10] [--workdir /tmp/bench_metaworld]
     uv run python benchmarks/bench_metaworld.py --suite mt10 --obs pixels --train_minutes 60 [--image_size 64]
 
 Stages, each timed:
-  1. demos: `make_sim_demos --env metaworld_<suite>` (seeds from 1,000,000; `--obs state` records no camera,
-     `--obs pixels` the corner2 camera at --image_size);
+  1. demos: `make_sim_demos --env metaworld_<suite>` (seeds from 1,000,000, each going on for --steps_after_success
+     steps after its first success; `--obs state` records no camera, `--obs pixels` the corner2 camera at
+     --image_size);
   2. data: the Ray preprocessing job into shards (config_presets/preprocessing/metaworld_<obs>.yaml);
   3. training: config_presets/training_jobs/metaworld_mt10_<obs>.yaml, with total_train_samples set so the run
      takes about --train_minutes on this machine (the samples/s of a short calibration run of the same job, measured
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--obs", choices=["state", "pixels"], default="state")
     parser.add_argument("--episodes_per_task", type=int, default=50, help="demonstrations per task")
     parser.add_argument("--train_minutes", type=float, default=20.0)
+    parser.add_argument(
+        "--steps_after_success", type=int, default=0, help="expert steps recorded after each demo's first success"
+    )
     parser.add_argument("--eval_episodes_per_task", type=int, default=10)
     parser.add_argument("--n_action_steps", type=int, default=8, help="rows of each predicted chunk executed")
     parser.add_argument("--image_size", type=int, default=64, help="pixels: the camera's square size")
@@ -99,7 +103,8 @@ def main() -> None:
         size = f"[{args.image_size}, {args.image_size}]"
         cmd = [*py, "-m", "vla_foundry.eval.make_sim_demos", "--env", suite, "--episodes_per_task"]
         cmd += [str(args.episodes_per_task), "--num_workers", str(args.num_workers), "--output_dir", str(demos)]
-        cmd += ["--cameras", cameras, "--image_size", size, "--no_progress"]
+        cmd += ["--cameras", cameras, "--image_size", size, "--steps_after_success", str(args.steps_after_success)]
+        cmd += ["--no_progress"]
         times["demos_s"] = run(cmd, work / "demos.log")
         print(f"demos: {times['demos_s']:.0f} s ({(work / 'demos.log').read_text().strip().splitlines()[-1]})")
 

@@ -136,6 +136,23 @@ def test_demos_replayed_from_their_seed_succeed(demos):
     env.close()
 
 
+def test_steps_after_success_record_the_expert_that_far_past_the_first_success():
+    from vla_foundry.eval.make_sim_demos import record_episode
+
+    plain = record_episode("metaworld/reach-v3", 1_000_000, (), (8, 8), 500)
+    longer = record_episode("metaworld/reach-v3", 1_000_000, (), (8, 8), 500, steps_after_success=7)
+    assert plain["success"] and longer["success"]
+    assert longer["steps"] == plain["steps"] + 7
+    # The same episode up to the first success, then the expert's further steps.
+    np.testing.assert_array_equal(longer["action"][: plain["steps"]], plain["action"])
+    # Replayed from the seed, the env succeeds at the plain episode's last action, not before.
+    env = make_env("metaworld/reach-v3", (), (8, 8), 500, expert=False)
+    env.reset(seed=1_000_000)
+    successes = [env.step(a)[4]["is_success"] for a in longer["action"]]
+    env.close()
+    assert successes.index(True) == plain["steps"] - 1
+
+
 def test_demos_without_camera_record_no_video(tmp_path):
     params = SimDemosParams(
         env="metaworld/reach-v3", episodes=1, output_dir=str(tmp_path / "d"), cameras=("none",), no_progress=True

@@ -42,11 +42,17 @@ _worker_env: dict[str, Any] = {}
 
 
 def record_episode(
-    env_name: str, seed: int, cameras: tuple[str, ...], image_size: tuple[int, int], max_steps: int
+    env_name: str,
+    seed: int,
+    cameras: tuple[str, ...],
+    image_size: tuple[int, int],
+    max_steps: int,
+    steps_after_success: int = 0,
 ) -> dict[str, Any]:
     """One expert episode from env seed `seed`: {"env", "seed", "success", "steps", and when it succeeded "state"
-    {observation key: (T, D)}, "action" (T, A), "frames" {camera: T frames}}. The env is built once per process
-    and reused."""
+    {observation key: (T, D)}, "action" (T, A), "frames" {camera: T frames}}. The expert goes on for
+    `steps_after_success` steps after the first success (within `max_steps`), recorded too. The env is built once per
+    process and reused."""
     from vla_foundry.eval.sim import make_env
 
     key = (env_name, cameras, image_size, max_steps)
@@ -59,7 +65,7 @@ def record_episode(
     state_keys = [k for k in obs if k != "pixels" and k != "env_state"]
     states: dict[str, list] = {k: [] for k in state_keys}
     actions, frames = [], {c: [] for c in cameras}
-    success = False
+    success, after = False, 0
     for _ in range(max_steps):
         # The env executes the action as the dataset stores it (float32), so a replay of the dataset from the same
         # seed passes through the recorded states exactly.
@@ -70,8 +76,14 @@ def record_episode(
         for c in cameras:
             frames[c].append(obs["pixels"][c])
         obs, _, terminated, truncated, info = env.step(action)
-        success = bool(info.get("is_success", False))
-        if terminated or truncated or success:
+        success = success or bool(info.get("is_success", False))
+        if success:
+            # Steps past the first success show the policy what lies inside the goal region (an episode cut at
+            # the boundary teaches it to stop just before it).
+            if after >= steps_after_success:
+                break
+            after += 1
+        elif terminated or truncated:
             break
     out: dict[str, Any] = {"env": env_name, "seed": seed, "success": success, "steps": len(actions)}
     if success:
@@ -115,6 +127,8 @@ class SimDemosParams:
     max_steps: int | None = None
     # Seeds tried at most per task (None: 2 x episodes).
     max_attempts: int | None = None
+    # Expert steps recorded after an episode's first success (0: it ends at the success).
+    steps_after_success: int = 0
     # No progress bar.
     no_progress: bool = False
 
@@ -127,6 +141,8 @@ class SimDemosParams:
             raise ConfigError(f"episodes ({self.episodes}) and num_workers ({self.num_workers}) must be >= 1")
         if min(self.image_size) < 1:
             raise ConfigError(f"image_size={list(self.image_size)} must be [H, W] with positive values")
+        if self.steps_after_success < 0:
+            raise ConfigError(f"steps_after_success={self.steps_after_success} must be >= 0")
 
 
 def make_sim_demos(params: SimDemosParams) -> dict[str, Any]:
@@ -193,7 +209,10 @@ def make_sim_demos(params: SimDemosParams) -> dict[str, Any]:
             # the dataset does not depend on timing.
             while kept[name] < episodes and next_seed - seed < max_attempts:
                 count = min(episodes - kept[name], seed + max_attempts - next_seed)
-                args = [(name, next_seed + k, cameras, tuple(image_size), steps) for k in range(count)]
+                args = [
+                    (name, next_seed + k, cameras, tuple(image_size), steps, params.steps_after_success)
+                    for k in range(count)
+                ]
                 next_seed += count
                 results = pool.imap(_record, args) if pool is not None else map(_record, args)
                 for result in results:
