@@ -12,10 +12,11 @@ by the loader's own workers (data.stream_decoding loader).
 3. Reads the same window from each (1 past + 14 future low-dim rows, the frame at the anchor, at --size): (a)
    lerobot's LeRobotDataset with `delta_timestamps` and its default video backend, in a torch DataLoader with
    --workers workers, shuffled; (b) the shard loader with --workers loader workers; (c) the stream with --workers
-   Ray decode tasks; (d) the stream decoded in --workers loader workers. Each run is two passes over --samples samples: samples/s with no step, then the data-wait
-   fraction (time waiting for the next batch / total) with a fixed step of --step_ms (a sleep) after each batch.
-   Runs alternate between the loaders (the order rotates each repeat, reversed every other one) --repeats times after one warm-up pass
-   each; the machine's 1-minute load average is printed before every run, with a warning above 0.5 per core.
+   Ray decode tasks; (d) the stream decoded in --workers loader workers. Each run is two passes over --samples
+   samples: samples/s with no step, then the data-wait fraction (time waiting for the next batch / total) with a
+   fixed step of --step_ms (a sleep) after each batch. Runs alternate between the loaders (the order rotates each
+   repeat, reversed every other one) --repeats times after one warm-up pass each; the machine's 1-minute load
+   average is printed before every run, with a warning above 0.5 per core.
 The medians are printed per loader, and last `shards/lerobot ratio X, stream/lerobot ratio Y, stream/shards
 ratio Z` (median samples/s over median samples/s), for the Ray stream and then for the loader-decoded one.
 """
