@@ -1,7 +1,7 @@
 """Meta-World learning benchmark: scripted demonstrations -> shards -> training -> closed-loop evaluation.
 
     uv run python benchmarks/bench_metaworld.py --suite mt10 --obs state [--episodes_per_task 50] \
-        [--train_minutes 20] [--steps_after_success 10] [--eval_episodes_per_task 10] [--workdir /tmp/bench_metaworld]
+        [--train_minutes 20] [--steps_after_success 30] [--eval_episodes_per_task 10] [--workdir /tmp/bench_metaworld]
     uv run python benchmarks/bench_metaworld.py --suite mt10 --obs pixels --train_minutes 60 [--image_size 64]
 
 Stages, each timed:
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--episodes_per_task", type=int, default=50, help="demonstrations per task")
     parser.add_argument("--train_minutes", type=float, default=20.0)
     parser.add_argument(
-        "--steps_after_success", type=int, default=10, help="expert steps recorded after each demo's first success"
+        "--steps_after_success", type=int, default=30, help="expert steps recorded after each demo's first success"
     )
     parser.add_argument("--eval_episodes_per_task", type=int, default=10)
     parser.add_argument("--n_action_steps", type=int, default=8, help="rows of each predicted chunk executed")
