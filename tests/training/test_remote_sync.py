@@ -216,7 +216,9 @@ def test_a_stopped_endpoint_holds_finish_no_longer_than_the_deadline(tmp_path, s
     start = time.monotonic()
     with pytest.raises(RemoteSyncError, match=r"3 files not uploaded \(file_0.bin, file_1.bin, file_2.bin\)"):
         sync.finish()
-    assert time.monotonic() - start < 4.5
+    # The 4 s deadline bounds the whole flush (waiting per file would take 3 x 4 s); 2 s of slack for a loaded machine
+    # (4.53 s was seen once at load 18).
+    assert time.monotonic() - start < 4 + 2
 
 
 _FINISH_THEN_EXIT = """
