@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vla_foundry.eval.envs import SimAdapter, get_sim_env
-from vla_foundry.eval.sim import PolicyController, evaluate, main, wilson_interval
+from vla_foundry.eval.sim import PolicyController, evaluate, main, render_size, wilson_interval
 from vla_foundry.params.base_params import ConfigError
 from vla_foundry.params.eval_params import SimEvalParams
 
@@ -183,3 +183,29 @@ def test_cli_reports_a_policy_that_does_not_fit_the_env_in_one_line(pusht_run, c
 def test_cli_needs_exactly_one_policy_source(capsys):
     assert main(["--env", "pusht", "--episodes", "1"]) == 2
     assert "exactly one of --run_dir, --policy_url or --policy scripted" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The render size: what the policy was trained on unless told otherwise
+
+
+def test_render_size_is_the_size_the_policys_cameras_were_stored_at():
+    spec = get_sim_env("aloha_transfer_cube")  # default (480, 640)
+    assert render_size(None, ["top"], {"top": [60, 80]}, spec) == ((60, 80), "the policy's training images")
+
+
+def test_an_explicit_render_size_wins_over_the_recorded_one():
+    spec = get_sim_env("aloha_transfer_cube")
+    assert render_size((24, 32), ["top"], {"top": [60, 80]}, spec) == ((24, 32), "--image_size")
+
+
+def test_without_a_record_or_a_camera_the_env_default_is_rendered():
+    spec = get_sim_env("aloha_transfer_cube")
+    assert render_size(None, ["top"], {}, spec) == ((480, 640), "the env's default")
+    assert render_size(None, [], {"top": [60, 80]}, spec) == ((480, 640), "the env's default")
+
+
+def test_cameras_trained_at_different_sizes_need_an_explicit_render_size():
+    spec = get_sim_env("aloha_transfer_cube")
+    with pytest.raises(ConfigError, match=r"different sizes.*--image_size"):
+        render_size(None, ["top", "angle"], {"top": [60, 80], "angle": [30, 40]}, spec)

@@ -450,6 +450,26 @@ def _instruction_of(instruction_from: str | None) -> str | None:
     return get_sim_env(instruction_from, where="instruction_from").instruction
 
 
+def render_size(
+    given: tuple[int, int] | None, cameras: Sequence[str], trained: dict[str, list[int]], spec: SimEnvSpec
+) -> tuple[tuple[int, int], str]:
+    """The (H, W) the env renders at and where it comes from: `given` (--image_size); else the size the policy's
+    training images of `cameras` were stored at (the run records it), so that evaluation frames are rendered as
+    the demonstrations were rather than rendered at another size and resized; else the env's default."""
+    if given:
+        return (int(given[0]), int(given[1])), "--image_size"
+    sizes = {tuple(trained[c]) for c in cameras if trained.get(c)}
+    if len(sizes) > 1:
+        raise ConfigError(
+            f"the policy's cameras were trained on images of different sizes "
+            f"({ {c: trained[c] for c in cameras} }); an env renders every camera at one size: pass --image_size"
+        )
+    if cameras and sizes and all(trained.get(c) for c in cameras):
+        ((h, w),) = sizes
+        return (int(h), int(w)), "the policy's training images"
+    return tuple(spec.image_size), "the env's default"
+
+
 def _load_policy(params: SimEvalParams) -> Any:
     if params.run_dir is not None:
         from vla_foundry.inference.policy import Policy
@@ -538,9 +558,17 @@ def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
             controller.instruction = instruction
             settings["n_action_steps"] = controller.n_action_steps
             cameras, history = adapter.cameras, adapter.history
+        trained = dict(metadata.get("camera_image_sizes") or {}) if policy is not None else {}
+        size, size_source = render_size(image_size, cameras, trained, spec)
+        if cameras and size_source == "the env's default" and name == names[0]:
+            print(
+                f"note: the policy does not record the size of its training images; {name} renders {cameras} at "
+                f"the env's default {size[0]}x{size[1]} (pass --image_size H W to render at the demonstrations' size)",
+                file=sys.stderr,
+            )
         task_start = time.perf_counter()
         results, frames = run_episodes(
-            spec, controller, dataclasses.replace(params, videos=videos), cameras, image_size, history, show_progress
+            spec, controller, dataclasses.replace(params, videos=videos), cameras, size, history, show_progress
         )
         summary = summarize(results, time.perf_counter() - task_start)
         tasks[name] = summary
@@ -550,7 +578,8 @@ def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
             **settings,
             "env": name,
             "max_steps": max_steps or spec.max_steps,
-            "image_size": list(image_size or spec.image_size),
+            "image_size": list(size),
+            "image_size_from": size_source,
         }
         if output_dir is not None:
             task_dir = os.path.join(output_dir, name.replace("/", "_")) if suite else output_dir

@@ -128,6 +128,8 @@ class Policy:
             "camera_names": self.camera_names,
             "image_indices": self.image_indices,
             "image_size": self.config.image_size,
+            # Camera -> [height, width] of the training images as stored ({} when the run does not record it).
+            "camera_image_sizes": dict(self.config.camera_image_sizes),
             "proprioception_fields": self.proprioception_fields,
             "proprioception_rows": self.config.past_lowdim_steps + 1,
             "action_fields": self.action_fields,

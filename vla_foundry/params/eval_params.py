@@ -85,7 +85,8 @@ class SimEvalParams(SimEpisodesParams):
     # Ask the policy at every step and average each step's rows of all chunks with weights exp(-K i), i = 0 for
     # the oldest (None: receding horizon, n_action_steps rows per chunk).
     temporal_ensemble: float | None = None
-    # Render size [H, W] of the cameras (None: the env's).
+    # Render size [H, W] of the cameras (None: the size the policy's training images were stored at, which runs
+    # record; the env's default for a policy without that record or without cameras).
     image_size: tuple[int, int] | None = None
     # MP4s of the first k episodes, under <output_dir>/videos (none without output_dir).
     videos: int = 5

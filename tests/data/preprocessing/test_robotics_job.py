@@ -68,6 +68,20 @@ def test_dataset_files_record_the_window_cameras_and_run(v3_run: Path):
     assert not (v3_run.parent / "_work").exists()
 
 
+def test_the_config_records_the_size_each_camera_is_stored_at(v3_run: Path):
+    import io
+
+    from PIL import Image
+
+    config = yaml.safe_load((v3_run / "preprocessing_config.yaml").read_text())
+    samples = read_dataset(v3_run).values()
+    for cam in ("cam_high", "cam_wrist"):
+        sizes = {Image.open(io.BytesIO(s[f"{cam}_t0.jpg"])).size for s in samples}  # (W, H) of every sample
+        assert len(sizes) == 1
+        ((width, height),) = sizes
+        assert config["camera_image_sizes"][cam] == [height, width]
+
+
 def test_same_inputs_and_seed_give_byte_identical_shards_and_another_seed_another_order(
     v3_run: Path, lerobot_v3: Path, tmp_path: Path
 ):

@@ -193,12 +193,18 @@ def merge_task_stats(paths: JobPaths, task_ids: list[str], seed: int) -> WindowS
     return merged
 
 
-def preprocessing_config(params: RoboticsPreprocessingParams, cameras: list[str]) -> str:
-    """preprocessing_config.yaml: the resolved params plus the cameras actually stored."""
+def preprocessing_config(
+    params: RoboticsPreprocessingParams, cameras: list[str], camera_image_sizes: dict[str, list[int]] | None = None
+) -> str:
+    """preprocessing_config.yaml: the resolved params plus the cameras actually stored and, when known, each one's
+    stored [height, width] (with image_size null, the source's size: what a simulator renders for a policy trained
+    on these frames)."""
     import yaml
 
     data = params_to_dict(params)
     data["camera_names"] = cameras
+    if camera_image_sizes:
+        data["camera_image_sizes"] = camera_image_sizes
     data["window_length"] = params.window_length
     if params.type == "spartan" and params.action_fields_config_path:
         from vla_foundry.data.preprocessing.spartan_source import load_action_fields
@@ -233,9 +239,9 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
     def finalize(paths: JobPaths, results: list[TaskResult]) -> dict:
         stats = merge_task_stats(paths, task_ids, params.seed)
         storage.write_text(storage.join(paths.dataset, "stats.json"), json.dumps(stats.to_json(), indent=1))
-        cameras = _stored_cameras(paths)
+        sizes = _stored_camera_sizes(paths)
         storage.write_text(
-            storage.join(paths.dataset, "preprocessing_config.yaml"), preprocessing_config(params, cameras)
+            storage.join(paths.dataset, "preprocessing_config.yaml"), preprocessing_config(params, list(sizes), sizes)
         )
         episodes_quality = {e: q for r in results for e, q in r.quality.items()}
         return {
@@ -271,13 +277,27 @@ def run_robotics_preprocessing(params: RoboticsPreprocessingParams) -> JobOutcom
     )
 
 
-def _stored_cameras(paths: JobPaths) -> list[str]:
-    """Camera names of the first sample of the first shard (every sample stores the same cameras)."""
+def _stored_camera_sizes(paths: JobPaths) -> dict[str, list[int]]:
+    """Camera name -> [height, width] of its colour images in the first sample of the first shard (every sample
+    stores the same cameras, at one size unless preprocessing kept differing source sizes), in the stored order."""
+    from PIL import Image
+
     from vla_foundry.data.tar_stream import iter_tar_members
 
     first = storage.join(paths.dataset, "shard_000000.tar")
+    members: dict[str, bytes] = {}
+    key = None
     with storage.open_read(first) as f:
         for name, data in iter_tar_members(f):
-            if name.endswith(".metadata.json"):
-                return list(json.loads(data)["camera_names"])
-    return []
+            sample_key, suffix = name.split(".", 1)  # a sample key holds no dot (sample_key)
+            if key is not None and sample_key != key:
+                break
+            key, members[suffix] = sample_key, data
+    if "metadata.json" not in members:
+        return {}
+    sizes: dict[str, list[int]] = {}
+    for cam in json.loads(members["metadata.json"])["camera_names"]:
+        jpg = next((d for m, d in members.items() if m.startswith(f"{cam}_t") and m.endswith(".jpg")), None)
+        # PIL reads the header only, no decode; a camera whose image is missing in this sample has no size.
+        sizes[cam] = list(Image.open(io.BytesIO(jpg)).size[::-1]) if jpg is not None else []
+    return sizes

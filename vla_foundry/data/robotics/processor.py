@@ -93,6 +93,9 @@ class DatasetLayout:
     # preprocessing used to reach it (center_crop, fit or stretch).
     image_size: list[int] | None = None
     resize_mode: str = "center_crop"
+    # Camera -> [height, width] its images were stored at (preprocessing_config.yaml's camera_image_sizes; empty
+    # for datasets written before it was recorded).
+    camera_image_sizes: dict[str, list[int]] = field(default_factory=dict)
 
 
 # Layouts read by this process, by (local file, its mtime and size): every window builds its pipeline anew (in the
@@ -135,6 +138,7 @@ def _read_dataset_layout(dataset_dir: str, path: str) -> DatasetLayout:
         image_indices=[int(i) for i in cfg["image_indices"]],
         image_size=[int(x) for x in cfg["image_size"]] if cfg.get("image_size") else None,
         resize_mode=str(cfg.get("resize_mode") or "center_crop"),
+        camera_image_sizes={str(c): [int(x) for x in hw] for c, hw in (cfg.get("camera_image_sizes") or {}).items()},
     )
 
 
@@ -158,6 +162,9 @@ class ProcessorConfig:
     # are first brought to that stored form, exactly as preprocessing did.
     stored_image_size: list[int] | None = None
     stored_resize_mode: str = "center_crop"
+    # Camera -> [height, width] of the training images as stored (the first dataset's; {} when not recorded): the
+    # size a simulator renders for this policy so that its frames match the demonstrations'.
+    camera_image_sizes: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def window_length(self) -> int:
@@ -275,6 +282,7 @@ def resolve_robotics_config(
         augmentation=asdict(data_params.augmentation),
         stored_image_size=layouts[0].image_size,
         stored_resize_mode=layouts[0].resize_mode,
+        camera_image_sizes={c: hw for c, hw in layouts[0].camera_image_sizes.items() if c in cameras and hw},
     )
     return processor_config, normalizer_config, merged
 

@@ -216,9 +216,10 @@ def prepare_stream_dir(data_params: Any, root: str) -> str:
 
     source = open_source(data_params, root, "lerobot")
     params = source.params
-    storage.write_text(
-        storage.join(folder, "preprocessing_config.yaml"), preprocessing_config(params, source.cameras())
-    )
+    cameras = source.cameras()
+    # Streamed frames are resized to params.image_size when it is set; otherwise they keep each video's size.
+    sizes = {cam: list(params.image_size) for cam in cameras} if params.image_size else None
+    storage.write_text(storage.join(folder, "preprocessing_config.yaml"), preprocessing_config(params, cameras, sizes))
     norm = data_params.normalization
     wanted = list(dict.fromkeys([*data_params.action_fields, *data_params.proprioception_fields]))
     stats = None
