@@ -7,13 +7,15 @@
 Stages, each timed:
   1. demos: `make_sim_demos --env metaworld_<suite>` (seeds from 1,000,000, each going on for --steps_after_success
      steps after its first success; `--obs state` records no camera, `--obs pixels` the corner2 camera at
-     --image_size);
+     --image_size; the policy's input stays the preset's 64 px, resized as in training, unless --extra sets
+     `--model.backbone.vit.img_size`);
   2. data: the Ray preprocessing job into shards (config_presets/preprocessing/metaworld_<obs>.yaml);
   3. training: config_presets/training_jobs/metaworld_mt10_<obs>.yaml, with total_train_samples set so the run
      takes about --train_minutes on this machine (the samples/s of a short calibration run of the same job, measured
      first; the schedule then runs whole);
   4. evaluation: `eval.sim --env metaworld_<suite>` with --eval_episodes_per_task episodes per task from seeds 0, 1,
-     ... (never used for demos), executing --n_action_steps rows of each chunk;
+     ... (never used for demos), executing --n_action_steps rows of each chunk, the camera rendered at the size
+     the demonstrations were recorded at;
   5. language: for the tasks of the suite that share a scene (drawer open/close, window open/close, ...), each
      scene with its own instruction, the other task's instruction, and a blank one: the success of the scene's
      own task in each case. A policy that ignores language succeeds as often with the other task's instruction.

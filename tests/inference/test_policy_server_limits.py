@@ -66,7 +66,12 @@ class ServerProcess:
 
     def stop(self) -> str:
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # no server outlives the test run
+            out, _ = self.proc.communicate()
+            raise AssertionError(f"the server did not exit within 60 s of SIGTERM; its output:\n{out}") from None
         return out
 
 
