@@ -534,6 +534,8 @@ def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
         metadata = policy.metadata()
         # Every env is checked against the policy before any episode runs.
         adapters = {n: SimAdapter(get_sim_env(n), metadata, where=run_dir or policy_url or "policy") for n in names}
+    # Camera -> [H, W] of the policy's training images (runs record it; {} for older runs and the scripted expert).
+    trained = dict(metadata.get("camera_image_sizes") or {}) if policy is not None else {}
     suite = is_sim_suite(env)
     tasks: dict[str, dict[str, Any]] = {}
     all_results: list[dict[str, Any]] = []
@@ -558,7 +560,6 @@ def evaluate(params: SimEvalParams, policy: Any = None) -> dict[str, Any]:
             controller.instruction = instruction
             settings["n_action_steps"] = controller.n_action_steps
             cameras, history = adapter.cameras, adapter.history
-        trained = dict(metadata.get("camera_image_sizes") or {}) if policy is not None else {}
         size, size_source = render_size(image_size, cameras, trained, spec)
         if cameras and size_source == "the env's default" and name == names[0]:
             print(
