@@ -186,9 +186,9 @@ def test_missing_camera_is_zero_padded_and_masked_by_flag(tiny_data):
     assert float(batch["images"][:, 2:].abs().sum()) == 0.0
 
 
-def test_augmentation_uses_the_same_parameters_for_every_view(tmp_path):
+def one_picture_everywhere(tmp_path) -> str:
+    """A tiny robotics dataset whose every view of every sample is the same random 32 px picture."""
     data = make_robotics(str(tmp_path / "r"), num_episodes=2, episode_length=4, num_shards=1)
-    # Make every view of every sample the same picture: then augmented views must stay identical.
     shard = os.path.join(data, "shard_000000.tar")
     picture = encode_jpeg(np.random.default_rng(0).integers(0, 255, size=(32, 32, 3), dtype=np.uint8))
     with tarfile.open(shard) as tar:
@@ -198,6 +198,12 @@ def test_augmentation_uses_the_same_parameters_for_every_view(tmp_path):
             payload = picture if m.name.endswith(".jpg") else payload
             m.size = len(payload)
             tar.addfile(m, io.BytesIO(payload))
+    return data
+
+
+def test_augmentation_uses_the_same_parameters_for_every_view(tmp_path):
+    # Every view is the same picture: augmented views must stay identical.
+    data = one_picture_everywhere(tmp_path)
     aug = AugmentationParams(enabled=True, crop_scale=0.7, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
     params = robotics_params([data], augmentation=aug)
     train = first_batch(params, samples=8, batch_size=8)["images"]  # (B, 4, 3, H, W)
@@ -207,6 +213,28 @@ def test_augmentation_uses_the_same_parameters_for_every_view(tmp_path):
     assert not torch.equal(train[0, 0], train[1, 0])
     val = first_batch(params, samples=8, batch_size=8, training=False)["images"]
     assert torch.allclose(val[0, 0], val[1, 0])
+
+
+def test_shift_augmentation_moves_training_images_without_rescaling_them(tmp_path):
+    data = one_picture_everywhere(tmp_path)
+    aug = AugmentationParams(enabled=True, shift=3, crop_scale=1.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    params = robotics_params([data], augmentation=aug)
+    original = first_batch(params, samples=8, batch_size=8, training=False)["images"][0, 0]  # (3, H, W) uint8
+    _, h, w = original.shape
+    rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
+    # Every shift of at most 3 pixels, built by indexing: pixel (y, x) comes from (y - dy, x - dx), clamped.
+    shifted = {
+        (dy, dx): original[:, np.clip(rows - dy, 0, h - 1), np.clip(cols - dx, 0, w - 1)]
+        for dy in range(-3, 4)
+        for dx in range(-3, 4)
+    }
+    train = first_batch(params, samples=8, batch_size=8)["images"]  # (B, 4, 3, H, W)
+    found = []
+    for image in train[:, 0]:
+        matches = [s for s, candidate in shifted.items() if torch.equal(image, candidate)]
+        assert matches, "a training image is not a shift of at most 3 pixels of the stored one"
+        found.append(matches[0])
+    assert len(set(found)) > 1 and any(s != (0, 0) for s in found)
 
 
 def test_processor_saved_to_a_run_dir_reloads_identically(tiny_data, tmp_path):

@@ -189,6 +189,15 @@ class AugmentationParams:
     saturation: float = 0.2
     # Colour jitter: maximal hue shift (fraction of the colour circle).
     hue: float = 0.0
+    # Random shift: the image moves by up to this many pixels along each axis (edges repeated into the gap), its
+    # scale unchanged, so a policy cannot tie actions to exact pixel positions; 0 = off.
+    shift: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"data.augmentation.crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.shift < 0:
+            raise ConfigError(f"data.augmentation.shift must be >= 0 pixels, got {self.shift}")
 
 
 @register_data_params("robotics")

@@ -186,6 +186,9 @@ class AugmentationDraw:
     contrast: float
     saturation: float
     hue: float
+    # Pixels the image moves down and right (negative: up and left).
+    shift_y: int = 0
+    shift_x: int = 0
 
 
 def draw_augmentation(rng: np.random.Generator, params) -> AugmentationDraw:
@@ -202,12 +205,23 @@ def draw_augmentation(rng: np.random.Generator, params) -> AugmentationDraw:
         contrast=factor(params.contrast),
         saturation=factor(params.saturation),
         hue=float(rng.uniform(-params.hue, params.hue)) if params.hue > 0 else 0.0,
+        # Drawn last and only when on, so runs without a shift draw the same values as before it existed.
+        **_draw_shift(rng, params.shift),
     )
 
 
+def _draw_shift(rng: np.random.Generator, shift: int) -> dict[str, int]:
+    if shift <= 0:
+        return {}
+    dy, dx = rng.integers(-shift, shift + 1, size=2)
+    return {"shift_y": int(dy), "shift_x": int(dx)}
+
+
 def augment(image: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
-    """Random crop (resized back to the input size) and colour jitter of a (3, H, W) image in [0, 1]."""
+    """Random shift, random crop (resized back to the input size) and colour jitter of a (3, H, W) image in [0, 1]."""
     _, h, w = image.shape
+    if draw.shift_y or draw.shift_x:
+        image = shift_image(image, draw.shift_y, draw.shift_x)
     if draw.crop_scale < 1.0:
         ch, cw = max(1, round(h * draw.crop_scale)), max(1, round(w * draw.crop_scale))
         top, left = int(draw.crop_top * (h - ch)), int(draw.crop_left * (w - cw))
@@ -225,6 +239,16 @@ def augment(image: torch.Tensor, draw: AugmentationDraw) -> torch.Tensor:
     if draw.hue != 0.0:
         image = shift_hue(image, draw.hue)
     return image
+
+
+def shift_image(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(3, H, W) -> (3, H, W) moved `dy` pixels down and `dx` right; the uncovered rows and columns repeat the
+    nearest edge pixels."""
+    _, h, w = image.shape
+    py, px = abs(dy), abs(dx)
+    padded = torch.nn.functional.pad(image[None], (px, px, py, py), mode="replicate")[0]  # (3, H + 2py, W + 2px)
+    top, left = py - dy, px - dx
+    return padded[:, top : top + h, left : left + w]
 
 
 def shift_hue(image: torch.Tensor, shift: float) -> torch.Tensor:
