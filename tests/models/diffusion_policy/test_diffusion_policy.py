@@ -10,7 +10,9 @@ from tests.models.diffusion_policy.conftest import (
     ACTION_DIM,
     FUTURE,
     IMG,
+    N_IMAGES,
     PAST,
+    TINY_LM,
     TINY_VIT,
     TINY_VLM,
     WINDOW,
@@ -59,6 +61,42 @@ def test_all_tokens_conditioning_reads_every_valid_token(backbones, kind):
     assert cond.shape[:3] == (2, 1, mask.shape[1]) and mask.shape[1] > 2
     loss = get_batch_handler(params).compute_loss(model, batch).loss
     assert torch.isfinite(loss)
+
+
+def test_action_and_image_tokens_conditioning_is_the_image_tokens_then_the_action_token():
+    torch.manual_seed(0)
+    reader = create_model(policy_params(TINY_VLM, conditioning="action_and_image_tokens", backbone_num_layers_used=2))
+    query = create_model(policy_params(TINY_VLM, backbone_num_layers_used=2))
+    query.load_state_dict(reader.state_dict())
+    batch = robotics_batch(batch_size=2, instruction_len=5)
+    cond, mask = reader.encode(batch)
+    vlm = reader.backbone.model
+    n_img_tok = N_IMAGES * vlm.img_num_tokens
+    assert cond.shape == (2, 2, n_img_tok + 1, TINY_LM.hidden_dim) and mask.shape == (2, n_img_tok + 1)
+    assert bool(mask.all())
+    # The last token is what the `<action>` read-out gives; the others are the image positions of the last two
+    # layers' hidden states over [images | instruction | <action>].
+    torch.testing.assert_close(cond[:, :, -1:], query.encode(batch)[0])
+    images = (batch["images"] - 0.5) / 0.5
+    ids = torch.full((2, n_img_tok), TINY_VLM.image_token_id)
+    hidden = vlm.language_model.hidden_states(inputs_embeds=vlm.merge_embeddings(ids, images), num_layers=2)
+    torch.testing.assert_close(cond[:, :, :-1], torch.stack(hidden, dim=1))
+
+
+def test_action_and_image_tokens_hides_the_tokens_of_a_missing_camera():
+    model = create_model(policy_params(TINY_VLM, conditioning="action_and_image_tokens"))
+    batch = robotics_batch(batch_size=2)
+    batch["image_mask"][1, 0] = False
+    _, mask = model.encode(batch)
+    per_image = model.backbone.model.img_num_tokens
+    assert bool(mask[0].all())
+    assert not bool(mask[1, :per_image].any()) and bool(mask[1, per_image:].all())
+
+
+@pytest.mark.parametrize("backbone", [TINY_VIT, TINY_LM])
+def test_action_and_image_tokens_needs_a_native_vlm_backbone(backbone):
+    with pytest.raises(ConfigError, match="action_and_image_tokens needs a native `vlm`"):
+        policy_params(backbone, conditioning="action_and_image_tokens").validate()
 
 
 @pytest.mark.parametrize("objective", ["flow_matching", "ddpm"])

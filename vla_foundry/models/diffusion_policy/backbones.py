@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vla_foundry.checkpoint import read_model_weights, weights_source
-from vla_foundry.models.diffusion_policy.params import CLIPBackboneParams, DiffusionPolicyParams
+from vla_foundry.models.diffusion_policy.params import CLIPBackboneParams, DiffusionPolicyParams, check_conditioning
 from vla_foundry.models.hf_loading import load_hf_model, load_processor, no_split_block_types
 from vla_foundry.models.registry import create_model, fsdp_block_types
 from vla_foundry.models.weights import freeze, load_weights_into
@@ -277,13 +277,20 @@ class NativeVLMBackbone(BackboneAdapter):
         return seq, attn, action_pos
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, _ = self.images(batch)
+        images, image_mask = self.images(batch)
         ids, mask = self.instruction(batch, images.shape[0], images.device)
         seq, attn, action_pos = self.build_sequence(ids, mask, images.shape[1])
         hidden = self.model.hidden_states(
             input_ids=seq, images=images, attention_mask=attn, num_layers=self.num_layers_used
         )  # k x (B, S, C)
-        return read_out(hidden, attn, action_pos, self.conditioning)
+        if self.conditioning != "action_and_image_tokens":
+            return read_out(hidden, attn, action_pos, self.conditioning)
+        q, q_mask = read_out(hidden, attn, action_pos, "action_token")  # (B, k, 1, C), (B, 1)
+        n_img_tok = images.shape[1] * self.model.img_num_tokens  # the sequence starts with the image tokens
+        img = stack_layers(hidden)[:, :, :n_img_tok]  # (B, k, I, C)
+        # A missing camera's tokens are hidden from the head.
+        img_mask = image_mask.repeat_interleave(self.model.img_num_tokens, dim=1)  # (B, I)
+        return torch.cat([img, q], dim=2), torch.cat([img_mask, q_mask], dim=1)  # (B, k, I + 1, C), (B, I + 1)
 
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.vision, self.model.projector]
@@ -519,6 +526,7 @@ class CLIPBackbone(BackboneAdapter):
 def build_backbone(params: DiffusionPolicyParams, load_pretrained: bool = True) -> BackboneAdapter:
     """The adapter for `params.backbone`; with `backbone_run` and `load_pretrained`, the run's weights loaded."""
     backbone = params.backbone
+    check_conditioning(params.conditioning, backbone.type)
     if isinstance(backbone, VLMParams):
         adapter: BackboneAdapter = NativeVLMBackbone(params, load_pretrained)
     elif isinstance(backbone, VLMHFParams):

@@ -77,6 +77,15 @@ BackboneParams = VLMParams | VLMHFParams | ViTParams | ViTHFParams | CLIPBackbon
 BACKBONE_TYPES = ("vlm", "vlm_hf", "vit", "vit_hf", "clip_hf", "transformer")
 
 
+def check_conditioning(conditioning: str, backbone_type: str) -> None:
+    """A ConfigError when `conditioning` needs image tokens the backbone kind does not place in its sequence."""
+    if conditioning == "action_and_image_tokens" and backbone_type != "vlm":
+        raise ConfigError(
+            f"model.conditioning=action_and_image_tokens needs a native `vlm` backbone (image tokens at the start of "
+            f"its sequence); model.backbone.type is {backbone_type!r}: use action_token or all_tokens"
+        )
+
+
 @register_model_params("diffusion_policy")
 @dataclass(frozen=True)
 class DiffusionPolicyParams(PolicyParams):
@@ -94,8 +103,10 @@ class DiffusionPolicyParams(PolicyParams):
     # built for training. This is the VLM -> VLA hand-off.
     backbone_run: str | None = None
     # What the head reads from the backbone. action_token: the hidden states of the `<action>` query token appended
-    # to the instruction (vision-only backbones: each image's mean patch token); all_tokens: every valid token.
-    conditioning: Literal["action_token", "all_tokens"] = "action_token"
+    # to the instruction (vision-only backbones: each image's mean patch token); all_tokens: every valid token;
+    # action_and_image_tokens (native `vlm` only): the `<action>` token and every image token, not the instruction's
+    # (where each part of the image is, at a fraction of all_tokens' cost in the head).
+    conditioning: Literal["action_token", "all_tokens", "action_and_image_tokens"] = "action_token"
     # Hidden states of the backbone's last k layers feed the head (k tokens per query position).
     backbone_num_layers_used: int = 1
     # Native VLM backbone: ids of the `<action>` query token and of padding in the instruction's tokenizer (the byte
@@ -171,6 +182,9 @@ class DiffusionPolicyParams(PolicyParams):
             raise ConfigError(f"model.backbone_trainable_layers={self.backbone_trainable_layers} must be >= 0")
         if self.clip_sample < 0:
             raise ConfigError(f"model.clip_sample={self.clip_sample} must be >= 0 (0 disables clipping)")
+        # With a backbone run, `backbone` is a placeholder until the resolve step; build_backbone checks it then.
+        if self.backbone_run is None:
+            check_conditioning(self.conditioning, self.backbone.type)
 
     def resolve_files(self) -> DiffusionPolicyParams:
         """`backbone` replaced by the params in the backbone run's config_model.yaml (the resolve step's hook)."""
