@@ -2,12 +2,12 @@
 
     uv run python benchmarks/bench_metaworld.py --suite mt10 --obs state [--episodes_per_task 50] \
         [--train_minutes 20] [--steps_after_success 30] [--eval_episodes_per_task 10] [--workdir /tmp/bench_metaworld]
-    uv run python benchmarks/bench_metaworld.py --suite mt10 --obs pixels --train_minutes 60 [--image_size 64]
+    uv run python benchmarks/bench_metaworld.py --suite mt10 --obs pixels --train_minutes 60 [--image_size 96]
 
 Stages, each timed:
   1. demos: `make_sim_demos --env metaworld_<suite>` (seeds from 1,000,000, each going on for --steps_after_success
      steps after its first success; `--obs state` records no camera, `--obs pixels` the corner2 camera at
-     --image_size; the policy's input stays the preset's 64 px, resized as in training, unless --extra sets
+     --image_size; the policy's input stays the preset's 96 px, resized as in training, unless --extra sets
      `--model.backbone.vit.img_size`);
   2. data: the Ray preprocessing job into shards (config_presets/preprocessing/metaworld_<obs>.yaml);
   3. training: config_presets/training_jobs/metaworld_mt10_<obs>.yaml, with total_train_samples set so the run
@@ -79,7 +79,7 @@ def main() -> None:
     )
     parser.add_argument("--eval_episodes_per_task", type=int, default=10)
     parser.add_argument("--n_action_steps", type=int, default=8, help="rows of each predicted chunk executed")
-    parser.add_argument("--image_size", type=int, default=64, help="pixels: the camera's square size")
+    parser.add_argument("--image_size", type=int, default=96, help="pixels: the camera's square size")
     parser.add_argument("--num_workers", type=int, default=2, help="demo and evaluation processes")
     parser.add_argument("--device", default="cpu", help="where evaluation runs the policy (cpu, cuda)")
     parser.add_argument("--workdir", default="/tmp/bench_metaworld")
