@@ -285,12 +285,13 @@ class NativeVLMBackbone(BackboneAdapter):
         )  # k x (B, S, C)
         if self.conditioning != "action_and_image_tokens":
             return read_out(hidden, attn, action_pos, self.conditioning)
-        q, q_mask = read_out(hidden, attn, action_pos, "action_token")  # (B, k, 1, C), (B, 1)
+        h = stack_layers(hidden)  # (B, k, S, C)
         n_img_tok = images.shape[1] * self.model.img_num_tokens  # the sequence starts with the image tokens
-        img = stack_layers(hidden)[:, :, :n_img_tok]  # (B, k, I, C)
-        # A missing camera's tokens are hidden from the head.
+        q = h[torch.arange(h.shape[0], device=h.device), :, action_pos][:, :, None]  # (B, k, 1, C)
+        # A missing camera's tokens are hidden from the head; the <action> token is always read.
         img_mask = image_mask.repeat_interleave(self.model.img_num_tokens, dim=1)  # (B, I)
-        return torch.cat([img, q], dim=2), torch.cat([img_mask, q_mask], dim=1)  # (B, k, I + 1, C), (B, I + 1)
+        mask = torch.cat([img_mask, torch.ones_like(img_mask[:, :1])], dim=1)  # (B, I + 1)
+        return torch.cat([h[:, :, :n_img_tok], q], dim=2), mask  # (B, k, I + 1, C)
 
     def vision_modules(self) -> list[nn.Module]:
         return [self.model.vision, self.model.projector]
