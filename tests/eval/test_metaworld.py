@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +275,17 @@ def test_pixel_policy_trains_on_corner2_and_acts_in_closed_loop(shards, tmp_path
     )
     assert out["episodes"][0]["steps"] == 4
     assert (tmp_path / "videos" / "episode_000.mp4").stat().st_size > 0
+
+
+def test_bench_refuses_a_work_dir_whose_demonstrations_are_another_count(tmp_path):
+    """bench_metaworld.py reuses the stage outputs it finds; 50 demos per task recorded earlier must not be trained on
+    as the 150 per task that `--obs pixels` records by default."""
+    info = tmp_path / "mt10_pixels" / "demos" / "meta" / "info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"total_episodes": 500}))
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metaworld.py"
+    cmd = [sys.executable, str(bench), "--suite", "mt10", "--obs", "pixels", "--workdir", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "holds 500 demonstrations, not the 1500 asked for (150 per task)" in proc.stderr
+    assert not (tmp_path / "mt10_pixels" / "shards").exists()
