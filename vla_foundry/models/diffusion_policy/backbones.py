@@ -142,9 +142,13 @@ def read_out(
     h = stack_layers(hidden)  # (B, k, S, C)
     if conditioning == "all_tokens" or query_pos is None:
         return h, mask
-    idx = query_pos.view(-1, 1, 1, 1).expand(-1, h.shape[1], 1, h.shape[3])
-    q = h.gather(2, idx)  # (B, k, 1, C)
+    q = at_position(h, query_pos)  # (B, k, 1, C)
     return q, torch.ones(q.shape[0], 1, dtype=torch.bool, device=q.device)
+
+
+def at_position(h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """The hidden states at one position per row: h (B, k, S, C), pos (B,) -> (B, k, 1, C)."""
+    return h.gather(2, pos.view(-1, 1, 1, 1).expand(-1, h.shape[1], 1, h.shape[3]))
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -287,7 +291,7 @@ class NativeVLMBackbone(BackboneAdapter):
             return read_out(hidden, attn, action_pos, self.conditioning)
         h = stack_layers(hidden)  # (B, k, S, C)
         n_img_tok = images.shape[1] * self.model.img_num_tokens  # the sequence starts with the image tokens
-        q = h[torch.arange(h.shape[0], device=h.device), :, action_pos][:, :, None]  # (B, k, 1, C)
+        q = at_position(h, action_pos)  # (B, k, 1, C)
         # A missing camera's tokens are hidden from the head; the <action> token is always read.
         img_mask = image_mask.repeat_interleave(self.model.img_num_tokens, dim=1)  # (B, I)
         mask = torch.cat([img_mask, torch.ones_like(img_mask[:, :1])], dim=1)  # (B, I + 1)
